@@ -1,0 +1,184 @@
+"""The interaction event schema shared by ingest, the dataflow and serving.
+
+An event is validated field by field so a client gets every problem of a bad event at once
+(``$.user_id: Expected `str` of length <= 128``), not only the first. The same validator runs
+in the ingest API and in the dataflow's decoder, so anything that reaches Kafka by another
+path (a replay, a misbehaving producer) is held to the same rules and dead-lettered if not.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+EventType = Literal["view", "add_to_cart", "purchase", "favourite", "rec_impression", "rec_click"]
+EVENT_TYPES: Final[tuple[str, ...]] = (
+    "view",
+    "add_to_cart",
+    "purchase",
+    "favourite",
+    "rec_impression",
+    "rec_click",
+)
+#: Events that express interest in an item and so train the model and fill the user's window.
+INTERACTION_TYPES: Final[frozenset[str]] = frozenset(
+    {"view", "add_to_cart", "purchase", "favourite", "rec_click"}
+)
+
+# Printable, no control characters (C0, DEL, C1): ids end up in Redis keys, Kafka keys and
+# logs, where a newline or NUL is an injection vector rather than an identifier.
+_ID_PATTERN: Final = r"^[^\x00-\x1f\x7f-\x9f]+$"
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=_ID_PATTERN)]
+ShortText = Annotated[str, msgspec.Meta(max_length=256, pattern=_ID_PATTERN)]
+LongText = Annotated[str, msgspec.Meta(max_length=2048, pattern=_ID_PATTERN)]
+CountryCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{2}$")]
+
+
+class Context(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Where and how the event happened; every field optional."""
+
+    user_agent: LongText | None = None
+    device: ShortText | None = None
+    country: CountryCode | None = None
+    region: ShortText | None = None
+    city: ShortText | None = None
+    page: LongText | None = None
+    referrer: LongText | None = None
+
+
+class Profile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What the shop knows of a user up front; used for cold start."""
+
+    age: Annotated[int, msgspec.Meta(ge=0, le=130)] | None = None
+    gender: ShortText | None = None
+    occupation: ShortText | None = None
+    postal_code: ShortText | None = None
+    segment: ShortText | None = None
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One interaction of a user with an item."""
+
+    event_id: Id
+    user_id: Id
+    item_id: Id
+    type: EventType
+    ts: Annotated[datetime, msgspec.Meta(tz=True)]
+    session_id: Id | None = None
+    category_id: Id | None = None
+    context: Context | None = None
+    profile: Profile | None = None
+    recommendation_id: Id | None = None
+
+    @property
+    def ts_s(self) -> float:
+        """Event time as unix seconds."""
+        return self.ts.timestamp()
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    """One reason an event was rejected: a JSON path and a message."""
+
+    path: str
+    message: str
+
+
+_PATTERN_MESSAGES: Final = {
+    _ID_PATTERN.replace("\\", "\\\\"): "Expected printable text without control characters",
+    r"^[A-Za-z]{2}$": "Expected an ISO 3166-1 alpha-2 country code, e.g. `DE`",
+}
+_FIELD_TYPES: Final = {f.name: f.type for f in msgspec.structs.fields(Event)}
+_REQUIRED: Final = tuple(f.name for f in msgspec.structs.fields(Event) if f.required)
+_encoder: Final = msgspec.json.Encoder()
+_decoder: Final = msgspec.json.Decoder(Event)
+
+
+def _field_error(name: str, exc: msgspec.ValidationError) -> FieldError:
+    # msgspec reports "... - at `$`" relative to the converted value; re-anchor at the field.
+    message = str(exc)
+    path = f"$.{name}"
+    if " - at `$" in message:
+        message, _, rest = message.rpartition(" - at `$")
+        path = f"$.{name}{rest.rstrip('`')}"
+    if "matching regex" in message:
+        message = _PATTERN_MESSAGES.get(message.partition("regex ")[2].strip("'"), message)
+    return FieldError(path, message)
+
+
+def validate_event(
+    raw: Any, *, now: datetime, max_future_skew_s: float, path: str = "$"
+) -> Event | list[FieldError]:
+    """Return the event, or every reason it is invalid (one per offending field)."""
+    if not isinstance(raw, dict):
+        return [FieldError(path, f"Expected `object`, got `{type(raw).__name__}`")]
+    errors: list[FieldError] = []
+    for name in _REQUIRED:
+        if name not in raw:
+            errors.append(FieldError(f"{path}.{name}", "Object missing required field"))
+    for name, value in raw.items():
+        if name not in _FIELD_TYPES:
+            errors.append(FieldError(f"{path}.{name}", "Object contains unknown field"))
+            continue
+        try:
+            msgspec.convert(value, _FIELD_TYPES[name], strict=False)
+        except msgspec.ValidationError as exc:
+            err = _field_error(name, exc)
+            errors.append(FieldError(path + err.path[1:], err.message))
+    if errors:
+        return errors
+    try:
+        event = msgspec.convert(raw, Event, strict=False)
+    except msgspec.ValidationError as exc:  # cross-field problem not seen per field
+        return [FieldError(path, str(exc))]
+    return _check_semantics(event, now=now, max_future_skew_s=max_future_skew_s, path=path)
+
+
+def _check_semantics(
+    event: Event, *, now: datetime, max_future_skew_s: float, path: str
+) -> Event | list[FieldError]:
+    errors: list[FieldError] = []
+    if event.ts - now > timedelta(seconds=max_future_skew_s):
+        errors.append(
+            FieldError(
+                f"{path}.ts",
+                f"Timestamp is more than {max_future_skew_s:g} s in the future "
+                f"(server time {now.isoformat()})",
+            )
+        )
+    if event.type in ("rec_impression", "rec_click") and event.recommendation_id is None:
+        errors.append(
+            FieldError(
+                f"{path}.recommendation_id",
+                f"Required for `{event.type}` events (links feedback to what was served)",
+            )
+        )
+    return errors or event
+
+
+def encode_event(event: Event) -> bytes:
+    """Canonical JSON of an event: what goes onto the events topic."""
+    return _encoder.encode(event)
+
+
+def decode_event(
+    payload: bytes, *, now: datetime | None = None, max_future_skew_s: float = 3600
+) -> Event | list[FieldError]:
+    """Decode one event from the topic, or the reasons it cannot be used."""
+    now = datetime.now(UTC) if now is None else now
+    try:
+        # Fast path: canonical, valid JSON straight into the Struct.
+        event = _decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        try:
+            raw = msgspec.json.decode(payload)
+        except msgspec.DecodeError:
+            return [FieldError("$", f"Invalid JSON: {exc}")]
+        return validate_event(raw, now=now, max_future_skew_s=max_future_skew_s)
+    return _check_semantics(event, now=now, max_future_skew_s=max_future_skew_s, path="$")
+
+
+def errors_as_reason(errors: list[FieldError]) -> str:
+    """One line listing every error, for dead-letter records and logs."""
+    return "; ".join(f"{e.path}: {e.message}" for e in errors)
