@@ -1,0 +1,50 @@
+"""Top-K selection and explanations over scored items.
+
+Partial selection (argpartition) instead of a full sort: only the K best are ordered.
+Explanations pick, for each recommended item, the item of the user's recent history whose
+factor vector is most similar to it: the honest answer to "why this one?" for a factor model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+IndexArray = npt.NDArray[np.intp]
+
+
+def top_k(scores: FloatArray, k: int, exclude_rows: Sequence[int] = ()) -> IndexArray:
+    """Row indices of the ``k`` highest finite scores, best first, skipping ``exclude_rows``."""
+    if k <= 0 or scores.size == 0:
+        return np.empty(0, dtype=np.intp)
+    if len(exclude_rows):
+        scores = scores.copy()
+        scores[np.asarray(exclude_rows, dtype=np.intp)] = -np.inf
+    finite = int(np.isfinite(scores).sum())
+    k = min(k, finite)
+    if k == 0:
+        return np.empty(0, dtype=np.intp)
+    if k < scores.size:
+        candidates = np.argpartition(scores, -k)[-k:]
+    else:
+        candidates = np.arange(scores.size)
+    # Stable order: score descending, then row ascending (deterministic ties).
+    order = np.lexsort((candidates, -scores[candidates]))
+    return candidates[order][:k]
+
+
+def explain_by_similarity(
+    recommended: FloatArray, history: FloatArray
+) -> tuple[IndexArray, FloatArray]:
+    """For each recommended vector, the most similar history vector (cosine) and its value."""
+    if history.shape[0] == 0 or recommended.shape[0] == 0:
+        empty_idx = np.full(recommended.shape[0], -1, dtype=np.intp)
+        return empty_idx, np.zeros(recommended.shape[0], dtype=np.float32)
+    rec_norm = recommended / (np.linalg.norm(recommended, axis=1, keepdims=True) + 1e-12)
+    hist_norm = history / (np.linalg.norm(history, axis=1, keepdims=True) + 1e-12)
+    sims = rec_norm @ hist_norm.T
+    best = np.argmax(sims, axis=1)
+    return best.astype(np.intp), sims[np.arange(sims.shape[0]), best].astype(np.float32)

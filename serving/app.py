@@ -1,0 +1,88 @@
+"""The HTTP API: ingest, recommendations, health and OpenAPI docs.
+
+``create_app(settings)`` builds the Litestar app; ``app_from_env()`` is the factory the
+production server (granian) calls in each worker process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, get
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+
+from freshrec.settings import Settings, load_settings
+from serving.errors import EXCEPTION_HANDLERS
+from serving.ingest import EventsController
+from serving.item_index import ItemIndex
+from serving.producer import EventProducer
+from serving.recommendations import RecommendationsController
+from serving.recommender import Recommender
+from serving.schemas import Health
+from state.store import RedisStore
+
+# Serving must answer fast or fall back: a Redis call that takes longer than this is failed.
+REDIS_TIMEOUT_S = 0.05
+
+
+def create_app(settings: Settings) -> Litestar:
+    """Build the API for ``settings``."""
+    store = RedisStore.from_url(
+        settings.redis_url, settings.redis_prefix, settings.factors, timeout_s=REDIS_TIMEOUT_S
+    )
+    index = ItemIndex(
+        RedisStore.from_url(
+            settings.redis_url, settings.redis_prefix, settings.factors, timeout_s=1.0
+        ),
+        settings.item_refresh_ms / 1000,
+    )
+    recommender = Recommender(store, index)
+    producer_box: list[EventProducer] = []
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        producer_box.append(
+            EventProducer(
+                settings.kafka_bootstrap,
+                linger_ms=settings.producer_linger_ms,
+                timeout_s=settings.produce_timeout_s,
+            )
+        )
+        index.start()
+        try:
+            yield
+        finally:
+            index.stop()
+            producer_box.pop().close()
+
+    @get("/health", tags=["system"], sync_to_thread=False, summary="Liveness and dependencies")
+    def health() -> Health:
+        matrix = index.current
+        return Health("ok", index.redis_ok, matrix.size, matrix.seq)
+
+    return Litestar(
+        route_handlers=[EventsController, RecommendationsController, health],
+        dependencies={
+            "settings": Provide(lambda: settings, sync_to_thread=False),
+            "producer": Provide(lambda: producer_box[0], sync_to_thread=False),
+            "recommender": Provide(lambda: recommender, sync_to_thread=False),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="freshrec",
+            version="0.1.0",
+            description="Real-time personalization: send events, get recommendations.",
+            path="/docs",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+    )
+
+
+def app_from_env() -> Litestar:
+    """Factory for the production server: settings from the environment."""
+    return create_app(load_settings())

@@ -1,0 +1,97 @@
+"""``POST /v1/events``: validate interaction events and put them on the events topic.
+
+Valid events are produced keyed by ``user_id`` (so each user's events stay in order on one
+partition) and the request is answered only after the broker acknowledged them. Invalid ones
+are answered with every reason and copied to the dead-letter topic; they never block the
+valid events of the same batch.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, post
+from litestar.exceptions import ClientException
+
+from freshrec.events import Event, encode_event, errors_as_reason, validate_event
+from freshrec.settings import Settings
+from serving.producer import EventProducer, OutRecord
+from serving.schemas import IngestResult, RejectedEvent
+
+
+class PayloadTooLarge(ClientException):
+    """The body or the batch is larger than allowed."""
+
+    status_code = 413
+
+
+class EventsController(Controller):
+    """Event ingestion."""
+
+    path = "/v1/events"
+    tags = ["ingest"]
+
+    @post(
+        "/",
+        status_code=202,
+        summary="Send one interaction event or a batch (JSON object or array)",
+        description=(
+            "Accepts one event object or an array of up to `max_batch_events` events. "
+            "202: every event is durably on the broker. 422: some events were invalid; the "
+            "valid ones of the batch were accepted (`accepted`), each invalid one is listed "
+            "with every reason. 503 + Retry-After: the broker did not acknowledge; retry "
+            "the request (events carry `event_id`, so a retry is deduplicated)."
+        ),
+    )
+    async def post_events(
+        self, request: Request[Any, Any, Any], settings: Settings, producer: EventProducer
+    ) -> Response[IngestResult]:
+        body = await request.body()
+        result, status = await ingest(body, settings, producer)
+        return Response(result, status_code=status)
+
+
+async def ingest(
+    body: bytes, settings: Settings, producer: EventProducer
+) -> tuple[IngestResult, int]:
+    """Validate and produce a request body; return the result and the HTTP status."""
+    if len(body) > settings.max_body_bytes:
+        raise PayloadTooLarge(f"Body larger than {settings.max_body_bytes} bytes")
+    try:
+        raw = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ClientException(f"Body is not valid JSON: {exc}") from exc
+    batch = raw if isinstance(raw, list) else [raw]
+    if len(batch) > settings.max_batch_events:
+        raise PayloadTooLarge(
+            f"Batch of {len(batch)} events; at most {settings.max_batch_events} per request"
+        )
+    if not batch:
+        raise ClientException("Empty batch")
+    now = datetime.now(UTC)
+    records: list[OutRecord] = []
+    rejected: list[RejectedEvent] = []
+    for index, item in enumerate(batch):
+        path = f"$[{index}]" if isinstance(raw, list) else "$"
+        checked = validate_event(
+            item, now=now, max_future_skew_s=settings.max_future_skew_s, path=path
+        )
+        if isinstance(checked, Event):
+            records.append(
+                OutRecord(settings.events_topic, checked.user_id.encode(), encode_event(checked))
+            )
+        else:
+            rejected.append(RejectedEvent(index, checked))
+            records.append(
+                OutRecord(
+                    settings.dlq_topic,
+                    b"",
+                    msgspec.json.encode(item),
+                    [("reason", errors_as_reason(checked).encode()[:4096]), ("source", b"ingest")],
+                )
+            )
+    await producer.produce(records)
+    accepted = len(batch) - len(rejected)
+    return IngestResult(accepted, rejected), (422 if rejected else 202)

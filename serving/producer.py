@@ -1,0 +1,103 @@
+"""Ingest's Kafka producer: idempotent, acks=all, awaited per request.
+
+The API answers 202 only after the broker acknowledged every accepted event. librdkafka
+delivers reports on its own thread (``poll``); they are handed to the event loop as future
+results. ``message.timeout.ms`` equals the API's wait, so a report always arrives: an event
+is either acknowledged or reported failed, never left in limbo behind a 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """One record to produce."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]] | None = None
+
+
+class BrokerUnavailable(Exception):
+    """The broker did not acknowledge in time; the client should retry later."""
+
+
+class EventProducer:
+    """Produce keyed records and await their acknowledgements."""
+
+    def __init__(self, bootstrap: str, *, linger_ms: int, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": linger_ms,
+                "message.timeout.ms": int(timeout_s * 1000),
+                "socket.connection.setup.timeout.ms": 2000,
+            }
+        )
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
+        self._poller.start()
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.01)
+
+    async def produce(self, records: Sequence[OutRecord]) -> None:
+        """Send records; return when all are acknowledged.
+
+        Raises :class:`BrokerUnavailable` if any is not acknowledged within the timeout.
+        """
+        if not records:
+            return
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[KafkaError | None]] = []
+
+        def on_delivery(fut: asyncio.Future[KafkaError | None]):  # type: ignore[no-untyped-def]
+            def report(err: KafkaError | None, _msg: Message) -> None:
+                loop.call_soon_threadsafe(_settle, fut, err)
+
+            return report
+
+        try:
+            for record in records:
+                fut: asyncio.Future[KafkaError | None] = loop.create_future()
+                futures.append(fut)
+                self._producer.produce(
+                    record.topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=record.headers,
+                    on_delivery=on_delivery(fut),
+                )
+        except (BufferError, KafkaException) as exc:
+            raise BrokerUnavailable(f"producer queue refused the events: {exc}") from exc
+        try:
+            async with asyncio.timeout(self.timeout_s + 1.0):
+                errors = await asyncio.gather(*futures)
+        except TimeoutError as exc:
+            raise BrokerUnavailable("broker did not acknowledge in time") from exc
+        failed = [e for e in errors if e is not None]
+        if failed:
+            raise BrokerUnavailable(f"broker refused {len(failed)} event(s): {failed[0]}")
+
+    def close(self) -> None:
+        """Deliver what is queued (bounded by the timeout) and stop the poller."""
+        self._producer.flush(self.timeout_s)
+        self._stop.set()
+        self._poller.join(timeout=1.0)
+
+
+def _settle(fut: asyncio.Future[KafkaError | None], err: KafkaError | None) -> None:
+    if not fut.done():
+        fut.set_result(err)

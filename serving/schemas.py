@@ -1,0 +1,59 @@
+"""Request and response types of the HTTP API (msgspec Structs, shown in the OpenAPI docs)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from freshrec.events import FieldError
+
+
+class RecommendedItem(msgspec.Struct, frozen=True):
+    """One recommended item with its score and why it was chosen."""
+
+    item_id: str
+    score: float
+    reason: str
+
+
+class Recommendations(msgspec.Struct, frozen=True):
+    """Top-K items for a user."""
+
+    recommendation_id: str
+    fallback: bool
+    """True when the answer was degraded (Redis or the model unavailable)."""
+    items: list[RecommendedItem]
+    model_version: int = 0
+    """Sequence number of the item matrix the scores came from (0: popularity only)."""
+
+
+class RejectedEvent(msgspec.Struct, frozen=True):
+    """An event of a batch that was not accepted, with every reason."""
+
+    index: int
+    errors: list[FieldError]
+
+
+class IngestResult(msgspec.Struct, frozen=True):
+    """Outcome of ``POST /v1/events``: accepted events are on the broker, durably."""
+
+    accepted: int
+    rejected: list[RejectedEvent] = []
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    """Every 4xx/5xx body: a status, a message and optional details."""
+
+    status_code: int
+    detail: str
+    extra: Annotated[dict[str, object] | None, msgspec.Meta(description="details")] = None
+
+
+class Health(msgspec.Struct, frozen=True):
+    """Liveness and what the API can reach."""
+
+    status: str
+    redis: bool
+    items_in_index: int
+    item_matrix_seq: int
