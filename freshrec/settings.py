@@ -120,3 +120,11 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         return msgspec.convert(values, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ValueError(f"invalid freshrec setting: {exc}") from exc
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``FRESHREC_*`` variables reproducing ``settings`` in a child process."""
+    env: dict[str, str] = {}
+    for field in msgspec.structs.fields(Settings):
+        env[ENV_PREFIX + field.name.upper()] = str(getattr(settings, field.name))
+    return env

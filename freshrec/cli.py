@@ -1,0 +1,138 @@
+"""The ``freshrec`` command: local stack, worker, API, replay and the live demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from freshrec.settings import load_settings
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from freshrec.stack import stack_down, stack_up
+
+    settings = load_settings()
+    if args.action == "up":
+        info = stack_up(settings)
+        state = "already running" if info.reused else "started"
+        print(f"stack {state}: kafka={info.kafka_bootstrap} redis={info.redis_url}")
+        print(f"recorded in {settings.stack_file}")
+        return 0
+    stopped = stack_down(settings)
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from freshrec.processes import child_env, worker_argv
+
+    settings = load_settings()
+    argv = worker_argv(
+        workers_per_process=args.workers,
+        recovery_dir=args.recovery_dir,
+        snapshot_s=args.snapshot_s,
+        backup_s=args.backup_s,
+        process_id=args.process_id,
+        addresses=args.addresses.split(";") if args.addresses else (),
+    )
+    # exec: the worker *is* this process, so signals and exit codes are bytewax's own.
+    os.execvpe(argv[0], argv, child_env(settings))
+    return 0  # unreachable
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    settings = load_settings()
+    Granian(
+        "serving.app:app_from_env",
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        workers=args.workers or settings.api_workers,
+        log_access=False,
+    ).serve()
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from freshrec.replay import iter_dataset_events, send_to_api, send_to_kafka
+
+    settings = load_settings()
+    speed = None if args.speed in (None, "max") else float(args.speed)
+    events, total = iter_dataset_events(args.dataset, limit=args.limit), args.limit
+    if args.via == "kafka":
+        stats = send_to_kafka(events, settings, speed=speed, total=total)
+    else:
+        base = args.api or f"http://{settings.api_host}:{settings.api_port}"
+        stats = send_to_api(events, base, speed=speed, total=total)
+    print(
+        f"replayed {stats.sent} events: {stats.accepted} accepted, {stats.rejected} rejected, "
+        f"{stats.events_per_s:,.0f} events/s"
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from freshrec.demo import run_demo
+
+    return run_demo(limit=args.limit, keep_running=args.keep_running)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="freshrec", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    stack = sub.add_parser("stack", help="start/stop the embedded broker and Redis")
+    stack.add_argument("action", choices=["up", "down"])
+    stack.set_defaults(func=_stack)
+
+    worker = sub.add_parser("worker", help="run the dataflow (python -m bytewax.run)")
+    worker.add_argument("-w", "--workers", type=int, default=1, help="threads per process")
+    worker.add_argument("-r", "--recovery-dir", help="bytewax recovery store directory")
+    worker.add_argument("-s", "--snapshot-s", type=int, default=10)
+    worker.add_argument("-b", "--backup-s", type=int, default=60)
+    worker.add_argument("-i", "--process-id", type=int, help="this process' index in a cluster")
+    worker.add_argument("-a", "--addresses", help="host:port of every process, ';'-separated")
+    worker.set_defaults(func=_worker)
+
+    serve = sub.add_parser("serve", help="run the HTTP API under granian")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int, help="default: FRESHREC_API_PORT (8000)")
+    serve.add_argument("--workers", type=int, help="server worker processes")
+    serve.set_defaults(func=_serve)
+
+    replay = sub.add_parser("replay", help="replay a real dataset as events")
+    replay.add_argument("dataset", choices=["taobao", "movielens", "diginetica"])
+    replay.add_argument("--speed", help="N times real time, or 'max' (default)")
+    replay.add_argument("--limit", type=int, help="first N events in time order")
+    replay.add_argument("--via", choices=["api", "kafka"], default="api")
+    replay.add_argument("--api", help="API base URL (default: from settings)")
+    replay.set_defaults(func=_replay)
+
+    demo = sub.add_parser("demo", help="the live demo on the embedded stack")
+    demo.add_argument("--limit", type=int, default=20_000, help="Taobao events to replay")
+    demo.add_argument("--keep-running", action="store_true", help="keep the API up until Ctrl-C")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``freshrec`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except ValueError as exc:  # bad settings or arguments: a message, not a trace
+        print(f"freshrec: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
