@@ -113,6 +113,12 @@ def validate_event(
     """Return the event, or every reason it is invalid (one per offending field)."""
     if not isinstance(raw, dict):
         return [FieldError(path, f"Expected `object`, got `{type(raw).__name__}`")]
+    try:  # fast path: a valid event converts in one call
+        event = msgspec.convert(raw, Event, strict=False)
+    except msgspec.ValidationError:
+        pass
+    else:
+        return _check_semantics(event, now=now, max_future_skew_s=max_future_skew_s, path=path)
     errors: list[FieldError] = []
     for name in _REQUIRED:
         if name not in raw:
@@ -126,13 +132,8 @@ def validate_event(
         except msgspec.ValidationError as exc:
             err = _field_error(name, exc)
             errors.append(FieldError(path + err.path[1:], err.message))
-    if errors:
-        return errors
-    try:
-        event = msgspec.convert(raw, Event, strict=False)
-    except msgspec.ValidationError as exc:  # cross-field problem not seen per field
-        return [FieldError(path, str(exc))]
-    return _check_semantics(event, now=now, max_future_skew_s=max_future_skew_s, path=path)
+    # Field by field found nothing although the whole did not convert: report the whole.
+    return errors or [FieldError(path, "Invalid event")]
 
 
 def _check_semantics(

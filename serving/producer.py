@@ -61,33 +61,24 @@ class EventProducer:
         if not records:
             return
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[KafkaError | None]] = []
-
-        def on_delivery(fut: asyncio.Future[KafkaError | None]):  # type: ignore[no-untyped-def]
-            def report(err: KafkaError | None, _msg: Message) -> None:
-                loop.call_soon_threadsafe(_settle, fut, err)
-
-            return report
-
+        done: asyncio.Future[list[KafkaError]] = loop.create_future()
+        batch = _BatchAcks(len(records), loop, done)
         try:
             for record in records:
-                fut: asyncio.Future[KafkaError | None] = loop.create_future()
-                futures.append(fut)
                 self._producer.produce(
                     record.topic,
                     value=record.value,
                     key=record.key,
                     headers=record.headers,
-                    on_delivery=on_delivery(fut),
+                    on_delivery=batch.report,
                 )
         except (BufferError, KafkaException) as exc:
             raise BrokerUnavailable(f"producer queue refused the events: {exc}") from exc
         try:
             async with asyncio.timeout(self.timeout_s + 1.0):
-                errors = await asyncio.gather(*futures)
+                failed = await done
         except TimeoutError as exc:
             raise BrokerUnavailable("broker did not acknowledge in time") from exc
-        failed = [e for e in errors if e is not None]
         if failed:
             raise BrokerUnavailable(f"broker refused {len(failed)} event(s): {failed[0]}")
 
@@ -98,6 +89,25 @@ class EventProducer:
         self._poller.join(timeout=1.0)
 
 
-def _settle(fut: asyncio.Future[KafkaError | None], err: KafkaError | None) -> None:
+class _BatchAcks:
+    """Counts delivery reports of one request on librdkafka's thread; settles once."""
+
+    def __init__(
+        self, expected: int, loop: asyncio.AbstractEventLoop, done: asyncio.Future[list[KafkaError]]
+    ) -> None:
+        self.pending = expected
+        self.failed: list[KafkaError] = []
+        self.loop = loop
+        self.done = done
+
+    def report(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self.failed.append(err)
+        self.pending -= 1
+        if self.pending == 0:
+            self.loop.call_soon_threadsafe(_settle, self.done, self.failed)
+
+
+def _settle(fut: asyncio.Future[list[KafkaError]], failed: list[KafkaError]) -> None:
     if not fut.done():
-        fut.set_result(err)
+        fut.set_result(failed)
