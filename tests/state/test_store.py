@@ -1,0 +1,248 @@
+"""The Redis store on the session's real redis-server, isolated by key prefix."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from state.records import NeighboursRecord, UserRecord, vector_to_bytes
+from state.store import ItemWrite, RedisStore
+
+pytestmark = pytest.mark.integration
+
+FACTORS = 4
+
+
+@pytest.fixture
+def store(make_settings) -> Iterator[RedisStore]:
+    settings = make_settings(factors=FACTORS)
+    store = RedisStore.from_url(settings.redis_url, settings.redis_prefix, settings.factors)
+    assert store.ping()
+    try:
+        yield store
+    finally:
+        store.delete_namespace()
+        store.client.close()
+
+
+def user_record(version: int, **changes: object) -> UserRecord:
+    fields: dict[str, object] = {
+        "version": version,
+        "event_ts_s": 1_700_000_000.0 + version,
+        "written_at_s": 1_700_000_100.5,
+        "vector": vector_to_bytes(np.arange(FACTORS, dtype=np.float32) * version),
+        "recent": [f"i{version}", "i0"],
+        "seen": ["i0", f"i{version}"],
+        "counts": {"view": version},
+    }
+    fields.update(changes)
+    return UserRecord(**fields)  # type: ignore[arg-type]
+
+
+def vec(*values: float) -> bytes:
+    return vector_to_bytes(np.array(values, dtype=np.float32))
+
+
+def item(item_id: str, version: int, value: float = 0.0, pop: float = 1.0, trend=None) -> ItemWrite:
+    return ItemWrite(item_id, version, vec(value, value, value, value), pop, trend)
+
+
+# --- users -----------------------------------------------------------------------------------
+
+
+def test_user_record_round_trips(store: RedisStore) -> None:
+    record = user_record(
+        3,
+        session_no=2,
+        session_start_ts_s=1.5,
+        session_event_count=4,
+        session_items=["a", "b"],
+        segment="mobile|evening|DE",
+        duplicates=1,
+        dedup_ids=7,
+        counts={"view": 2, "purchase": 1},
+    )
+    assert store.write_users([("u1", record)]) == 1
+    assert store.get_user("u1") == record
+    assert store.get_user("nobody") is None
+
+
+def test_older_or_equal_version_never_overwrites(store: RedisStore) -> None:
+    assert store.write_users([("u1", user_record(5))]) == 1
+    assert store.write_users([("u1", user_record(4))]) == 0
+    assert store.write_users([("u1", user_record(5, recent=["changed"]))]) == 0
+    assert store.get_user("u1") == user_record(5)
+    assert store.write_users([("u1", user_record(6))]) == 1
+    assert store.get_user("u1") == user_record(6)
+
+
+def test_versions_are_compared_within_one_batch(store: RedisStore) -> None:
+    batch = [
+        ("u1", user_record(7)),
+        ("u1", user_record(3)),
+        ("u2", user_record(1)),
+        ("u1", user_record(7, recent=["late duplicate"])),
+        ("u2", user_record(2)),
+    ]
+    assert store.write_users(batch) == 3
+    assert store.get_user("u1") == user_record(7)
+    assert store.get_user("u2") == user_record(2)
+
+
+def test_large_versions_compare_correctly(store: RedisStore) -> None:
+    # The Lua script reads the 8-byte big-endian header; versions beyond 32 bits must work.
+    big = 2**40
+    assert store.write_users([("u1", user_record(big))]) == 1
+    assert store.write_users([("u1", user_record(big - 1))]) == 0
+    assert store.write_users([("u1", user_record(big + 1))]) == 1
+    assert store.get_user("u1").version == big + 1  # type: ignore[union-attr]
+
+
+def test_write_users_with_nothing_to_write(store: RedisStore) -> None:
+    assert store.write_users([]) == 0
+
+
+def test_parked_state_round_trips_and_expires(store: RedisStore) -> None:
+    assert store.parked_user_state("u1") is None
+    store.park_user_states([("u1", b"\x00state\xff")], ttl_s=60)
+    assert store.parked_user_state("u1") == b"\x00state\xff"
+    assert store.parked_user_state("u1") == b"\x00state\xff"  # kept after reading
+    assert 0 < store.client.ttl(store.keys.user_state("u1")) <= 60
+
+
+# --- items -----------------------------------------------------------------------------------
+
+
+def test_item_change_log(store: RedisStore) -> None:
+    assert store.item_change_seq() == 0
+    assert store.write_items([item("a", 1, 0.5), item("b", 1, 1.5), item("c", 2, 2.5)]) == 3
+
+    everything = store.read_item_changes(0)
+    assert sorted(everything.item_ids) == ["a", "b", "c"]
+    assert everything.max_seq == store.item_change_seq() == 3
+    rows = {i: everything.vectors[n] for n, i in enumerate(everything.item_ids)}
+    np.testing.assert_array_equal(rows["b"], np.full(FACTORS, 1.5, dtype=np.float32))
+    assert everything.vectors.dtype == np.float32 and everything.vectors.shape == (3, FACTORS)
+
+    nothing = store.read_item_changes(everything.max_seq)
+    assert nothing.item_ids == [] and nothing.vectors.shape == (0, FACTORS)
+    assert nothing.max_seq == everything.max_seq
+
+    assert store.write_items([item("b", 2, 9.0)]) == 1
+    changed = store.read_item_changes(everything.max_seq)
+    assert changed.item_ids == ["b"] and changed.max_seq == 4
+    np.testing.assert_array_equal(changed.vectors[0], np.full(FACTORS, 9.0, dtype=np.float32))
+    # Reading from 0 again gives each item once, with its newest vector.
+    again = store.read_item_changes(0)
+    assert sorted(again.item_ids) == ["a", "b", "c"] and again.max_seq == 4
+
+
+def test_rewriting_the_same_item_version_changes_nothing(store: RedisStore) -> None:
+    assert store.write_items([item("a", 3, 1.0)]) == 1
+    seq = store.item_change_seq()
+    assert store.write_items([item("a", 3, 7.0)]) == 0  # replayed output after a resume
+    assert store.write_items([item("a", 2, 7.0)]) == 0  # late, older
+    assert store.item_change_seq() == seq
+    assert store.read_item_changes(seq).item_ids == []
+    changes = store.read_item_changes(0)
+    np.testing.assert_array_equal(changes.vectors[0], np.full(FACTORS, 1.0, dtype=np.float32))
+    assert store.client.hget(store.keys.item_versions, "a") == b"3"
+
+
+def test_item_versions_are_compared_within_one_batch(store: RedisStore) -> None:
+    assert store.write_items([item("a", 2, 2.0), item("a", 1, 1.0), item("a", 2, 5.0)]) == 1
+    np.testing.assert_array_equal(
+        store.read_item_changes(0).vectors[0], np.full(FACTORS, 2.0, dtype=np.float32)
+    )
+    assert store.item_change_seq() == 1
+
+
+def test_popular_orders_by_log_popularity(store: RedisStore) -> None:
+    store.write_items(
+        [
+            item("low", 1, pop=-3.5),
+            item("high", 1, pop=1e7 + 0.25),
+            item("mid", 1, pop=12.0),
+            item("never", 1, pop=-math.inf),
+        ]
+    )
+    assert store.popular(3) == [("high", 1e7 + 0.25), ("mid", 12.0), ("low", -3.5)]
+    assert store.popular(10)[-1] == ("never", -math.inf)
+    store.write_items([item("low", 2, pop=1e8)])  # a newer version moves it up
+    assert [i for i, _ in store.popular(2)] == ["low", "high"]
+    store.write_items([item("mid", 1, pop=1e9)])  # a stale version does not
+    assert store.popular(1) == [("low", 1e8)]
+
+
+def test_trending_is_set_and_cleared_with_the_item(store: RedisStore) -> None:
+    store.write_items([item("a", 1, trend=2.0), item("b", 1, trend=-1.0), item("c", 1)])
+    assert store.trending(10) == [("a", 2.0), ("b", -1.0)]
+    store.write_items([item("a", 2, trend=None)])
+    assert store.trending(10) == [("b", -1.0)]
+
+
+def test_neighbours_are_versioned(store: RedisStore) -> None:
+    first = NeighboursRecord(2, ["b", "c"], [3.0, 1.0])
+    assert store.write_neighbours([("a", first)]) == 1
+    assert store.write_neighbours([("a", NeighboursRecord(1, ["x"], [9.0]))]) == 0
+    assert store.neighbours("a") == first
+    assert store.neighbours("b") is None
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("other", ["a:b", "a*", "*", "a:*", "u:a", "a\\", "[a]"])
+def test_ids_with_key_syntax_stay_in_their_own_key(store: RedisStore, other: str) -> None:
+    store.write_users([("a", user_record(1)), (other, user_record(2))])
+    assert store.get_user("a") == user_record(1)
+    assert store.get_user(other) == user_record(2)
+    assert store.keys.user("a") != store.keys.user(other)
+    store.write_items([item("a", 1, 1.0), item(other, 1, 2.0)])
+    changes = store.read_item_changes(0)
+    assert sorted(changes.item_ids) == sorted(["a", other])
+    store.write_neighbours([("a", NeighboursRecord(1, ["x"], [1.0]))])
+    assert store.neighbours(other) is None
+
+
+def test_every_key_is_inside_the_namespace(store: RedisStore) -> None:
+    store.write_users([("u:1", user_record(1))])
+    store.park_user_states([("u:1", b"s")], ttl_s=60)
+    store.write_items([item("i*1", 1, trend=1.0)])
+    store.write_neighbours([("i*1", NeighboursRecord(1, ["x"], [1.0]))])
+    keys = sorted(k.decode() for k in store.client.scan_iter(match=store.keys.pattern()))
+    prefix = store.keys.prefix
+    assert keys == sorted(
+        [
+            f"{prefix}:u:u:1",
+            f"{prefix}:us:u:1",
+            f"{prefix}:if",
+            f"{prefix}:if:ver",
+            f"{prefix}:if:chg",
+            f"{prefix}:if:seq",
+            f"{prefix}:pop",
+            f"{prefix}:trend",
+            f"{prefix}:cov:i*1",
+        ]
+    )
+    assert store.delete_namespace() == len(keys)
+    assert list(store.client.scan_iter(match=store.keys.pattern())) == []
+
+
+def test_namespaces_do_not_see_each_other(store: RedisStore, make_settings) -> None:
+    other_settings = make_settings(factors=FACTORS)
+    other = RedisStore.from_url(other_settings.redis_url, other_settings.redis_prefix, FACTORS)
+    try:
+        store.write_users([("u1", user_record(1))])
+        store.write_items([item("a", 1)])
+        assert other.get_user("u1") is None
+        assert other.read_item_changes(0).item_ids == []
+        assert other.popular(10) == []
+        other.delete_namespace()
+        assert store.get_user("u1") == user_record(1)
+    finally:
+        other.delete_namespace()
+        other.client.close()
