@@ -80,7 +80,7 @@ def main() -> None:
             last = events[-1].user_id
             expected = sum(1 for e in events if e.user_id == last)
             caught_up_from = time.monotonic()
-            while (r := store.get_user(last)) is None or r.version < expected:
+            while (r := store.get_user(last)) is None or r.events < expected:
                 time.sleep(0.01)
             catch_up_s = time.monotonic() - caught_up_from
             latencies, acks = run_clicks(url, events, args.clicks)

@@ -52,12 +52,12 @@ def consumer_config(settings: Settings) -> dict[str, str]:
     }
 
 
-def build_source(settings: Settings, *, tail: bool = True) -> KafkaSource:
+def build_source(settings: Settings) -> KafkaSource:
     """The events topic as a Bytewax source (manual partition assignment, no group)."""
     return KafkaSource(
         brokers=settings.kafka_bootstrap.split(","),
         topics=[settings.events_topic],
-        tail=tail,
+        tail=settings.consumer_tail,
         add_config=consumer_config(settings),
         batch_size=settings.consumer_batch_size,
         # Errors travel as data to the dead-letter topic instead of stopping the worker.

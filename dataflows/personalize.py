@@ -1,9 +1,14 @@
 """The personalization dataflow: Kafka events in, fresh user and item state out to Redis.
 
-    events topic ─ decode ─┬─ dead letters ──────────────────────────────► events-dlq topic
-                           └─ key by user ─ user_model ─┬─ user records ──► Redis
-                                                        └─ item updates ─ key by item
-                                                            ─ item_model ─ item states ─► Redis
+    events ─ decode ─┬─ dead letters ─────────────────────────────────────────► events-dlq
+                     └─ enrich ─┬─ archive (Parquet, when FRESHREC_ARCHIVE_DIR is set)
+                                └─ key by user ─ user_model ─┬─ user records, parked users ─► Redis
+                                   (dedup, session, window,  ├─ item updates + co-visits
+                                    ISGD user half)          │    ─ key by item ─ item_model ─► Redis
+                                                             │      (ISGD item half, popularity,
+                                                             │       trend, neighbours)
+                                                             └─ segment hits ─ key by segment+item
+                                                                  ─ segment_popularity ─► Redis
 
 Run it with ``python -m bytewax.run dataflows.personalize:flow`` (settings from the
 environment, see ``freshrec.settings``). Step ids key the recovery state: renaming one
@@ -13,6 +18,7 @@ discards its state, so treat them as a schema.
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -22,8 +28,11 @@ from dataflows import kafka_io, steps
 from dataflows.item_replica import shared_replica
 from freshrec.events import Event
 from freshrec.settings import Settings, load_settings
+from operators.enrich import enrich, segment_key
 from operators.isgd import IsgdParams
-from operators.user_state import ItemUpdate
+from operators.item_state import ItemConfig
+from operators.user_state import CoVisit, ItemUpdate, UserConfig
+from state.store import RedisStore
 
 
 def isgd_params(settings: Settings) -> IsgdParams:
@@ -37,6 +46,48 @@ def isgd_params(settings: Settings) -> IsgdParams:
     )
 
 
+def user_config(settings: Settings) -> UserConfig:
+    """Per-user bounds from the settings."""
+    return UserConfig(
+        window=settings.recent_items,
+        seen_max=settings.seen_items_max,
+        dedup_horizon_s=settings.dedup_horizon_s,
+        dedup_max_ids=settings.dedup_max_ids,
+        session_gap_s=settings.session_gap_s,
+        covisit_span=settings.covisit_span,
+    )
+
+
+def item_config(settings: Settings) -> ItemConfig:
+    """Per-item half-lives from the settings."""
+    return ItemConfig(
+        half_life_s=settings.popularity_half_life_s,
+        trend_half_life_s=settings.trend_half_life_s,
+        covisit_half_life_s=settings.covisit_half_life_s,
+    )
+
+
+def enrich_event(event: Event) -> steps.EnrichedEvent:
+    """Attach the event's context segment."""
+    return steps.EnrichedEvent(event, segment_key(enrich(event)))
+
+
+def _is_event(x: object) -> bool:
+    return isinstance(x, Event)
+
+
+def _is_item_message(x: object) -> bool:
+    return isinstance(x, ItemUpdate | CoVisit)
+
+
+def _is_segment_hit(x: object) -> bool:
+    return isinstance(x, steps.SegmentHit)
+
+
+def _segment_item_key(hit: steps.SegmentHit) -> str:
+    return f"{hit.segment}\x1f{hit.item_id}"
+
+
 def build_flow(settings: Settings, source: Source[object] | None = None) -> Dataflow:
     """Wire the personalization flow; ``source`` replaces Kafka in tests."""
     params = isgd_params(settings)
@@ -47,44 +98,75 @@ def build_flow(settings: Settings, source: Source[object] | None = None) -> Data
         raw,
         partial(kafka_io.decode_message, max_future_skew_s=settings.max_future_skew_s),
     )
-    split = op.branch("split_dead_letters", decoded, lambda x: isinstance(x, Event))
+    valid = op.branch("split_dead_letters", decoded, _is_event)
+    letters = op.map("dead_letter_record", valid.falses, kafka_io.dead_letter_message)
     if source is None:
-        letters = op.map("dead_letter_record", split.falses, kafka_io.dead_letter_message)
         op.output("dlq_out", letters, kafka_io.build_dlq_sink(settings))
 
-    by_user = op.key_on("key_by_user", split.trues, lambda e: e.user_id)
+    enriched = op.map("enrich", valid.trues, enrich_event)
+    if settings.archive_dir:
+        from dataflows.archive_sink import ArchiveSink
+
+        archived = op.map("archive_row", enriched, lambda e: (e.event, {"segment": e.segment}))
+        op.output("archive_out", archived, ArchiveSink(Path(settings.archive_dir)))
+
+    by_user = op.key_on("key_by_user", enriched, lambda e: e.event.user_id)
     replica = shared_replica(
         settings.redis_url, settings.redis_prefix, params, settings.item_refresh_ms / 1000
     )
-    user_out = op.stateful_batch(
-        "user_model",
-        by_user,
-        partial(
-            steps.build_user_logic,
-            params=params,
-            window=settings.recent_items,
-            seen_max=settings.seen_items_max,
-            replica=replica,
+    user_out = op.key_rm(
+        "unkey_user",
+        op.stateful_batch(
+            "user_model",
+            by_user,
+            partial(
+                steps.build_user_logic,
+                params=params,
+                config=user_config(settings),
+                replica=replica,
+                store=RedisStore.from_url(
+                    settings.redis_url, settings.redis_prefix, settings.factors
+                ),
+                idle_ttl_s=settings.user_idle_ttl_s,
+            ),
         ),
     )
-    user_split = op.branch("split_item_updates", op.key_rm("unkey_user", user_out), _is_item_update)
-    by_item = op.key_on("key_by_item", user_split.trues, lambda u: u.item_id)
+    to_items = op.branch("split_item_messages", user_out, _is_item_message)
+    by_item = op.key_on("key_by_item", to_items.trues, lambda m: m.item_id)
     item_out = op.stateful_batch(
         "item_model",
         by_item,
-        partial(steps.build_item_logic, params=params, half_life_s=settings.popularity_half_life_s),
+        partial(
+            steps.build_item_logic,
+            params=params,
+            config=item_config(settings),
+            top_m=settings.neighbours_per_item,
+        ),
     )
-    state_out = op.merge("state_out", user_split.falses, op.key_rm("unkey_item", item_out))
+    to_segments = op.branch("split_segment_hits", to_items.falses, _is_segment_hit)
+    by_segment_item = op.key_on("key_by_segment_item", to_segments.trues, _segment_item_key)
+    segment_out = op.stateful_batch(
+        "segment_popularity",
+        by_segment_item,
+        lambda resume: steps.SegmentPopularityLogic(resume, settings.popularity_half_life_s),
+    )
+    state_out = op.merge(
+        "state_out",
+        to_segments.falses,
+        op.key_rm("unkey_item", item_out),
+        op.key_rm("unkey_segment", segment_out),
+    )
     op.output(
         "redis_out",
         state_out,
-        steps.RedisSink(settings.redis_url, settings.redis_prefix, settings.factors),
+        steps.RedisSink(
+            settings.redis_url,
+            settings.redis_prefix,
+            settings.factors,
+            settings.parked_state_ttl_s,
+        ),
     )
     return flow
-
-
-def _is_item_update(x: object) -> bool:
-    return isinstance(x, ItemUpdate)
 
 
 def __getattr__(name: str) -> Dataflow:

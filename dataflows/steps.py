@@ -1,7 +1,9 @@
-"""Thin Bytewax adapters over ``operators/``: keyed logics and the Redis sinks.
+"""Thin Bytewax adapters over ``operators/``: keyed logics and the Redis sink.
 
-Each logic holds one pure state object (``UserState``/``ItemState``) and only translates
-between Bytewax's calls (``on_batch``, ``snapshot``) and the state's methods.
+Each logic holds one pure state object (``UserState``/``ItemState``/a popularity score)
+and only translates between Bytewax's calls (``on_batch``, ``on_notify``, ``snapshot``) and
+the state's methods. Reading the wall clock (idle eviction) and Redis (restoring a parked
+user, the item replica) happens here, never in ``operators/``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 from bytewax.operators import StatefulBatchLogic
@@ -16,11 +19,20 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows.item_replica import ItemReplica
 from freshrec.events import INTERACTION_TYPES, Event
+from operators import popularity
 from operators.isgd import IsgdParams
-from operators.item_state import ItemSnapshot, ItemState
-from operators.user_state import ItemUpdate, UserSnapshot, UserState
-from state.records import UserRecord
-from state.store import ItemWrite, RedisStore
+from operators.item_state import ItemConfig, ItemSnapshot, ItemState
+from operators.user_state import CoVisit, ItemUpdate, UserConfig, UserSnapshot, UserState
+from state.records import NeighboursRecord, UserRecord, decode_user_state, encode_user_state
+from state.store import ItemWrite, RedisStore, SegmentPopularityWrite
+
+
+@dataclass(frozen=True, slots=True)
+class EnrichedEvent:
+    """A valid event with its context segment (device class | time of day | country)."""
+
+    event: Event
+    segment: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,45 +43,108 @@ class UserOutput:
     record: UserRecord
 
 
-class UserModelLogic(StatefulBatchLogic[Event, UserOutput | ItemUpdate, UserSnapshot]):
-    """Per-user step: user half of ISGD, recent window; emits item updates and the record.
+@dataclass(frozen=True, slots=True)
+class ParkedUser:
+    """An idle user's full state, evicted from worker memory into Redis."""
 
-    Bytewax builds a logic without telling it its key, so a new user's state is created
-    from the first event it receives (every event carries its ``user_id``).
+    user_id: str
+    state: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentHit:
+    """One interaction with an item within a context segment."""
+
+    segment: str
+    item_id: str
+    weight: float
+    ts_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class NeighboursOutput:
+    """An item's fresh top co-visited neighbours, bound for Redis."""
+
+    item_id: str
+    record: NeighboursRecord
+
+
+UserStepOutput = UserOutput | ParkedUser | ItemUpdate | CoVisit | SegmentHit
+StateWrite = UserOutput | ParkedUser | ItemWrite | NeighboursOutput | SegmentPopularityWrite
+
+
+class UserModelLogic(StatefulBatchLogic[EnrichedEvent, UserStepOutput, UserSnapshot]):
+    """Per-user step: dedup, session, window, user half of ISGD; emits what others need.
+
+    Bytewax builds a logic without telling it its key, so a user's state is created (or
+    restored from Redis, if they were parked while idle) from the first event it receives.
     """
 
     def __init__(
         self,
         state: UserState | None,
         params: IsgdParams,
-        window: int,
-        seen_max: int,
+        config: UserConfig,
         replica: ItemReplica,
+        store: RedisStore,
+        idle_ttl_s: float,
     ) -> None:
         self.state = state
         self.params = params
-        self.window = window
-        self.seen_max = seen_max
+        self.config = config
         self.replica = replica
+        self.store = store
+        self.idle_ttl_s = idle_ttl_s
+        self.last_active = time.time()
 
-    def on_batch(self, values: list[Event]) -> tuple[Iterable[UserOutput | ItemUpdate], bool]:
-        state = self.state
-        if state is None:
-            state = self.state = UserState(
-                values[0].user_id, self.params, self.window, self.seen_max
-            )
+    def _state_for(self, user_id: str) -> UserState:
+        if self.state is None:
+            parked = self.store.parked_user_state(user_id)
+            if parked is None:
+                self.state = UserState(user_id, self.params, self.config)
+            else:
+                snap = decode_user_state(parked)
+                self.state = UserState.restore(snap, self.params, self.config)
+        return self.state
+
+    def on_batch(self, values: list[EnrichedEvent]) -> tuple[Iterable[UserStepOutput], bool]:
+        self.last_active = time.time()
+        state = self._state_for(values[0].event.user_id)
         self.replica.maybe_refresh()
-        out: list[UserOutput | ItemUpdate] = []
-        last_ts = 0.0
-        for event in values:
-            last_ts = event.ts_s
+        out: list[UserStepOutput] = []
+        applied = 0
+        duplicates_before = state.duplicates
+        last_ts = state.window.last_ts_s
+        for enriched in values:
+            event = enriched.event
+            ts_s = event.ts_s
+            if state.is_duplicate(event.event_id, ts_s):
+                continue
+            applied += 1
+            last_ts = ts_s
+            state.segment = enriched.segment
             if event.type in INTERACTION_TYPES:
                 item_vec = self.replica.get(event.item_id)
-                out.append(state.learn(event.item_id, item_vec, event.type, last_ts))
+                update, covisits = state.learn(
+                    event.item_id, item_vec, event.type, ts_s, event.category_id
+                )
+                out.append(update)
+                out.extend(covisits)
+                out.append(SegmentHit(enriched.segment, event.item_id, update.weight, ts_s))
             else:
-                state.observe(event.item_id, event.type, last_ts)
-        out.append(UserOutput(state.user_id, user_record(state, last_ts)))
+                state.observe(event.item_id, event.type, ts_s)
+        if applied or state.duplicates != duplicates_before:
+            out.append(UserOutput(state.user_id, user_record(state, last_ts)))
         return out, StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return datetime.fromtimestamp(self.last_active + self.idle_ttl_s, UTC)
+
+    def on_notify(self) -> tuple[Iterable[UserStepOutput], bool]:
+        if self.state is None or time.time() < self.last_active + self.idle_ttl_s:
+            return (), StatefulBatchLogic.RETAIN
+        parked = ParkedUser(self.state.user_id, encode_user_state(self.state.snapshot()))
+        return [parked], StatefulBatchLogic.DISCARD
 
     def snapshot(self) -> UserSnapshot:
         assert self.state is not None, "snapshot before any event"
@@ -79,91 +154,168 @@ class UserModelLogic(StatefulBatchLogic[Event, UserOutput | ItemUpdate, UserSnap
 def user_record(state: UserState, event_ts_s: float) -> UserRecord:
     """What serving reads of a user."""
     window = state.window
+    session = state.session
     return UserRecord(
-        version=state.version,
+        # Every event, applied or dropped as a duplicate, changes the record: both count.
+        version=state.version + state.duplicates,
+        events=state.version,
         event_ts_s=event_ts_s,
         written_at_s=time.time(),
         vector=state.vector.tobytes(),
         recent=window.recent_items(),
         seen=list(reversed(window.seen)),
         counts=dict(window.counts),
+        session_no=session.session_no,
+        session_start_ts_s=session.start_ts_s if session.session_no else 0.0,
+        session_event_count=session.event_count,
+        session_items=list(session.items),
+        segment=state.segment,
+        duplicates=state.duplicates,
+        dedup_ids=len(state.dedup),
+        purchased=list(reversed(window.purchased)),
     )
 
 
-class ItemModelLogic(StatefulBatchLogic[ItemUpdate, ItemWrite, ItemSnapshot]):
-    """Per-item step: item half of ISGD and decayed popularity; emits the item's new state."""
+ItemStepInput = ItemUpdate | CoVisit
+ItemStepOutput = ItemWrite | NeighboursOutput
 
-    def __init__(self, state: ItemState | None, params: IsgdParams, half_life_s: float) -> None:
+
+class ItemModelLogic(StatefulBatchLogic[ItemStepInput, ItemStepOutput, ItemSnapshot]):
+    """Per-item step: item half of ISGD, popularity, trend and co-visited neighbours."""
+
+    def __init__(
+        self, state: ItemState | None, params: IsgdParams, config: ItemConfig, top_m: int
+    ) -> None:
         self.state = state
         self.params = params
-        self.half_life_s = half_life_s
+        self.config = config
+        self.top_m = top_m
 
-    def on_batch(self, values: list[ItemUpdate]) -> tuple[Iterable[ItemWrite], bool]:
+    def on_batch(self, values: list[ItemStepInput]) -> tuple[Iterable[ItemStepOutput], bool]:
         state = self.state
         if state is None:
-            state = self.state = ItemState(values[0].item_id, self.params, self.half_life_s)
-        for update in values:
-            user_vec = np.frombuffer(update.user_vector, dtype=np.float32)
-            state.learn(user_vec, update.weight, update.ts_s)
-        write = ItemWrite(
-            state.item_id, state.version, state.vector.tobytes(), state.popularity_log2
-        )
-        return [write], StatefulBatchLogic.RETAIN
+            state = self.state = ItemState(values[0].item_id, self.params, self.config)
+        learned = covisited = False
+        for msg in values:
+            if isinstance(msg, ItemUpdate):
+                user_vec = np.frombuffer(msg.user_vector, dtype=np.float32)
+                state.learn(user_vec, msg.weight, msg.ts_s, msg.category_id)
+                learned = True
+            else:
+                for other_id, weight in zip(msg.other_ids, msg.weights, strict=True):
+                    state.covisit(other_id, weight, msg.ts_s)
+                covisited = True
+        out: list[ItemStepOutput] = []
+        if learned:
+            out.append(
+                ItemWrite(
+                    state.item_id,
+                    state.version,
+                    state.vector.tobytes(),
+                    state.popularity_log2,
+                    state.trend_log2(),
+                    state.category_id,
+                )
+            )
+        if covisited:
+            top = state.neighbours.top(self.top_m)
+            record = NeighboursRecord(
+                state.covisit_version, [i for i, _ in top], [s for _, s in top]
+            )
+            out.append(NeighboursOutput(state.item_id, record))
+        return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> ItemSnapshot:
         assert self.state is not None, "snapshot before any update"
         return self.state.snapshot()
 
 
+class SegmentPopularityLogic(
+    StatefulBatchLogic[SegmentHit, SegmentPopularityWrite, tuple[str, str, float]]
+):
+    """Per (segment, item) step: the item's decayed popularity within one context segment."""
+
+    def __init__(self, snap: tuple[str, str, float] | None, half_life_s: float) -> None:
+        self.snap = snap
+        self.half_life_s = half_life_s
+
+    def on_batch(self, values: list[SegmentHit]) -> tuple[Iterable[SegmentPopularityWrite], bool]:
+        segment, item_id = values[0].segment, values[0].item_id
+        score = self.snap[2] if self.snap is not None else popularity.NO_POPULARITY
+        for hit in values:
+            score = popularity.add_event(score, hit.weight, hit.ts_s, self.half_life_s)
+        self.snap = (segment, item_id, score)
+        return [SegmentPopularityWrite(segment, item_id, score)], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> tuple[str, str, float]:
+        assert self.snap is not None, "snapshot before any hit"
+        return self.snap
+
+
 def build_user_logic(
     resume: UserSnapshot | None,
     params: IsgdParams,
-    window: int,
-    seen_max: int,
+    config: UserConfig,
     replica: ItemReplica,
+    store: RedisStore,
+    idle_ttl_s: float,
 ) -> UserModelLogic:
     """New or restored logic for one user."""
-    state = None if resume is None else UserState.restore(resume, params, window, seen_max)
-    return UserModelLogic(state, params, window, seen_max, replica)
+    state = None if resume is None else UserState.restore(resume, params, config)
+    return UserModelLogic(state, params, config, replica, store, idle_ttl_s)
 
 
 def build_item_logic(
-    resume: ItemSnapshot | None, params: IsgdParams, half_life_s: float
+    resume: ItemSnapshot | None, params: IsgdParams, config: ItemConfig, top_m: int
 ) -> ItemModelLogic:
     """New or restored logic for one item."""
-    state = None if resume is None else ItemState.restore(resume, params, half_life_s)
-    return ItemModelLogic(state, params, half_life_s)
+    state = None if resume is None else ItemState.restore(resume, params, config)
+    return ItemModelLogic(state, params, config, top_m)
 
 
-class _RedisPartition(StatelessSinkPartition[UserOutput | ItemWrite]):
-    def __init__(self, store: RedisStore) -> None:
+class _RedisPartition(StatelessSinkPartition[StateWrite]):
+    def __init__(self, store: RedisStore, parked_ttl_s: int) -> None:
         self.store = store
+        self.parked_ttl_s = parked_ttl_s
 
-    def write_batch(self, items: list[UserOutput | ItemWrite]) -> None:
+    def write_batch(self, items: list[StateWrite]) -> None:
         # Keep only the newest record per key within the batch: fewer bytes to Redis.
         users: dict[str, UserRecord] = {}
+        parked: dict[str, bytes] = {}
         item_writes: dict[str, ItemWrite] = {}
+        neighbours: dict[str, NeighboursRecord] = {}
+        segments: dict[tuple[str, str], SegmentPopularityWrite] = {}
         for item in items:
             if isinstance(item, UserOutput):
                 users[item.user_id] = item.record
-            else:
+            elif isinstance(item, ItemWrite):
                 item_writes[item.item_id] = item
-        if item_writes:
-            self.store.write_items(list(item_writes.values()))
-        if users:
-            self.store.write_users(list(users.items()))
+            elif isinstance(item, NeighboursOutput):
+                neighbours[item.item_id] = item.record
+            elif isinstance(item, SegmentPopularityWrite):
+                segments[(item.segment, item.item_id)] = item
+            else:
+                parked[item.user_id] = item.state
+        # Items first: a user record never points at item factors serving cannot see yet.
+        self.store.write_items(list(item_writes.values()))
+        self.store.write_neighbours(list(neighbours.items()))
+        self.store.write_segment_popularity(list(segments.values()))
+        self.store.write_users(list(users.items()))
+        self.store.park_user_states(list(parked.items()), self.parked_ttl_s)
 
     def close(self) -> None:
         self.store.client.close()
 
 
-class RedisSink(DynamicSink[UserOutput | ItemWrite]):
-    """Writes user records and item states to Redis (versioned, idempotent)."""
+class RedisSink(DynamicSink[StateWrite]):
+    """Writes every kind of state output to Redis (versioned, idempotent)."""
 
-    def __init__(self, redis_url: str, prefix: str, factors: int) -> None:
+    def __init__(self, redis_url: str, prefix: str, factors: int, parked_ttl_s: int) -> None:
         self.redis_url = redis_url
         self.prefix = prefix
         self.factors = factors
+        self.parked_ttl_s = parked_ttl_s
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
-        return _RedisPartition(RedisStore.from_url(self.redis_url, self.prefix, self.factors))
+        store = RedisStore.from_url(self.redis_url, self.prefix, self.factors)
+        return _RedisPartition(store, self.parked_ttl_s)

@@ -148,7 +148,7 @@ def _wait_caught_up(store: RedisStore, history: pl.DataFrame, client: httpx.Clie
     started = time.monotonic()
     while True:
         record = store.get_user(last_user)
-        if record is not None and record.version >= expected:
+        if record is not None and record.events >= expected:
             break
         if time.monotonic() - started > 120:
             raise RuntimeError("the dataflow did not catch up within 120 s; see logs/worker.log")

@@ -29,14 +29,19 @@ INTERACTION_TYPES: Final[frozenset[str]] = frozenset(
 
 # Printable, no control characters (C0, DEL, C1): ids end up in Redis keys, Kafka keys and
 # logs, where a newline or NUL is an injection vector rather than an identifier.
-_ID_PATTERN: Final = r"^[^\x00-\x1f\x7f-\x9f]+$"
+# `$(?!\n)`, not plain `$` (which also matches before a final newline) nor `\Z` (which
+# JSON Schema / ECMAScript regexes, hence the OpenAPI docs, do not know).
+_ID_PATTERN: Final = r"^[^\x00-\x1f\x7f-\x9f]+$(?!\n)"
+_COUNTRY_PATTERN: Final = r"^[A-Za-z]{2}$(?!\n)"
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=_ID_PATTERN)]
 ShortText = Annotated[str, msgspec.Meta(max_length=256, pattern=_ID_PATTERN)]
 LongText = Annotated[str, msgspec.Meta(max_length=2048, pattern=_ID_PATTERN)]
-CountryCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z]{2}$")]
+CountryCode = Annotated[str, msgspec.Meta(pattern=_COUNTRY_PATTERN)]
 
 
-class Context(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Context(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True
+):
     """Where and how the event happened; every field optional."""
 
     user_agent: LongText | None = None
@@ -48,7 +53,9 @@ class Context(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     referrer: LongText | None = None
 
 
-class Profile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Profile(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True
+):
     """What the shop knows of a user up front; used for cold start."""
 
     age: Annotated[int, msgspec.Meta(ge=0, le=130)] | None = None
@@ -58,7 +65,9 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     segment: ShortText | None = None
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Event(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True
+):
     """One interaction of a user with an item."""
 
     event_id: Id
@@ -87,7 +96,9 @@ class FieldError(msgspec.Struct, frozen=True):
 
 _PATTERN_MESSAGES: Final = {
     _ID_PATTERN.replace("\\", "\\\\"): "Expected printable text without control characters",
-    r"^[A-Za-z]{2}$": "Expected an ISO 3166-1 alpha-2 country code, e.g. `DE`",
+    _COUNTRY_PATTERN.replace(
+        "\\", "\\\\"
+    ): "Expected an ISO 3166-1 alpha-2 country code, e.g. `DE`",
 }
 _FIELD_TYPES: Final = {f.name: f.type for f in msgspec.structs.fields(Event)}
 _REQUIRED: Final = tuple(f.name for f in msgspec.structs.fields(Event) if f.required)
@@ -102,6 +113,10 @@ def _field_error(name: str, exc: msgspec.ValidationError) -> FieldError:
     if " - at `$" in message:
         message, _, rest = message.rpartition(" - at `$")
         path = f"$.{name}{rest.rstrip('`')}"
+    if message.startswith("Object contains unknown field `"):
+        unknown = message.split("`")[1]
+        message = "Object contains unknown field"
+        path = f"{path}.{unknown}"
     if "matching regex" in message:
         message = _PATTERN_MESSAGES.get(message.partition("regex ")[2].strip("'"), message)
     return FieldError(path, message)
@@ -114,7 +129,7 @@ def validate_event(
     if not isinstance(raw, dict):
         return [FieldError(path, f"Expected `object`, got `{type(raw).__name__}`")]
     try:  # fast path: a valid event converts in one call
-        event = msgspec.convert(raw, Event, strict=False)
+        event = msgspec.convert(raw, Event)
     except msgspec.ValidationError:
         pass
     else:
@@ -128,7 +143,8 @@ def validate_event(
             errors.append(FieldError(f"{path}.{name}", "Object contains unknown field"))
             continue
         try:
-            msgspec.convert(value, _FIELD_TYPES[name], strict=False)
+            # strict: JSON already gave each value its type; "ts": 1700000000 is not RFC 3339.
+            msgspec.convert(value, _FIELD_TYPES[name])
         except msgspec.ValidationError as exc:
             err = _field_error(name, exc)
             errors.append(FieldError(path + err.path[1:], err.message))
@@ -171,11 +187,13 @@ def decode_event(
     try:
         # Fast path: canonical, valid JSON straight into the Struct.
         event = _decoder.decode(payload)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         try:
             raw = msgspec.json.decode(payload)
         except msgspec.DecodeError:
             return [FieldError("$", f"Invalid JSON: {exc}")]
+        except RecursionError:  # ~1,000 nested brackets: refuse, never crash the worker
+            return [FieldError("$", "JSON nested too deeply")]
         return validate_event(raw, now=now, max_future_skew_s=max_future_skew_s)
     return _check_semantics(event, now=now, max_future_skew_s=max_future_skew_s, path="$")
 

@@ -43,6 +43,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """librdkafka ``fetch.wait.max.ms``: Tansu answers a waiting fetch only at this deadline,
     so it bounds click-to-state freshness (500 ms default gave p99 255 ms; 10 ms gives ~8 ms)."""
     consumer_batch_size: int = 1000
+    consumer_tail: bool = True
+    """Keep waiting for new events at the end of the topic; false ends the flow at the end
+    (bounded replays, benchmarks)."""
     producer_linger_ms: int = 2
     produce_timeout_s: float = 5.0
     """How long ingest waits for the broker's ack before answering 503."""
@@ -65,6 +68,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     seen_items_max: int = 500
     """How many distinct consumed items per user are remembered for exclusion."""
     popularity_half_life_s: float = 86_400.0
+    trend_half_life_s: float = 3_600.0
+    """Short half-life of the trending score (compared with ``popularity_half_life_s``)."""
+    covisit_half_life_s: float = 7 * 86_400.0
+    covisit_span: int = 5
+    """A session item pairs with at most this many previous items of the same session."""
+    neighbours_per_item: int = 20
+    """Top-M co-visited neighbours stored per item."""
+    dedup_horizon_s: float = 86_400.0
+    """Repeated event ids within this much event time have one effect."""
+    dedup_max_ids: int = 10_000
+    """Hard bound of remembered event ids per user (a flood of distinct ids)."""
+    session_gap_s: float = 1800.0
+    user_idle_ttl_s: float = 600.0
+    """Users idle (wall clock) this long leave worker memory; their state is parked in Redis."""
+    parked_state_ttl_s: int = 30 * 86_400
+    """How long Redis keeps an idle user's parked state."""
+    archive_dir: str = ""
+    """Root of the Parquet event archive; empty disables archiving."""
     item_refresh_ms: int = 100
     """How often the worker's and the API's item-factor replicas pull changed items."""
 

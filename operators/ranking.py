@@ -17,21 +17,29 @@ IndexArray = npt.NDArray[np.intp]
 
 
 def top_k(scores: FloatArray, k: int, exclude_rows: Sequence[int] = ()) -> IndexArray:
-    """Row indices of the ``k`` highest finite scores, best first, skipping ``exclude_rows``."""
+    """Row indices of the ``k`` highest finite scores, best first, skipping ``exclude_rows``.
+
+    Ties are broken by row (lower first), also at the cut-off, so asking for more never
+    reorders or drops what a smaller ``k`` returned. NaN and ±inf are never returned.
+    """
     if k <= 0 or scores.size == 0:
         return np.empty(0, dtype=np.intp)
-    if len(exclude_rows):
-        scores = scores.copy()
+    finite = np.isfinite(scores)
+    if len(exclude_rows) or not finite.all():
+        scores = np.where(finite, scores, -np.inf).astype(scores.dtype, copy=False)
         scores[np.asarray(exclude_rows, dtype=np.intp)] = -np.inf
-    finite = int(np.isfinite(scores).sum())
-    k = min(k, finite)
+        finite = np.isfinite(scores)
+    k = min(k, int(finite.sum()))
     if k == 0:
         return np.empty(0, dtype=np.intp)
     if k < scores.size:
-        candidates = np.argpartition(scores, -k)[-k:]
+        kth = scores[np.argpartition(scores, -k)[-k:]].min()
+        above = np.flatnonzero(scores > kth)
+        at_cut = np.flatnonzero(scores == kth)[: k - above.size]
+        candidates = np.concatenate((above, at_cut))
     else:
-        candidates = np.arange(scores.size)
-    # Stable order: score descending, then row ascending (deterministic ties).
+        candidates = np.flatnonzero(finite)
+    # Score descending, then row ascending.
     order = np.lexsort((candidates, -scores[candidates]))
     return candidates[order][:k]
 

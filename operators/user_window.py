@@ -16,6 +16,7 @@ class UserWindowSnapshot:
 
     recent: tuple[tuple[str, str, float], ...]
     seen: tuple[str, ...]
+    purchased: tuple[str, ...]
     counts: tuple[tuple[str, int], ...]
     last_ts_s: float
 
@@ -36,6 +37,7 @@ class UserWindow:
         self.recent: deque[tuple[str, str, float]] = deque(maxlen=self.window)
         # Insertion-ordered so the oldest seen item is forgotten first when full.
         self.seen: OrderedDict[str, None] = OrderedDict()
+        self.purchased: OrderedDict[str, None] = OrderedDict()
         self.counts: dict[str, int] = {}
         self.last_ts_s = float("-inf")
 
@@ -46,6 +48,11 @@ class UserWindow:
         self.seen.move_to_end(item_id)
         while len(self.seen) > self.seen_max:
             self.seen.popitem(last=False)
+        if event_type == "purchase":
+            self.purchased[item_id] = None
+            self.purchased.move_to_end(item_id)
+            while len(self.purchased) > self.seen_max:
+                self.purchased.popitem(last=False)
         self.counts[event_type] = self.counts.get(event_type, 0) + 1
         self.last_ts_s = max(self.last_ts_s, ts_s)
 
@@ -61,6 +68,7 @@ class UserWindow:
         return UserWindowSnapshot(
             recent=tuple(self.recent),
             seen=tuple(self.seen),
+            purchased=tuple(self.purchased),
             counts=tuple(sorted(self.counts.items())),
             last_ts_s=self.last_ts_s,
         )
@@ -71,6 +79,7 @@ class UserWindow:
         uw = cls(window, seen_max)
         uw.recent.extend(snap.recent)
         uw.seen.update((i, None) for i in snap.seen)
+        uw.purchased.update((i, None) for i in snap.purchased)
         uw.counts.update(snap.counts)
         uw.last_ts_s = snap.last_ts_s
         return uw

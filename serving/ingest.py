@@ -63,6 +63,8 @@ async def ingest(
         raw = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise ClientException(f"Body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ClientException("Body is not valid JSON: nested too deeply") from exc
     batch = raw if isinstance(raw, list) else [raw]
     if len(batch) > settings.max_batch_events:
         raise PayloadTooLarge(

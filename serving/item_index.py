@@ -1,34 +1,42 @@
-"""The API's in-memory item matrix and popular list, refreshed from Redis in the background.
+"""The API's in-memory view of the items, refreshed from Redis in the background.
 
-A daemon thread pulls only the items whose factors changed (the store's change log) every
-``item_refresh_ms`` and swaps in new arrays when the matrix grows, so a request always sees a
-consistent (ids, matrix) pair without taking a lock. The popular list refreshed alongside it
-doubles as the last good answer when Redis is unreachable.
+A daemon thread pulls only what changed since its last pull — item factors and event
+categories from the factor change log, entries from the catalogue change log — every
+``item_refresh_ms``, plus the popular and trending lists every second. Requests read a
+consistent :class:`ItemMatrix` without locks: arrays are replaced, not resized, when the
+catalogue grows. The lists refreshed here double as the last good answer when Redis is
+unreachable.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
-from state.records import Vector
+from state.records import CatalogueItem, Vector
 from state.store import RedisStore
 
 log = logging.getLogger(__name__)
 
 POPULAR_LIST_SIZE = 1000
+SEGMENT_CACHE_S = 2.0
+NO_CATEGORY = -1
 
 
 @dataclass(frozen=True, slots=True)
 class ItemMatrix:
-    """An immutable-by-convention view: ids, their rows and the matrix (rows >= len(ids))."""
+    """Items with factors: ids, their rows, vectors, category codes and availability."""
 
     item_ids: tuple[str, ...]
     rows: dict[str, int]
     matrix: Vector
+    category_codes: npt.NDArray[np.int32]
+    unavailable: npt.NDArray[np.bool_]
     seq: int
 
     @property
@@ -41,60 +49,139 @@ class ItemMatrix:
         return self.matrix[: self.size]
 
 
+def _empty_matrix(factors: int) -> ItemMatrix:
+    return ItemMatrix(
+        (),
+        {},
+        np.zeros((0, factors), np.float32),
+        np.zeros(0, np.int32),
+        np.zeros(0, np.bool_),
+        0,
+    )
+
+
+@dataclass
+class Catalogue:
+    """Item facts for filtering and display: categories (events or catalogue), availability."""
+
+    category_code: dict[str, int] = field(default_factory=dict)
+    category_names: list[str] = field(default_factory=list)
+    item_category: dict[str, int] = field(default_factory=dict)
+    unavailable: set[str] = field(default_factory=set)
+    entries: dict[str, CatalogueItem] = field(default_factory=dict)
+    seq: int = 0
+
+    def code_of(self, category_id: str) -> int:
+        """Small integer code of a category (allocated on first sight)."""
+        code = self.category_code.get(category_id)
+        if code is None:
+            code = self.category_code[category_id] = len(self.category_names)
+            self.category_names.append(category_id)
+        return code
+
+    def category_of(self, item_id: str) -> str | None:
+        """The item's category id, if known."""
+        code = self.item_category.get(item_id)
+        return None if code is None else self.category_names[code]
+
+
 class ItemIndex:
-    """Item factors and popular items as of the last refresh."""
+    """Item factors, catalogue facts and ranked lists as of the last refresh."""
 
     def __init__(self, store: RedisStore, refresh_interval_s: float) -> None:
         self.store = store
         self.refresh_interval_s = refresh_interval_s
-        self.current = ItemMatrix((), {}, np.zeros((0, store.factors), np.float32), 0)
+        self.current = _empty_matrix(store.factors)
+        self.catalogue = Catalogue()
         self.popular: list[tuple[str, float]] = []
+        self.trending: list[tuple[str, float]] = []
         self.redis_ok = False
+        self._segments: dict[str, tuple[float, list[tuple[str, float]]]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._popular_every = max(1, int(1.0 / refresh_interval_s))
+        self._lists_every = max(1, int(1.0 / refresh_interval_s))
 
+    # --- refresh ------------------------------------------------------------------------
     def refresh(self) -> int:
-        """Pull changed item factors; return how many changed."""
+        """Pull changed item factors and catalogue entries; return how many changed."""
+        changed = self._refresh_catalogue()
         cur = self.current
         changes = self.store.read_item_changes(cur.seq)
-        if not changes.item_ids:
+        if not changes.item_ids and not changed:
             return 0
+        cat = self.catalogue
+        for item_id, category in zip(changes.item_ids, changes.categories, strict=True):
+            # The catalogue is authoritative; event categories fill in what it lacks.
+            if category is not None and item_id not in cat.entries:
+                cat.item_category[item_id] = cat.code_of(category)
         new_ids = [i for i in changes.item_ids if i not in cur.rows]
-        matrix = cur.matrix
-        rows = cur.rows
-        ids = cur.item_ids
+        matrix, codes, unavailable = cur.matrix, cur.category_codes, cur.unavailable
+        rows, ids = cur.rows, cur.item_ids
         if new_ids:
             needed = cur.size + len(new_ids)
             if needed > matrix.shape[0]:
                 capacity = max(needed, 2 * matrix.shape[0], 1024)
-                grown = np.zeros((capacity, self.store.factors), np.float32)
-                grown[: cur.size] = matrix[: cur.size]
-                matrix = grown
+                matrix = _grow(matrix, capacity)
+                codes = _grow(codes, capacity, NO_CATEGORY)
+                unavailable = _grow(unavailable, capacity)
             rows = dict(rows)
             for offset, item_id in enumerate(new_ids):
                 rows[item_id] = cur.size + offset
             ids = ids + tuple(new_ids)
-        # Rows of existing items are overwritten in place: a request racing with this
-        # sees either the old or the new vector of an item, both valid.
-        target = np.fromiter((rows[i] for i in changes.item_ids), np.intp, len(changes.item_ids))
-        matrix[target] = changes.vectors
-        self.current = ItemMatrix(ids, rows, matrix, changes.max_seq)
-        return len(changes.item_ids)
+        if changes.item_ids:
+            target = np.fromiter((rows[i] for i in changes.item_ids), np.intp)
+            # Rows of existing items are overwritten in place: a request racing with this
+            # sees either the old or the new vector of an item, both valid.
+            matrix[target] = changes.vectors
+        touched = set(changes.item_ids) | changed
+        for item_id in touched:
+            row = rows.get(item_id)
+            if row is not None:
+                codes[row] = cat.item_category.get(item_id, NO_CATEGORY)
+                unavailable[row] = item_id in cat.unavailable
+        self.current = ItemMatrix(ids, rows, matrix, codes, unavailable, changes.max_seq)
+        return len(touched)
 
-    def refresh_popular(self) -> None:
-        """Reload the popular list (kept as the fallback when Redis goes away)."""
+    def _refresh_catalogue(self) -> set[str]:
+        cat = self.catalogue
+        changes = self.store.read_catalogue_changes(cat.seq)
+        for entry in changes.items:
+            cat.entries[entry.item_id] = entry
+            if entry.category_id is not None:
+                cat.item_category[entry.item_id] = cat.code_of(entry.category_id)
+            if entry.available:
+                cat.unavailable.discard(entry.item_id)
+            else:
+                cat.unavailable.add(entry.item_id)
+        cat.seq = changes.max_seq
+        return {e.item_id for e in changes.items}
+
+    def refresh_lists(self) -> None:
+        """Reload the popular and trending lists (kept as fallbacks when Redis goes away)."""
         popular = self.store.popular(POPULAR_LIST_SIZE)
         if popular:
             self.popular = popular
+        self.trending = self.store.trending(100)
+
+    def segment_popular(self, segment: str) -> list[tuple[str, float]]:
+        """Popular items within a context segment (cached for a couple of seconds)."""
+        now = time.monotonic()
+        cached = self._segments.get(segment)
+        if cached is not None and now - cached[0] < SEGMENT_CACHE_S:
+            return cached[1]
+        items = self.store.segment_popular(segment, 200)
+        if len(self._segments) > 10_000:  # bounded: segments are few, ids are not trusted
+            self._segments.clear()
+        self._segments[segment] = (now, items)
+        return items
 
     def _loop(self) -> None:
         tick = 0
         while not self._stop.is_set():
             try:
                 self.refresh()
-                if tick % self._popular_every == 0 or not self.popular:
-                    self.refresh_popular()
+                if tick % self._lists_every == 0 or not self.popular:
+                    self.refresh_lists()
                 self.redis_ok = True
             except Exception:  # any Redis/network failure: keep serving what we have
                 if self.redis_ok:
@@ -104,7 +191,7 @@ class ItemIndex:
             self._stop.wait(self.refresh_interval_s)
 
     def start(self) -> None:
-        """Load once and keep refreshing in a daemon thread."""
+        """Keep refreshing in a daemon thread."""
         self._thread = threading.Thread(target=self._loop, name="item-index", daemon=True)
         self._thread.start()
 
@@ -113,3 +200,11 @@ class ItemIndex:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
+
+
+def _grow(
+    array: npt.NDArray[np.generic], capacity: int, fill: object = 0
+) -> npt.NDArray[np.generic]:
+    grown = np.full((capacity, *array.shape[1:]), fill, dtype=array.dtype)
+    grown[: array.shape[0]] = array
+    return grown

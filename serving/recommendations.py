@@ -17,7 +17,7 @@ UserIdParam = Annotated[
         description="The shop's user id (printable, 1-128 characters)",
         min_length=1,
         max_length=128,
-        pattern=r"^[^\x00-\x1f\x7f-\x9f]+$",
+        pattern=r"^[^\x00-\x1f\x7f-\x9f]+$(?!\n)",
     ),
 ]
 _ = Id  # the same constraints as the event schema's ids

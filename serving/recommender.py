@@ -1,24 +1,66 @@
-"""Recommendations for a user: score their fresh vector against the item matrix.
+"""Recommendations for a user, and items similar to an item.
 
-Falls back in order: no user record → popular items (the cold-start path); Redis failing
-or no item factors yet → the last good popular list kept in process, flagged ``fallback``.
+Personal path: the user's fresh vector scored against the item matrix, blended with
+popularity while the user has little evidence (weight n / (n + ``EVIDENCE_HALF``)), boosted by
+co-visitation with what they just viewed; filters and per-category diversity applied before
+the top-K is picked; every item carries its reason. Cold path (no state yet): what is
+popular in the request's context segment, with trending items mixed in. Fallback (Redis
+failing): the last good popular list kept in process, flagged ``fallback``.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 import redis
 
 from operators.ranking import explain_by_similarity, top_k
-from serving.item_index import ItemIndex
-from serving.schemas import Recommendations, RecommendedItem
+from serving.item_index import NO_CATEGORY, ItemIndex, ItemMatrix
+from serving.schemas import Recommendations, RecommendedItem, SimilarItems
 from state.records import UserRecord, vector_from_bytes
 from state.store import RedisStore
 
 log = logging.getLogger(__name__)
+
+MODEL_ID = "isgd"
+EVIDENCE_HALF = 5.0
+"""Events after which a user's own vector weighs as much as popularity."""
+COVISIT_WEIGHT = 0.3
+COVISIT_SOURCES = 5
+SIMILARITY_REASON_MIN = 0.3
+TRENDING_SHARE = 0.2
+CANDIDATE_FACTOR = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What the caller excludes or requires."""
+
+    exclude: str = "seen"
+    """``seen`` (everything interacted with), ``purchased`` or ``none``."""
+    categories: frozenset[str] = frozenset()
+    exclude_categories: frozenset[str] = frozenset()
+    available_only: bool = True
+    max_per_category: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """The request's context segment (device class | time of day | country)."""
+
+    segment: str = ""
+    country: str | None = None
+
+
+@dataclass
+class _Picked:
+    rows: list[int] = field(default_factory=list)
+    per_category: dict[int, int] = field(default_factory=dict)
 
 
 class Recommender:
@@ -28,56 +70,254 @@ class Recommender:
         self.store = store
         self.index = index
 
-    def recommend(self, user_id: str, k: int) -> Recommendations:
+    def recommend(
+        self,
+        user_id: str,
+        k: int,
+        filters: Filters = Filters(),
+        context: RequestContext = RequestContext(),
+    ) -> Recommendations:
         """Top-``k`` items for ``user_id``; never raises for a missing or unreachable state."""
-        rec_id = uuid.uuid4().hex
+        rec_id = f"{MODEL_ID}.{uuid.uuid4().hex}"
         try:
             user = self.store.get_user(user_id)
+            matrix = self.index.current
+            if user is None or user.version == 0:
+                return self._cold(rec_id, k, filters, context, set())
+            excluded = self._excluded(user, filters)
+            if matrix.size == 0:
+                return self._popular_list(rec_id, k, filters, excluded, fallback=True)
+            return self._personal(rec_id, user, k, filters, context, excluded)
         except (redis.RedisError, OSError):
             log.warning("redis unavailable: serving the in-process popular list")
-            return self._popular(rec_id, k, exclude=set(), fallback=True)
-        matrix = self.index.current
-        if user is None:
-            return self._popular(rec_id, k, exclude=set(), fallback=False)
-        if matrix.size == 0:
-            return self._popular(rec_id, k, exclude=set(user.seen), fallback=True)
-        return self._personal(rec_id, user, k)
+            return self._popular_list(rec_id, k, filters, set(), fallback=True)
 
-    def _personal(self, rec_id: str, user: UserRecord, k: int) -> Recommendations:
+    # --- personal ---------------------------------------------------------------------
+    def _personal(
+        self,
+        rec_id: str,
+        user: UserRecord,
+        k: int,
+        filters: Filters,
+        context: RequestContext,
+        excluded: set[str],
+    ) -> Recommendations:
         matrix = self.index.current
         vectors = matrix.vectors()
-        scores = vectors @ vector_from_bytes(user.vector)
-        seen_rows = [matrix.rows[i] for i in user.seen if i in matrix.rows]
-        best = top_k(scores, k, seen_rows)
-        history_ids = [i for i in user.recent if i in matrix.rows][:20]
-        history = vectors[[matrix.rows[i] for i in history_ids]] if history_ids else None
-        if history is not None:
-            because, _ = explain_by_similarity(vectors[best], history)
-        else:
-            because = np.full(len(best), -1)
-        items = [
-            RecommendedItem(
-                item_id=matrix.item_ids[row],
-                score=round(float(scores[row]), 6),
-                reason=(
-                    f"because you viewed {history_ids[because[n]]}"
-                    if because[n] >= 0
-                    else "recommended for you"
-                ),
-            )
-            for n, row in enumerate(best)
-        ]
-        if len(items) < k:  # tiny catalogue: top up with popular items
-            have = {it.item_id for it in items} | set(user.seen)
-            items += self._popular(rec_id, k - len(items), have, fallback=False).items
+        mf_scores = vectors @ vector_from_bytes(user.vector)
+        evidence = user.version / (user.version + EVIDENCE_HALF)
+        scores = evidence * mf_scores + (1.0 - evidence) * self._popularity_scores(matrix)
+        recent = [i for i in user.recent if i in matrix.rows][:20]
+        covisited_from = self._covisitation_boost(scores, matrix, recent[:COVISIT_SOURCES])
+        blocked = self._blocked_rows(matrix, filters, excluded)
+        rows = self._pick(scores, matrix, k, filters, blocked)
+        items = self._explain(rows, scores, matrix, user, recent, covisited_from)
+        if len(items) < k:  # tiny or heavily filtered catalogue: top up with popular items
+            have = {it.item_id for it in items} | excluded
+            fill = self._popular_list(rec_id, k - len(items), filters, have, fallback=False)
+            items += fill.items
         return Recommendations(rec_id, False, items, matrix.seq)
 
-    def _popular(self, rec_id: str, k: int, exclude: set[str], fallback: bool) -> Recommendations:
+    def _excluded(self, user: UserRecord, filters: Filters) -> set[str]:
+        if filters.exclude == "seen":
+            return set(user.seen)
+        if filters.exclude == "purchased":
+            return set(user.purchased)
+        return set()
+
+    def _popularity_scores(self, matrix: ItemMatrix) -> npt.NDArray[np.float32]:
+        """1 for the most popular item down to 0 past the popular list, per matrix row."""
+        scores = np.zeros(matrix.size, np.float32)
+        popular = self.index.popular
+        for rank, (item_id, _) in enumerate(popular):
+            row = matrix.rows.get(item_id)
+            if row is not None:
+                scores[row] = 1.0 - rank / len(popular)
+        return scores
+
+    def _covisitation_boost(
+        self, scores: npt.NDArray[np.float32], matrix: ItemMatrix, sources: Sequence[str]
+    ) -> dict[int, str]:
+        """Add co-visitation evidence to ``scores`` in place; row -> the item that led to it."""
+        led_by: dict[int, str] = {}
+        if not sources:
+            return led_by
+        for source, record in zip(sources, self.store.neighbours_many(sources), strict=True):
+            if record is None or not record.item_ids:
+                continue
+            top = record.scores[0]
+            for item_id, score in zip(record.item_ids, record.scores, strict=True):
+                row = matrix.rows.get(item_id)
+                if row is None:
+                    continue
+                # log2 scores: 1 for the strongest neighbour, halving per halving of weight.
+                scores[row] += COVISIT_WEIGHT * float(2.0 ** (score - top))
+                led_by.setdefault(row, source)
+        return led_by
+
+    def _blocked_rows(
+        self, matrix: ItemMatrix, filters: Filters, excluded: set[str]
+    ) -> npt.NDArray[np.bool_]:
+        blocked = np.zeros(matrix.size, np.bool_)
+        rows = [matrix.rows[i] for i in excluded if i in matrix.rows]
+        blocked[rows] = True
+        codes = matrix.category_codes[: matrix.size]
+        catalogue = self.index.catalogue
+        if filters.categories:
+            wanted = [catalogue.category_code.get(c, -2) for c in filters.categories]
+            blocked |= ~np.isin(codes, wanted)
+        if filters.exclude_categories:
+            unwanted = [catalogue.category_code.get(c, -2) for c in filters.exclude_categories]
+            blocked |= np.isin(codes, unwanted)
+        if filters.available_only:
+            blocked |= matrix.unavailable[: matrix.size]
+        return blocked
+
+    def _pick(
+        self,
+        scores: npt.NDArray[np.float32],
+        matrix: ItemMatrix,
+        k: int,
+        filters: Filters,
+        blocked: npt.NDArray[np.bool_],
+    ) -> list[int]:
+        blocked_rows = np.flatnonzero(blocked)
+        cap = filters.max_per_category
+        want = k if cap is None else k * CANDIDATE_FACTOR
+        picked = _Picked()
+        while True:
+            candidates = top_k(scores, want, blocked_rows)
+            picked = _Picked()
+            for row in candidates:
+                code = int(matrix.category_codes[row])
+                if cap is not None and code != NO_CATEGORY:
+                    if picked.per_category.get(code, 0) >= cap:
+                        continue
+                    picked.per_category[code] = picked.per_category.get(code, 0) + 1
+                picked.rows.append(int(row))
+                if len(picked.rows) == k:
+                    return picked.rows
+            if len(candidates) < want or want >= matrix.size:
+                return picked.rows
+            want *= CANDIDATE_FACTOR
+
+    def _explain(
+        self,
+        rows: list[int],
+        scores: npt.NDArray[np.float32],
+        matrix: ItemMatrix,
+        user: UserRecord,
+        recent: list[str],
+        covisited_from: dict[int, str],
+    ) -> list[RecommendedItem]:
+        vectors = matrix.vectors()
+        similar_to: list[str | None] = [None] * len(rows)
+        if recent and rows:
+            history = vectors[[matrix.rows[i] for i in recent]]
+            best, similarity = explain_by_similarity(vectors[rows], history)
+            similar_to = [
+                recent[b] if s >= SIMILARITY_REASON_MIN else None
+                for b, s in zip(best, similarity, strict=True)
+            ]
+        trending = {item_id for item_id, _ in self.index.trending}
+        catalogue = self.index.catalogue
+        user_categories = {catalogue.category_of(i) for i in user.recent}
+        items = []
+        for n, row in enumerate(rows):
+            item_id = matrix.item_ids[row]
+            because = covisited_from.get(row) or similar_to[n]
+            if because is not None:
+                reason = f"because you viewed {because}"
+            elif item_id in trending:
+                reason = "trending"
+            elif catalogue.category_of(item_id) not in user_categories:
+                reason = "new for you"
+            else:
+                reason = "recommended for you"
+            items.append(RecommendedItem(item_id, round(float(scores[row]), 6), reason))
+        return items
+
+    # --- cold start and fallback --------------------------------------------------------
+    def _cold(
+        self,
+        rec_id: str,
+        k: int,
+        filters: Filters,
+        context: RequestContext,
+        excluded: set[str],
+    ) -> Recommendations:
+        in_segment = self.index.segment_popular(context.segment) if context.segment else []
+        segment_reason = "popular in your region" if context.country else "popular"
+        chosen: list[RecommendedItem] = []
+        taken = set(excluded)
+        n_trending = max(1, int(k * TRENDING_SHARE)) if self.index.trending else 0
+        sources = (
+            (self.index.trending, "trending", n_trending),
+            (in_segment, segment_reason, k),
+            (self.index.popular, "popular", k),
+        )
+        for ranked, reason, quota in sources:
+            added = 0
+            for item_id, score in ranked:
+                if len(chosen) == k or added == quota:
+                    break
+                if item_id in taken or not self._allowed(item_id, filters):
+                    continue
+                chosen.append(RecommendedItem(item_id, round(score, 6), reason))
+                taken.add(item_id)
+                added += 1
+        return Recommendations(rec_id, False, chosen, 0)
+
+    def _popular_list(
+        self, rec_id: str, k: int, filters: Filters, exclude: set[str], fallback: bool
+    ) -> Recommendations:
         items: list[RecommendedItem] = []
         for item_id, score in self.index.popular:
-            if item_id in exclude:
+            if item_id in exclude or not self._allowed(item_id, filters):
                 continue
             items.append(RecommendedItem(item_id, round(score, 6), "popular"))
             if len(items) == k:
                 break
         return Recommendations(rec_id, fallback, items, 0)
+
+    def _allowed(self, item_id: str, filters: Filters) -> bool:
+        catalogue = self.index.catalogue
+        if filters.available_only and item_id in catalogue.unavailable:
+            return False
+        if filters.categories or filters.exclude_categories:
+            category = catalogue.category_of(item_id)
+            if filters.categories and category not in filters.categories:
+                return False
+            if category in filters.exclude_categories:
+                return False
+        return True
+
+    # --- similar items ------------------------------------------------------------------
+    def similar(self, item_id: str, k: int) -> SimilarItems:
+        """Items bought or viewed with ``item_id`` blended with factor neighbours."""
+        matrix = self.index.current
+        candidates: dict[str, tuple[float, str]] = {}
+        try:
+            record = self.store.neighbours(item_id)
+        except (redis.RedisError, OSError):
+            record = None
+        if record is not None and record.item_ids:
+            top = record.scores[0]
+            for other, score in zip(record.item_ids, record.scores, strict=True):
+                candidates[other] = (float(2.0 ** (score - top)), "viewed together")
+        row = matrix.rows.get(item_id)
+        if row is not None and matrix.size > 1:
+            vectors = matrix.vectors()
+            norms = np.linalg.norm(vectors, axis=1) + 1e-9
+            cosine = (vectors @ vectors[row]) / (norms * norms[row])
+            for other_row in top_k(cosine, k + 1, [row]):
+                other = matrix.item_ids[other_row]
+                blended = 0.5 * float(cosine[other_row])
+                if other in candidates:
+                    candidates[other] = (candidates[other][0] + blended, "viewed together")
+                else:
+                    candidates[other] = (blended, "similar")
+        candidates.pop(item_id, None)
+        ranked = sorted(candidates.items(), key=lambda kv: (-kv[1][0], kv[0]))[:k]
+        items = [RecommendedItem(i, round(s, 6), reason) for i, (s, reason) in ranked]
+        return SimilarItems(item_id, items, matrix.seq)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 
-from freshrec.events import FieldError
+from freshrec.events import FieldError, Id
 
 
 class RecommendedItem(msgspec.Struct, frozen=True):
@@ -26,6 +26,30 @@ class Recommendations(msgspec.Struct, frozen=True):
     items: list[RecommendedItem]
     model_version: int = 0
     """Sequence number of the item matrix the scores came from (0: popularity only)."""
+
+
+class SimilarItems(msgspec.Struct, frozen=True):
+    """Items to show next to a product."""
+
+    item_id: str
+    items: list[RecommendedItem]
+    model_version: int = 0
+
+
+class CatalogueEntry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One item of ``PUT /v1/items``."""
+
+    item_id: Id
+    category_id: Id | None = None
+    title: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+    price: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    available: bool = True
+
+
+class CatalogueResult(msgspec.Struct, frozen=True):
+    """Outcome of ``PUT /v1/items``."""
+
+    written: int
 
 
 class RejectedEvent(msgspec.Struct, frozen=True):

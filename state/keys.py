@@ -20,6 +20,10 @@ class Keys:
         """String: the user's record (vector, window, seen items), msgpack."""
         return f"{self.prefix}:u:{user_id}"
 
+    def user_state(self, user_id: str) -> str:
+        """String: the dataflow's full state of an idle user, evicted from worker memory."""
+        return f"{self.prefix}:us:{user_id}"
+
     @property
     def item_factors(self) -> str:
         """Hash item_id -> float32 factor blob."""
@@ -41,9 +45,42 @@ class Keys:
         return f"{self.prefix}:if:ver"
 
     @property
+    def item_categories(self) -> str:
+        """Hash item_id -> category_id, as last seen in events."""
+        return f"{self.prefix}:icat"
+
+    @property
+    def catalogue(self) -> str:
+        """Hash item_id -> catalogue entry (msgpack), from ``PUT /v1/items``."""
+        return f"{self.prefix}:cat"
+
+    @property
+    def catalogue_changes(self) -> str:
+        """Sorted set item_id -> sequence number of its last catalogue write."""
+        return f"{self.prefix}:cat:chg"
+
+    @property
+    def catalogue_seq(self) -> str:
+        """Counter: sequence number of the last catalogue write."""
+        return f"{self.prefix}:cat:seq"
+
+    @property
     def popularity(self) -> str:
         """Sorted set item_id -> log2 of the forward-decayed popularity."""
         return f"{self.prefix}:pop"
+
+    @property
+    def trending(self) -> str:
+        """Sorted set item_id -> log2(short-term rate / long-term rate)."""
+        return f"{self.prefix}:trend"
+
+    def segment_popularity(self, segment: str) -> str:
+        """Sorted set item_id -> log2 decayed popularity within a context segment."""
+        return f"{self.prefix}:pop:seg:{segment}"
+
+    def neighbours(self, item_id: str) -> str:
+        """String: the item's top co-visited neighbours (versioned msgpack)."""
+        return f"{self.prefix}:cov:{item_id}"
 
     @property
     def model_meta(self) -> str:

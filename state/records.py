@@ -13,6 +13,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from operators.user_state import UserSnapshot
+
 Vector = npt.NDArray[np.float32]
 _F32: Final = np.dtype("<f4")
 
@@ -21,7 +23,7 @@ class UserRecord(msgspec.Struct, frozen=True, array_like=True):
     """What serving needs of a user, written by the dataflow after each of their events."""
 
     version: int
-    """Number of events applied to this user (monotone: a higher version is fresher)."""
+    """Monotone counter of the record's changes (a higher version is fresher)."""
     event_ts_s: float
     """Event time of the last applied event."""
     written_at_s: float
@@ -32,6 +34,20 @@ class UserRecord(msgspec.Struct, frozen=True, array_like=True):
     seen: list[str]
     """Items to exclude from recommendations (bounded)."""
     counts: dict[str, int]
+    session_no: int = 0
+    session_start_ts_s: float = 0.0
+    session_event_count: int = 0
+    session_items: list[str] = []
+    segment: str = ""
+    """Context segment of the user's last event (device class | time of day | country)."""
+    duplicates: int = 0
+    """Events dropped because their id was already applied."""
+    dedup_ids: int = 0
+    """Event ids currently remembered for dedup."""
+    purchased: list[str] = []
+    """Items the user bought (bounded), most recent first."""
+    events: int = 0
+    """Events applied to this user (duplicates not included)."""
 
 
 _user_encoder: Final = msgspec.msgpack.Encoder()
@@ -52,6 +68,70 @@ def encode_user(record: UserRecord) -> bytes:
 def decode_user(blob: bytes) -> UserRecord:
     """Inverse of :func:`encode_user`."""
     return _user_decoder.decode(memoryview(blob)[VERSION_HEADER_BYTES:])
+
+
+class NeighboursRecord(msgspec.Struct, frozen=True, array_like=True):
+    """An item's strongest co-visited neighbours, strongest first."""
+
+    version: int
+    item_ids: list[str]
+    scores: list[float]
+    """log2 of the decayed co-visitation weight."""
+
+
+_neighbours_encoder: Final = msgspec.msgpack.Encoder()
+_neighbours_decoder: Final = msgspec.msgpack.Decoder(NeighboursRecord)
+
+
+def encode_neighbours(record: NeighboursRecord) -> bytes:
+    """Version header, then the msgpack record (same layout as user records)."""
+    return _VERSION_HEADER.pack(record.version) + _neighbours_encoder.encode(record)
+
+
+def decode_neighbours(blob: bytes) -> NeighboursRecord:
+    """Inverse of :func:`encode_neighbours`."""
+    return _neighbours_decoder.decode(memoryview(blob)[VERSION_HEADER_BYTES:])
+
+
+class CatalogueItem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What the shop tells us about an item (``PUT /v1/items``)."""
+
+    item_id: str
+    category_id: str | None = None
+    title: str | None = None
+    price: float | None = None
+    available: bool = True
+
+
+_catalogue_encoder: Final = msgspec.msgpack.Encoder()
+_catalogue_decoder: Final = msgspec.msgpack.Decoder(CatalogueItem)
+
+
+def encode_catalogue_item(item: CatalogueItem) -> bytes:
+    """Stored form of a catalogue entry."""
+    return _catalogue_encoder.encode(item)
+
+
+def decode_catalogue_item(blob: bytes) -> CatalogueItem:
+    """Inverse of :func:`encode_catalogue_item`."""
+    return _catalogue_decoder.decode(blob)
+
+
+_state_encoder: Final = msgspec.msgpack.Encoder()
+_state_decoder: Final = msgspec.msgpack.Decoder(UserSnapshot)
+
+
+def encode_user_state(snapshot: UserSnapshot) -> bytes:
+    """A user's full dataflow state, parked in Redis while they are idle.
+
+    msgpack, not pickle: Redis content must never be able to run code in a worker.
+    """
+    return _state_encoder.encode(snapshot)
+
+
+def decode_user_state(blob: bytes) -> UserSnapshot:
+    """Inverse of :func:`encode_user_state`."""
+    return _state_decoder.decode(blob)
 
 
 def vector_to_bytes(vec: Vector) -> bytes:

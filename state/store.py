@@ -16,11 +16,23 @@ from typing import Any, Final
 import redis
 
 from state.keys import Keys
-from state.records import UserRecord, Vector, decode_user, encode_user, matrix_from_blobs
+from state.records import (
+    CatalogueItem,
+    NeighboursRecord,
+    UserRecord,
+    Vector,
+    decode_catalogue_item,
+    decode_neighbours,
+    decode_user,
+    encode_catalogue_item,
+    encode_neighbours,
+    encode_user,
+    matrix_from_blobs,
+)
 
-# KEYS = user keys; ARGV = version_1, blob_1, version_2, blob_2, ...
+# KEYS = record keys; ARGV = version_1, blob_1, version_2, blob_2, ...
 # Each stored record starts with its version as an 8-byte big-endian integer.
-_WRITE_USERS_LUA: Final = """
+_VERSIONED_SET_LUA: Final = """
 local written = 0
 for i, key in ipairs(KEYS) do
   local version = tonumber(ARGV[2 * i - 1])
@@ -35,11 +47,13 @@ end
 return written
 """
 
-# KEYS = factors hash, versions hash, change zset, seq counter, popularity zset
-# ARGV = item_1, version_1, blob_1, popularity_1, item_2, ...
+# KEYS = factors hash, versions hash, change zset, seq counter, popularity zset, trend zset,
+#        categories hash
+# ARGV = item_1, version_1, blob_1, popularity_1, trend_1 ('' = not trending),
+#        category_1 ('' = unknown), item_2, ...
 _WRITE_ITEMS_LUA: Final = """
 local written = 0
-for i = 1, #ARGV, 4 do
+for i = 1, #ARGV, 6 do
   local item = ARGV[i]
   local version = tonumber(ARGV[i + 1])
   local current = tonumber(redis.call('HGET', KEYS[2], item) or '-1')
@@ -48,11 +62,29 @@ for i = 1, #ARGV, 4 do
     redis.call('HSET', KEYS[2], item, version)
     redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), item)
     redis.call('ZADD', KEYS[5], ARGV[i + 3], item)
+    if ARGV[i + 4] == '' then
+      redis.call('ZREM', KEYS[6], item)
+    else
+      redis.call('ZADD', KEYS[6], ARGV[i + 4], item)
+    end
+    if ARGV[i + 5] ~= '' then redis.call('HSET', KEYS[7], item, ARGV[i + 5]) end
     written = written + 1
   end
 end
 return written
 """
+
+# KEYS = catalogue hash, change zset, seq counter; ARGV = item_1, blob_1, item_2, blob_2, ...
+_PUT_CATALOGUE_LUA: Final = """
+for i = 1, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[i])
+end
+return #ARGV / 2
+"""
+
+#: Context-segment popularity lists keep this many items (the tail is never served).
+SEGMENT_POPULAR_MAX: Final = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +95,34 @@ class ItemWrite:
     version: int
     vector: bytes
     popularity_log2: float
+    trend_log2: float | None = None
+    category_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentPopularityWrite:
+    """An item's decayed popularity within one context segment."""
+
+    segment: str
+    item_id: str
+    popularity_log2: float
 
 
 @dataclass(frozen=True, slots=True)
 class ItemChanges:
-    """Item factors written since a sequence number."""
+    """Item factors written since a sequence number, with the items' event categories."""
 
     item_ids: list[str]
     vectors: Vector
+    categories: list[str | None]
+    max_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueChanges:
+    """Catalogue entries written since a sequence number."""
+
+    items: list[CatalogueItem]
     max_seq: int
 
 
@@ -81,8 +133,9 @@ class RedisStore:
         self.client = client
         self.keys = Keys(prefix)
         self.factors = factors
-        self._write_users = client.register_script(_WRITE_USERS_LUA)
+        self._versioned_set = client.register_script(_VERSIONED_SET_LUA)
         self._write_items = client.register_script(_WRITE_ITEMS_LUA)
+        self._put_catalogue = client.register_script(_PUT_CATALOGUE_LUA)
 
     @classmethod
     def from_url(
@@ -103,12 +156,30 @@ class RedisStore:
         args: list[Any] = []
         for _, record in records:
             args.extend((record.version, encode_user(record)))
-        return int(self._write_users(keys=keys, args=args))
+        return int(self._versioned_set(keys=keys, args=args))
 
     def get_user(self, user_id: str) -> UserRecord | None:
         """The user's record, or None if the dataflow has not seen them."""
         blob = self.client.get(self.keys.user(user_id))
         return None if blob is None else decode_user(blob)
+
+    def park_user_states(self, states: Sequence[tuple[str, bytes]], ttl_s: int) -> None:
+        """Store the full state of users evicted from worker memory (expires after ttl_s)."""
+        if not states:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for user_id, blob in states:
+            pipe.set(self.keys.user_state(user_id), blob, ex=ttl_s)
+        pipe.execute()
+
+    def parked_user_state(self, user_id: str) -> bytes | None:
+        """The parked state of a user, if they were evicted.
+
+        Kept, not deleted, on restore: after a crash the worker may resume from a checkpoint
+        taken before the restore and need it again.
+        """
+        blob = self.client.get(self.keys.user_state(user_id))
+        return None if blob is None else bytes(blob)
 
     # --- items -------------------------------------------------------------------------
     def write_items(self, items: Sequence[ItemWrite]) -> int:
@@ -117,10 +188,76 @@ class RedisStore:
             return 0
         args: list[Any] = []
         for item in items:
-            args.extend((item.item_id, item.version, item.vector, repr(item.popularity_log2)))
+            trend = "" if item.trend_log2 is None else repr(item.trend_log2)
+            args.extend(
+                (
+                    item.item_id,
+                    item.version,
+                    item.vector,
+                    repr(item.popularity_log2),
+                    trend,
+                    item.category_id or "",
+                )
+            )
         k = self.keys
-        keys = [k.item_factors, k.item_versions, k.item_changes, k.item_change_seq, k.popularity]
+        keys = [
+            k.item_factors,
+            k.item_versions,
+            k.item_changes,
+            k.item_change_seq,
+            k.popularity,
+            k.trending,
+            k.item_categories,
+        ]
         return int(self._write_items(keys=keys, args=args))
+
+    def write_neighbours(self, records: Sequence[tuple[str, NeighboursRecord]]) -> int:
+        """Store co-visitation neighbour lists newer than what is stored."""
+        if not records:
+            return 0
+        keys = [self.keys.neighbours(item_id) for item_id, _ in records]
+        args: list[Any] = []
+        for _, record in records:
+            args.extend((record.version, encode_neighbours(record)))
+        return int(self._versioned_set(keys=keys, args=args))
+
+    def neighbours(self, item_id: str) -> NeighboursRecord | None:
+        """The item's co-visited neighbours, if it has any."""
+        blob = self.client.get(self.keys.neighbours(item_id))
+        return None if blob is None else decode_neighbours(blob)
+
+    def neighbours_many(self, item_ids: Sequence[str]) -> list[NeighboursRecord | None]:
+        """Neighbours of several items in one round trip."""
+        if not item_ids:
+            return []
+        blobs = self.client.mget([self.keys.neighbours(i) for i in item_ids])
+        return [None if b is None else decode_neighbours(b) for b in blobs]
+
+    def write_segment_popularity(self, writes: Sequence[SegmentPopularityWrite]) -> None:
+        """Set items' popularity within their segments and trim each segment's list."""
+        if not writes:
+            return
+        by_segment: dict[str, dict[str, float]] = {}
+        for w in writes:
+            by_segment.setdefault(w.segment, {})[w.item_id] = w.popularity_log2
+        pipe = self.client.pipeline(transaction=False)
+        for segment, scores in by_segment.items():
+            key = self.keys.segment_popularity(segment)
+            pipe.zadd(key, scores)
+            pipe.zremrangebyrank(key, 0, -(SEGMENT_POPULAR_MAX + 1))
+        pipe.execute()
+
+    def segment_popular(self, segment: str, count: int) -> list[tuple[str, float]]:
+        """The most popular items within a context segment."""
+        rows = self.client.zrevrange(
+            self.keys.segment_popularity(segment), 0, count - 1, withscores=True
+        )
+        return [(member.decode(), float(score)) for member, score in rows]
+
+    def trending(self, count: int) -> list[tuple[str, float]]:
+        """Items drawing the most attention lately relative to their long-term level."""
+        rows = self.client.zrevrange(self.keys.trending, 0, count - 1, withscores=True)
+        return [(member.decode(), float(score)) for member, score in rows]
 
     def item_change_seq(self) -> int:
         """Sequence number of the last item factor write (0 when none)."""
@@ -132,16 +269,51 @@ class RedisStore:
             self.keys.item_changes, f"({since_seq}", "+inf", withscores=True
         )
         if not changed:
-            return ItemChanges([], matrix_from_blobs([], self.factors), since_seq)
+            return ItemChanges([], matrix_from_blobs([], self.factors), [], since_seq)
         item_ids = [member.decode() for member, _ in changed]
-        blobs = self.client.hmget(self.keys.item_factors, item_ids)
-        present = [(i, b) for i, b in zip(item_ids, blobs, strict=True) if b is not None]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(self.keys.item_factors, item_ids)
+        pipe.hmget(self.keys.item_categories, item_ids)
+        blobs, categories = pipe.execute()
+        present = [
+            (i, b, c) for i, b, c in zip(item_ids, blobs, categories, strict=True) if b is not None
+        ]
         max_seq = int(max(score for _, score in changed))
         return ItemChanges(
-            [i for i, _ in present],
-            matrix_from_blobs([b for _, b in present], self.factors),
+            [i for i, _, _ in present],
+            matrix_from_blobs([b for _, b, _ in present], self.factors),
+            [None if c is None else c.decode() for _, _, c in present],
             max_seq,
         )
+
+    # --- catalogue -----------------------------------------------------------------------
+    def put_catalogue(self, items: Sequence[CatalogueItem]) -> int:
+        """Create or replace catalogue entries; return how many were written."""
+        if not items:
+            return 0
+        args: list[Any] = []
+        for item in items:
+            args.extend((item.item_id, encode_catalogue_item(item)))
+        k = self.keys
+        keys = [k.catalogue, k.catalogue_changes, k.catalogue_seq]
+        return int(self._put_catalogue(keys=keys, args=args))
+
+    def read_catalogue_changes(self, since_seq: int) -> CatalogueChanges:
+        """Catalogue entries written after ``since_seq``."""
+        changed = self.client.zrangebyscore(
+            self.keys.catalogue_changes, f"({since_seq}", "+inf", withscores=True
+        )
+        if not changed:
+            return CatalogueChanges([], since_seq)
+        item_ids = [member.decode() for member, _ in changed]
+        blobs = self.client.hmget(self.keys.catalogue, item_ids)
+        items = [decode_catalogue_item(b) for b in blobs if b is not None]
+        return CatalogueChanges(items, int(max(score for _, score in changed)))
+
+    def catalogue_item(self, item_id: str) -> CatalogueItem | None:
+        """One catalogue entry."""
+        blob = self.client.hget(self.keys.catalogue, item_id)
+        return None if blob is None else decode_catalogue_item(blob)
 
     def popular(self, count: int) -> list[tuple[str, float]]:
         """The ``count`` most popular items with their log2 decayed popularity."""

@@ -182,7 +182,7 @@ def test_control_characters_in_ids_are_rejected(check, name: str, bad: str) -> N
     assert result == [FieldError(f"$.{name}", "Expected printable text without control characters")]
 
 
-# BUG (reported): the patterns at freshrec/events.py:32 (`_ID_PATTERN`) and :36 (`CountryCode`)
+# Regression (found by these tests, fixed): the patterns at freshrec/events.py:32 (`_ID_PATTERN`) and :36 (`CountryCode`)
 # end in `$`, which in Python's `re` (used by msgspec) also matches *before a final newline*:
 # "alice\n" passes as a user id (into Redis keys, Kafka keys and logs) and "de\n" as a country.
 # `\Z` (or no anchor with `fullmatch` semantics) is what the rule means.
@@ -273,7 +273,7 @@ def test_non_object_is_rejected_at_the_root(check, raw: Any) -> None:
     assert paths(check(raw)) == ["$"]
 
 
-# BUG (reported): `Event`, `Context` and `Profile` do not set `forbid_unknown_fields=True`, so
+# Regression (found by these tests, fixed): `Event`, `Context` and `Profile` do not set `forbid_unknown_fields=True`, so
 # msgspec silently drops unknown fields on both fast paths (freshrec/events.py:61 `_decoder`,
 # and `msgspec.convert` in `validate_event`); the "Object contains unknown field" branch is only
 # reached when some *other* field is also invalid, and never for nested objects.
@@ -359,7 +359,7 @@ def test_invalid_json_is_an_error_at_the_root() -> None:
     assert result[0].message.startswith("Invalid JSON")
 
 
-# BUG (reported): freshrec/events.py:176 catches only `msgspec.DecodeError`, but msgspec raises
+# Regression (found by these tests, fixed): freshrec/events.py:176 catches only `msgspec.DecodeError`, but msgspec raises
 # `RecursionError` for JSON nested deeper than ~1000 levels (found by hand; `binary()` never
 # builds it). A 1 KB message of `[` on the events topic raises out of `decode_event`, through
 # `kafka_io.decode_message`, and crashes the worker -- again after every restart (poison pill).

@@ -43,7 +43,7 @@ def test_click_changes_recommendations(make_settings, tmp_path: Path) -> None:
         # The dataflow has caught up when the last replayed user's record counts its events.
         expected = sum(1 for e in events if e.user_id == last.user_id)
         wait_until(
-            lambda: (r := store.get_user(last.user_id)) is not None and r.version >= expected,
+            lambda: (r := store.get_user(last.user_id)) is not None and r.events >= expected,
             timeout_s=30,
         )
         wait_until(lambda: api.get("/health").json()["items_in_index"] > 1000, timeout_s=10)
@@ -53,7 +53,16 @@ def test_click_changes_recommendations(make_settings, tmp_path: Path) -> None:
         assert before["fallback"] is False
         assert len(before["items"]) == 10
         before_ids = [it["item_id"] for it in before["items"]]
-        assert all(it["reason"].startswith("because you viewed") for it in before["items"])
+        reasons = [it["reason"] for it in before["items"]]
+        allowed = ("because you viewed ", "trending", "new for you", "recommended for you")
+        assert all(r.startswith(allowed) for r in reasons), reasons
+        viewed = {e.item_id for e in events if e.user_id == user_id}
+        explained_by = [
+            r.removeprefix("because you viewed ") for r in reasons if r.startswith("because")
+        ]
+        assert explained_by and set(explained_by) <= viewed, (
+            "explanations name items the user viewed"
+        )
 
         # The user clicks two of the items we recommended and adds one to the cart.
         clicked = before_ids[:2]
@@ -99,7 +108,7 @@ def test_malformed_event_rejected_with_reason_and_batch_kept(make_settings, tmp_
         assert "$[1].ts" in paths
 
         record = wait_until(
-            lambda: (r := store.get_user("mixed-user")) is not None and r.version >= 3 and r,
+            lambda: (r := store.get_user("mixed-user")) is not None and r.events >= 3 and r,
             timeout_s=10,
         )
         assert set(record.seen) == {"item-0", "item-1", "item-2"}  # type: ignore[attr-defined]

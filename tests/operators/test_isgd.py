@@ -257,7 +257,7 @@ def test_no_nan_or_inf_when_one_pair_repeats(params: IsgdParams, weight: float) 
     assert abs(mf.score("u", ["i"])[0]) < 5
 
 
-# BUG (reported): clipping the error to [-4, 4] (operators/isgd.py:85-86, 93) does not stop
+# Regression (found by these tests, fixed): clipping the error to [-4, 4] (operators/isgd.py:85-86, 93) does not stop
 # "one adversarial pair" from blowing vectors up, and IsgdParams.__post_init__
 # (operators/isgd.py:57-67) accepts hyperparameters under which it happens: the change of
 # u.i per step is about learn_rate * weight * err * (|u|^2 + |i|^2), so once that factor
@@ -314,7 +314,7 @@ def test_weight_of_uses_the_table_and_defaults_to_a_view() -> None:
     assert IsgdParams(event_weights={"view": 0.5}).weight_of("view") == 0.5
 
 
-# BUG (reported): the same checks let non-finite values through, since every comparison with
+# Regression (found by these tests, fixed): the same checks let non-finite values through, since every comparison with
 # NaN is false (operators/isgd.py:60-67): regularization=nan, init_std=nan/inf and NaN/inf
 # event weights are accepted and turn every vector they touch into NaN.
 @pytest.mark.parametrize(

@@ -89,7 +89,7 @@ def test_repeated_exclusions_are_harmless() -> None:
     assert top_k(scores, 2, exclude_rows=[2, 2, 2]).tolist() == [1, 0]
 
 
-# BUG (reported): top_k promises "the k highest *finite* scores" (operators/ranking.py:20) and
+# Regression (found by these tests, fixed): top_k promises "the k highest *finite* scores" (operators/ranking.py:20) and
 # counts only finite rows, but selects with argpartition, which ranks NaN (and +inf) above
 # every number: with one NaN row among [NaN, 1, 2] and k=3 it returns [2, 0] -- the NaN row,
 # and the finite row 1 is lost. NaN scores come from NaN factors (see the ISGD stability bug).
