@@ -1,14 +1,15 @@
 """The personalization dataflow: Kafka events in, fresh user and item state out to Redis.
 
-    events ─ decode ─┬─ dead letters ─────────────────────────────────────────► events-dlq
+    events ─ decode ─┬─ dead letters ───────────────────────────────────────► events-dlq
                      └─ enrich ─┬─ archive (Parquet, when FRESHREC_ARCHIVE_DIR is set)
-                                └─ key by user ─ user_model ─┬─ user records, parked users ─► Redis
-                                   (dedup, session, window,  ├─ item updates + co-visits
-                                    ISGD user half)          │    ─ key by item ─ item_model ─► Redis
-                                                             │      (ISGD item half, popularity,
-                                                             │       trend, neighbours)
-                                                             └─ segment hits ─ key by segment+item
-                                                                  ─ segment_popularity ─► Redis
+                                └─ key by user ─ user_model ─┬─ user records, parked ─► Redis
+                                   (dedup, session, window,  ├─ item updates, co-visits
+                                    ISGD user half)          │   ─ key by item ─ item_model
+                                                             │     (ISGD item half, popularity,
+                                                             │      trend, neighbours) ─► Redis
+                                                             └─ segment hits
+                                                                 ─ key by segment+item
+                                                                 ─ segment_popularity ─► Redis
 
 Run it with ``python -m bytewax.run dataflows.personalize:flow`` (settings from the
 environment, see ``freshrec.settings``). Step ids key the recovery state: renaming one

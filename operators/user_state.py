@@ -128,7 +128,9 @@ class UserState:
         # Items viewed right before count more than items viewed five clicks ago.
         weights = tuple(weight / distance for distance in range(1, len(span) + 1))
         pairs = [CoVisit(item_id, span, weights, ts_s)]
-        pairs += [CoVisit(other, (item_id,), (w,), ts_s) for other, w in zip(span, weights)]
+        pairs += [
+            CoVisit(other, (item_id,), (w,), ts_s) for other, w in zip(span, weights, strict=True)
+        ]
         return pairs
 
     def snapshot(self) -> UserSnapshot:

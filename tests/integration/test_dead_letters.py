@@ -75,7 +75,7 @@ def test_good_applied_once_bad_dead_lettered(make_settings, tmp_path: Path) -> N
     stream += [(e.user_id.encode(), encode_event(e)) for e in duplicates]
     # Duplicates go after their originals' partition position (same key → same partition).
     bad_at = sorted(rng.randrange(len(stream)) for _ in bad)
-    for offset, (pos, payload) in enumerate(zip(bad_at, bad)):
+    for offset, (pos, payload) in enumerate(zip(bad_at, bad, strict=True)):
         stream.insert(pos + offset, (b"bad", payload))
     producer = Producer(
         {"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all"}
