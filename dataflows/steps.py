@@ -8,12 +8,15 @@ user, the item replica) happens here, never in ``operators/``.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import numpy as np
+import redis
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
@@ -25,6 +28,28 @@ from operators.item_state import ItemConfig, ItemSnapshot, ItemState
 from operators.user_state import CoVisit, ItemUpdate, UserConfig, UserSnapshot, UserState
 from state.records import NeighboursRecord, UserRecord, decode_user_state, encode_user_state
 from state.store import ItemWrite, RedisStore, SegmentPopularityWrite
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+BACKOFF_START_S = 0.05
+BACKOFF_MAX_S = 2.0
+
+
+def retry_while_unreachable(call: Callable[[], T]) -> T:
+    """Run ``call``; while Redis is unreachable, wait with exponential backoff and retry.
+
+    Only connection-level failures are retried: they leave nothing half-done that a repeat
+    of the same idempotent call would not mend. Anything else is a bug and propagates.
+    """
+    backoff = BACKOFF_START_S
+    while True:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("redis unreachable (%s); retrying in %.2f s", exc, backoff)
+            time.sleep(backoff)
+            backoff = min(BACKOFF_MAX_S, backoff * 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +124,7 @@ class UserModelLogic(StatefulBatchLogic[EnrichedEvent, UserStepOutput, UserSnaps
 
     def _state_for(self, user_id: str) -> UserState:
         if self.state is None:
-            parked = self.store.parked_user_state(user_id)
+            parked = retry_while_unreachable(lambda: self.store.parked_user_state(user_id))
             if parked is None:
                 self.state = UserState(user_id, self.params, self.config)
             else:
@@ -110,7 +135,7 @@ class UserModelLogic(StatefulBatchLogic[EnrichedEvent, UserStepOutput, UserSnaps
     def on_batch(self, values: list[EnrichedEvent]) -> tuple[Iterable[UserStepOutput], bool]:
         self.last_active = time.time()
         state = self._state_for(values[0].event.user_id)
-        self.replica.maybe_refresh()
+        retry_while_unreachable(self.replica.maybe_refresh)
         out: list[UserStepOutput] = []
         applied = 0
         duplicates_before = state.duplicates
@@ -297,11 +322,17 @@ class _RedisPartition(StatelessSinkPartition[StateWrite]):
             else:
                 parked[item.user_id] = item.state
         # Items first: a user record never points at item factors serving cannot see yet.
-        self.store.write_items(list(item_writes.values()))
-        self.store.write_neighbours(list(neighbours.items()))
-        self.store.write_segment_popularity(list(segments.values()))
-        self.store.write_users(list(users.items()))
-        self.store.park_user_states(list(parked.items()), self.parked_ttl_s)
+        # Each write is idempotent, so a retry after a Redis outage repeats it safely; while
+        # Redis is away the flow waits here (backpressure) instead of crashing.
+        retry_while_unreachable(lambda: self.store.write_items(list(item_writes.values())))
+        retry_while_unreachable(lambda: self.store.write_neighbours(list(neighbours.items())))
+        retry_while_unreachable(
+            lambda: self.store.write_segment_popularity(list(segments.values()))
+        )
+        retry_while_unreachable(lambda: self.store.write_users(list(users.items())))
+        retry_while_unreachable(
+            lambda: self.store.park_user_states(list(parked.items()), self.parked_ttl_s)
+        )
 
     def close(self) -> None:
         self.store.client.close()

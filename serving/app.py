@@ -15,9 +15,11 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from freshrec.settings import Settings, load_settings
+from serving.auth import admin_guard
 from serving.errors import EXCEPTION_HANDLERS
 from serving.ingest import EventsController
 from serving.item_index import ItemIndex
+from serving.items import ItemsController
 from serving.producer import EventProducer
 from serving.recommendations import RecommendationsController
 from serving.recommender import Recommender
@@ -64,13 +66,15 @@ def create_app(settings: Settings) -> Litestar:
         return Health("ok", index.redis_ok, matrix.size, matrix.seq)
 
     return Litestar(
-        route_handlers=[EventsController, RecommendationsController, health],
+        route_handlers=[EventsController, RecommendationsController, ItemsController, health],
         dependencies={
+            "store": Provide(lambda: store, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "producer": Provide(lambda: producer_box[0], sync_to_thread=False),
             "recommender": Provide(lambda: recommender, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        guards=[_only_admin(admin_guard(settings))],
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -81,6 +85,16 @@ def create_app(settings: Settings) -> Litestar:
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
     )
+
+
+def _only_admin(guard):  # type: ignore[no-untyped-def]
+    """Apply ``guard`` to handlers marked ``opt={"admin": True}``."""
+
+    def check(connection, handler):  # type: ignore[no-untyped-def]
+        if handler.opt.get("admin"):
+            guard(connection, handler)
+
+    return check
 
 
 def app_from_env() -> Litestar:

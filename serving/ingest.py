@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
 from litestar.exceptions import ClientException
 
 from freshrec.events import Event, encode_event, errors_as_reason, validate_event
@@ -46,7 +47,10 @@ class EventsController(Controller):
         ),
     )
     async def post_events(
-        self, request: Request[Any, Any, Any], settings: Settings, producer: EventProducer
+        self,
+        request: Request[Any, Any, Any],
+        settings: NamedDependency[Settings],
+        producer: NamedDependency[EventProducer],
     ) -> Response[IngestResult]:
         body = await request.body()
         result, status = await ingest(body, settings, producer)
@@ -54,7 +58,7 @@ class EventsController(Controller):
 
 
 async def ingest(
-    body: bytes, settings: Settings, producer: EventProducer
+    body: bytes, settings: NamedDependency[Settings], producer: NamedDependency[EventProducer]
 ) -> tuple[IngestResult, int]:
     """Validate and produce a request body; return the result and the HTTP status."""
     if len(body) > settings.max_body_bytes:

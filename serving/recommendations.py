@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
 from litestar import Controller, get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromQuery, HeaderParameter, PathParameter, QueryParameter
 
-from freshrec.events import Id
-from serving.recommender import Recommender
+from operators.enrich import context_from_request, segment_key
+from serving.recommender import Filters, Recommender, RequestContext
 from serving.schemas import Recommendations
 
+ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$(?!\n)"
 UserIdParam = Annotated[
     str,
-    Parameter(
+    PathParameter(
         description="The shop's user id (printable, 1-128 characters)",
         min_length=1,
         max_length=128,
-        pattern=r"^[^\x00-\x1f\x7f-\x9f]+$(?!\n)",
+        pattern=ID_PATTERN,
     ),
 ]
-_ = Id  # the same constraints as the event schema's ids
+CategoryList = Annotated[
+    list[Annotated[str, QueryParameter(max_length=128, pattern=ID_PATTERN)]] | None,
+    QueryParameter(max_items=50, description="Only these categories (repeat the parameter)"),
+]
+ShortText = Annotated[str | None, QueryParameter(max_length=256, pattern=ID_PATTERN)]
 
 
 class RecommendationsController(Controller):
@@ -32,12 +39,51 @@ class RecommendationsController(Controller):
     @get(
         "/{user_id:str}/recommendations",
         summary="Top-K items for a user",
+        description=(
+            "Scores the user's fresh vector against every item, blends in popularity while "
+            "the user has few events and co-visitation with what they just viewed, applies "
+            "the filters and returns the top K, each with its reason. Unknown users get "
+            "what is popular in their context (device, country, time of day)."
+        ),
         sync_to_thread=False,
     )
     def recommendations(
         self,
         user_id: UserIdParam,
-        recommender: Recommender,
-        k: Annotated[int, Parameter(ge=1, le=100, description="How many items")] = 10,
+        recommender: NamedDependency[Recommender],
+        k: Annotated[int, QueryParameter(ge=1, le=100, description="How many items")] = 10,
+        exclude: Annotated[
+            Literal["seen", "purchased", "none"],
+            QueryParameter(description="Leave out items the user interacted with / bought"),
+        ] = "seen",
+        category: CategoryList = None,
+        exclude_category: Annotated[
+            list[Annotated[str, QueryParameter(max_length=128, pattern=ID_PATTERN)]] | None,
+            QueryParameter(max_items=50, description="Never these categories"),
+        ] = None,
+        available_only: FromQuery[bool] = True,
+        max_per_category: Annotated[
+            int | None,
+            QueryParameter(ge=1, le=100, description="Diversity: at most M per category"),
+        ] = None,
+        device: ShortText = None,
+        country: Annotated[
+            str | None, QueryParameter(max_length=2, description="ISO 3166-1 alpha-2")
+        ] = None,
+        region: ShortText = None,
+        page: Annotated[str | None, QueryParameter(max_length=2048)] = None,
+        user_agent: Annotated[
+            str | None, HeaderParameter(name="User-Agent", max_length=2048)
+        ] = None,
     ) -> Recommendations:
-        return recommender.recommend(user_id, k)
+        filters = Filters(
+            exclude=exclude,
+            categories=frozenset(category or ()),
+            exclude_categories=frozenset(exclude_category or ()),
+            available_only=available_only,
+            max_per_category=max_per_category,
+        )
+        ctx = context_from_request(user_agent, device, country, region, datetime.now(UTC))
+        return recommender.recommend(
+            user_id, k, filters, RequestContext(segment_key(ctx), ctx.country)
+        )

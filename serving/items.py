@@ -1,0 +1,74 @@
+"""Item endpoints: similar items for product pages, and the catalogue (admin)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, get, put
+from litestar.di import NamedDependency
+from litestar.exceptions import ClientException
+from litestar.params import JSONBody, PathParameter, QueryParameter
+
+from serving.recommender import Recommender
+from serving.schemas import CatalogueEntry, CatalogueResult, SimilarItems
+from state.records import CatalogueItem
+from state.store import RedisStore
+
+MAX_CATALOGUE_BATCH = 1000
+
+ItemIdParam = Annotated[
+    str,
+    PathParameter(
+        description="The shop's item id (printable, 1-128 characters)",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[^\x00-\x1f\x7f-\x9f]+$(?!\n)",
+    ),
+]
+
+
+class ItemsController(Controller):
+    """Items: similar items and catalogue."""
+
+    path = "/v1/items"
+    tags = ["items"]
+
+    @get(
+        "/{item_id:str}/similar",
+        summary="Items to show next to a product",
+        description="Items viewed in the same sessions (co-visitation), blended with the "
+        "item's nearest neighbours in factor space.",
+        sync_to_thread=False,
+    )
+    def similar(
+        self,
+        item_id: ItemIdParam,
+        recommender: NamedDependency[Recommender],
+        k: Annotated[int, QueryParameter(ge=1, le=100, description="How many items")] = 10,
+    ) -> SimilarItems:
+        return recommender.similar(item_id, k)
+
+    @put(
+        "/",
+        summary="Create or replace catalogue entries (admin; header X-API-Key)",
+        description="Category, title, price and availability of up to 1,000 items. Items "
+        "are recommendable as soon as they have events; `available: false` hides them.",
+        sync_to_thread=False,
+        opt={"admin": True},
+    )
+    def put_items(
+        self, data: JSONBody[list[CatalogueEntry]], store: NamedDependency[RedisStore]
+    ) -> CatalogueResult:
+        if len(data) > MAX_CATALOGUE_BATCH:
+            raise ClientException(f"At most {MAX_CATALOGUE_BATCH} items per request")
+        entries = [
+            CatalogueItem(
+                item_id=e.item_id,
+                category_id=e.category_id,
+                title=e.title,
+                price=e.price,
+                available=e.available,
+            )
+            for e in data
+        ]
+        return CatalogueResult(store.put_catalogue(entries))
