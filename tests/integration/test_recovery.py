@@ -27,6 +27,7 @@ from freshrec import processes
 from freshrec.events import encode_event
 from freshrec.replay import iter_dataset_events
 from state.store import RedisStore
+from tests.integration.pipeline_checks import assert_same_state, wait_complete
 
 pytestmark = pytest.mark.integration
 
@@ -48,39 +49,6 @@ def produce_paced(
         producer.poll(0)
         time.sleep(seconds / 100)
     assert producer.flush(30) == 0
-
-
-def lagging(store: RedisStore, per_user: Counter, dups: Counter) -> list[tuple]:
-    """Users whose record does not (yet) show all their events and duplicates."""
-    behind = []
-    for user_id, n in per_user.items():
-        record = store.get_user(user_id)
-        if record is None or record.events < n or record.duplicates < dups[user_id]:
-            got = None if record is None else (record.events, record.duplicates)
-            behind.append((user_id, (n, dups[user_id]), got))
-    return behind
-
-
-def wait_complete(store: RedisStore, per_user: Counter, dups: Counter, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while behind := lagging(store, per_user, dups):
-        assert time.monotonic() < deadline, f"{len(behind)} users incomplete, e.g. {behind[:5]}"
-        time.sleep(0.5)
-
-
-def user_view(store: RedisStore, user_id: str) -> dict:
-    r = store.get_user(user_id)
-    assert r is not None
-    return {
-        "version": r.events,
-        "recent": r.recent,
-        "seen": r.seen,
-        "counts": r.counts,
-        "session": (r.session_no, r.session_start_ts_s, r.session_event_count, r.session_items),
-        "duplicates": r.duplicates,
-        "dedup_ids": r.dedup_ids,
-        "segment": r.segment,
-    }
 
 
 def test_kill_9_five_times_matches_uninterrupted_run(make_settings, tmp_path: Path) -> None:
@@ -130,17 +98,4 @@ def test_kill_9_five_times_matches_uninterrupted_run(make_settings, tmp_path: Pa
         processes.stop(worker_b)
     assert kills == KILLS
 
-    for user_id in per_user:
-        assert user_view(store_a, user_id) == user_view(store_b, user_id), user_id
-    ca, cb = store_a.client, store_b.client
-    ka, kb = store_a.keys, store_b.keys
-    assert ca.hgetall(ka.item_versions) == cb.hgetall(kb.item_versions)
-    pop_a = dict(ca.zrange(ka.popularity, 0, -1, withscores=True))
-    pop_b = dict(cb.zrange(kb.popularity, 0, -1, withscores=True))
-    assert pop_a.keys() == pop_b.keys()
-    assert all(abs(pop_a[k] - pop_b[k]) < 1e-9 for k in pop_a)
-    neighbours_a = {k: store_a.neighbours(k.decode()) for k in pop_a}
-    neighbours_b = {k: store_b.neighbours(k.decode()) for k in pop_b}
-    assert {k: n.version for k, n in neighbours_a.items() if n} == {
-        k: n.version for k, n in neighbours_b.items() if n
-    }
+    assert_same_state(store_a, store_b, per_user)
