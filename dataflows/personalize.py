@@ -26,6 +26,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 
 from dataflows import kafka_io, steps
+from dataflows.archive_sink import ArchiveItem, ArchiveSink
 from dataflows.item_replica import shared_replica
 from freshrec.events import Event
 from freshrec.settings import Settings, load_settings
@@ -69,8 +70,22 @@ def item_config(settings: Settings) -> ItemConfig:
 
 
 def enrich_event(event: Event) -> steps.EnrichedEvent:
-    """Attach the event's context segment."""
-    return steps.EnrichedEvent(event, segment_key(enrich(event)))
+    """Attach the event's context and segment."""
+    context = enrich(event)
+    return steps.EnrichedEvent(event, context, segment_key(context))
+
+
+def archive_row(e: steps.EnrichedEvent) -> tuple[str, ArchiveItem]:
+    """The archive's row for an event, keyed by user (routes it to an archive partition)."""
+    ctx = e.context
+    enrichment = {
+        "device_class": ctx.device_class,
+        "tod_bucket": ctx.tod_bucket,
+        "weekday": ctx.weekday,
+        "local_hour": ctx.local_hour,
+        "segment": e.segment,
+    }
+    return e.event.user_id, (e.event, enrichment)
 
 
 def _is_event(x: object) -> bool:
@@ -106,9 +121,7 @@ def build_flow(settings: Settings, source: Source[object] | None = None) -> Data
 
     enriched = op.map("enrich", valid.trues, enrich_event)
     if settings.archive_dir:
-        from dataflows.archive_sink import ArchiveSink
-
-        archived = op.map("archive_row", enriched, lambda e: (e.event, {"segment": e.segment}))
+        archived = op.map("archive_row", enriched, archive_row)
         op.output("archive_out", archived, ArchiveSink(Path(settings.archive_dir)))
 
     by_user = op.key_on("key_by_user", enriched, lambda e: e.event.user_id)

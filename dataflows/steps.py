@@ -23,6 +23,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from dataflows.item_replica import ItemReplica
 from freshrec.events import INTERACTION_TYPES, Event
 from operators import popularity
+from operators.enrich import EventContext
 from operators.isgd import IsgdParams
 from operators.item_state import ItemConfig, ItemSnapshot, ItemState
 from operators.user_state import CoVisit, ItemUpdate, UserConfig, UserSnapshot, UserState
@@ -54,9 +55,10 @@ def retry_while_unreachable(call: Callable[[], T]) -> T:
 
 @dataclass(frozen=True, slots=True)
 class EnrichedEvent:
-    """A valid event with its context segment (device class | time of day | country)."""
+    """A valid event with its context and segment (device class | time of day | country)."""
 
     event: Event
+    context: EventContext
     segment: str
 
 

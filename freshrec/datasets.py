@@ -281,9 +281,11 @@ def load_diginetica(path: str | Path | None = None, limit: int | None = None) ->
     """Load DIGINETICA item views and purchases as one log, sorted by ``(ts, seq)``.
 
     ``ts`` = ``eventdate`` (UTC midnight) + ``timeframe`` ms, capped below one day so every
-    event stays on its recorded day (only the day is reliable across sessions). Anonymous users become ``"s" + session_id``; ``category_id`` comes from
-    product-categories.csv. Views keep their line number as ``seq``, purchases are offset by
+    event stays on its recorded day (only the day is reliable across sessions). Anonymous
+    users become ``"s" + session_id``; ``category_id`` comes from product-categories.csv.
+    Views keep their line number as ``seq``, purchases are offset by
     :data:`DIGINETICA_PURCHASE_SEQ_OFFSET`, so on a tie a view precedes a purchase.
+    ``path`` is the folder; a full ``train-item-views.csv`` there is preferred to the sample.
     """
     folder = data_dir() / "diginetica" if path is None else Path(path)
     views_file = folder / "train-item-views.csv"

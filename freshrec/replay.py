@@ -156,6 +156,7 @@ class _Pacer:
     """
 
     def __init__(self, speed: Speed, clock: Callable[[], float] = time.monotonic) -> None:
+        # Checked before anything is sent, so a typo fails fast rather than mid-replay.
         if isinstance(speed, str) and speed != "max":
             raise ValueError(f"speed must be a positive number or 'max', got {speed!r}")
         if isinstance(speed, int | float) and not speed > 0:
@@ -166,16 +167,16 @@ class _Pacer:
         self._offset_s = 0.0
         self._previous_ts_s: float | None = None
 
-    def seconds_until_due(self, event: Event) -> float:
-        """Advance the schedule to this event; how long before it is due (<= 0: now)."""
+    def due_at(self, event: Event) -> float:
+        """Advance the schedule to this event and return when it is due (clock seconds)."""
         if self.factor is None:
-            return 0.0
+            return self._start
         ts_s = event.ts_s
         if self._previous_ts_s is not None:
             gap_s = max(0.0, ts_s - self._previous_ts_s) / self.factor
             self._offset_s += min(gap_s, MAX_GAP_S)
         self._previous_ts_s = ts_s
-        return self._start + self._offset_s - self._clock()
+        return self._start + self._offset_s
 
 
 def _progress_bar(total: int | None, progress: bool, what: str) -> tqdm[Any]:
@@ -225,7 +226,7 @@ def send_to_kafka(
     sent = 0
     with _progress_bar(total, progress, "replay → kafka") as bar:
         for event in events:
-            wait_s = pacer.seconds_until_due(event)
+            wait_s = pacer.due_at(event) - time.monotonic()
             if wait_s > 0:
                 producer.poll(wait_s)  # serves delivery reports while waiting
             payload = encode_event(event)
@@ -275,45 +276,30 @@ def _retry_after_s(response: httpx.Response) -> float:
 
 def _count_from(body: Any, key: str) -> int | None:
     """An ``accepted``/``rejected`` count in a response body, given as a number or a list."""
-    if not isinstance(body, dict):
-        return None
-    value = body.get(key)
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
+    value = body.get(key) if isinstance(body, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, list):
         return len(value)
     return None
 
 
-def _rejected_in_errors(body: Any) -> int | None:
-    """Events named by an ``errors`` list whose paths look like ``$[3].user_id``."""
-    if not isinstance(body, dict) or not isinstance(body.get("errors"), list):
-        return None
-    indices = set()
-    for error in body["errors"]:
-        path = error.get("path", "") if isinstance(error, dict) else ""
-        if isinstance(path, str) and path.startswith("$[") and "]" in path:
-            indices.add(path[2 : path.index("]")])
-    return len(indices) or None
-
-
 def _outcome(response: httpx.Response, batch_size: int) -> tuple[int, int]:
-    """(accepted, rejected) for a batch the API answered with 2xx or a non-retryable 4xx."""
+    """(accepted, rejected) of a batch answered with 2xx or a non-retryable 4xx.
+
+    The ingest API reports ``accepted`` and lists ``rejected`` events (422 when some were
+    invalid); a 4xx without ``accepted`` (400, 413) refused the whole batch. Every event of
+    the batch is counted as one or the other, so none goes missing from the stats.
+    """
     try:
         body = response.json()
     except ValueError:
         body = None
     accepted = _count_from(body, "accepted")
-    rejected = _count_from(body, "rejected")
-    if rejected is None:
-        rejected = _rejected_in_errors(body)
-    if response.is_success:
-        accepted = batch_size - (rejected or 0) if accepted is None else accepted
-        return accepted, batch_size - accepted if rejected is None else rejected
-    accepted = accepted or 0
-    return accepted, batch_size - accepted if rejected is None else rejected
+    if accepted is None:
+        accepted = batch_size - (_count_from(body, "rejected") or 0) if response.is_success else 0
+    accepted = min(max(accepted, 0), batch_size)
+    return accepted, batch_size - accepted
 
 
 def send_to_api(
@@ -332,7 +318,8 @@ def send_to_api(
     On 429/502/503/504 or a broken connection the same batch is posted again after
     ``Retry-After`` (default 1 s), up to ``max_attempts`` times, then :class:`ReplayError`.
     On another 4xx the rejected count from the response body is recorded and the replay goes
-    on; a 5xx that is no overload (a server bug) stops it with :class:`ReplayError`.
+    on (invalid events are the API's to dead-letter); a 5xx that is no overload (a server
+    bug) stops it with :class:`ReplayError`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -381,15 +368,13 @@ def send_to_api(
             bar.update(len(pending))
 
         for event in events:
-            wait_s = pacer.seconds_until_due(event)
-            if wait_s > 0:
-                # Flush what is due before sleeping, so paced events are not held back.
+            due_at = pacer.due_at(event)
+            if due_at > time.monotonic():
+                # Post what is already due before sleeping, so paced events are not held back.
                 if batch:
                     post(batch)
                     batch = []
-                wait_s = pacer.seconds_until_due_again()
-                if wait_s > 0:
-                    time.sleep(wait_s)
+                time.sleep(max(0.0, due_at - time.monotonic()))
             batch.append(event)
             if len(batch) >= batch_size:
                 post(batch)

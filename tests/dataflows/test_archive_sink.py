@@ -47,7 +47,7 @@ def archive_row(event: Event) -> ArchiveItem:
 def run_archive_flow(events: list[Event], root: Path, **sink_options: int) -> None:
     flow = Dataflow("archive_test")
     stream = op.input("events", flow, TestingSource(events, batch_size=250))
-    rows = op.map("archive_row", stream, archive_row)
+    rows = op.map("archive_row", stream, lambda e: (e.user_id, archive_row(e)))
     op.output("archive", rows, ArchiveSink(root, **sink_options))
     run_main(flow)
 
@@ -61,7 +61,7 @@ def test_flow_archives_every_event_in_readable_files(tmp_path: Path, events: lis
     for path in files:
         assert pl.read_parquet_schema(path) == dict(ARCHIVE_SCHEMA)
         assert 0 < pl.read_parquet(path).height <= 200
-        assert path.name.startswith("part-w0-")
+        assert path.name.startswith("part-archive")
     got = read_archive(tmp_path)
     expected = sorted((e.ts, e.event_id) for e in events)
     assert got.select("ts", "event_id").rows() == expected
