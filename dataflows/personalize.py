@@ -100,6 +100,10 @@ def _is_segment_hit(x: object) -> bool:
     return isinstance(x, steps.SegmentHit)
 
 
+def _is_feedback_hit(x: object) -> bool:
+    return isinstance(x, steps.FeedbackHit)
+
+
 def _segment_item_key(hit: steps.SegmentHit) -> str:
     return f"{hit.segment}\x1f{hit.item_id}"
 
@@ -157,7 +161,18 @@ def build_flow(settings: Settings, source: Source[object] | None = None) -> Data
             top_m=settings.neighbours_per_item,
         ),
     )
-    to_segments = op.branch("split_segment_hits", to_items.falses, _is_segment_hit)
+    to_feedback = op.branch("split_feedback_hits", to_items.falses, _is_feedback_hit)
+    by_model_segment = op.key_on(
+        "key_by_model_segment", to_feedback.trues, lambda h: f"{h.model}|{h.segment}"
+    )
+    feedback_out = op.stateful_batch(
+        "feedback",
+        by_model_segment,
+        lambda resume: steps.FeedbackLogic(
+            resume, settings.feedback_window_s, settings.feedback_windows_kept
+        ),
+    )
+    to_segments = op.branch("split_segment_hits", to_feedback.falses, _is_segment_hit)
     by_segment_item = op.key_on("key_by_segment_item", to_segments.trues, _segment_item_key)
     segment_out = op.stateful_batch(
         "segment_popularity",
@@ -169,6 +184,7 @@ def build_flow(settings: Settings, source: Source[object] | None = None) -> Data
         to_segments.falses,
         op.key_rm("unkey_item", item_out),
         op.key_rm("unkey_segment", segment_out),
+        op.key_rm("unkey_feedback", feedback_out),
     )
     op.output(
         "redis_out",
@@ -178,6 +194,7 @@ def build_flow(settings: Settings, source: Source[object] | None = None) -> Data
             settings.redis_prefix,
             settings.factors,
             settings.parked_state_ttl_s,
+            settings.feedback_windows_kept,
         ),
     )
     return flow

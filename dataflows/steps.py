@@ -24,11 +24,12 @@ from dataflows.item_replica import ItemReplica
 from freshrec.events import INTERACTION_TYPES, Event
 from operators import popularity
 from operators.enrich import EventContext
+from operators.feedback import FeedbackWindows, WindowCounts, model_of
 from operators.isgd import IsgdParams
 from operators.item_state import ItemConfig, ItemSnapshot, ItemState
 from operators.user_state import CoVisit, ItemUpdate, UserConfig, UserSnapshot, UserState
 from state.records import NeighboursRecord, UserRecord, decode_user_state, encode_user_state
-from state.store import ItemWrite, RedisStore, SegmentPopularityWrite
+from state.store import FeedbackWrite, ItemWrite, RedisStore, SegmentPopularityWrite
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,20 @@ class NeighboursOutput:
     record: NeighboursRecord
 
 
-UserStepOutput = UserOutput | ParkedUser | ItemUpdate | CoVisit | SegmentHit
-StateWrite = UserOutput | ParkedUser | ItemWrite | NeighboursOutput | SegmentPopularityWrite
+@dataclass(frozen=True, slots=True)
+class FeedbackHit:
+    """A deduplicated event about a served recommendation."""
+
+    model: str
+    segment: str
+    event_type: str
+    ts_s: float
+
+
+UserStepOutput = UserOutput | ParkedUser | ItemUpdate | CoVisit | SegmentHit | FeedbackHit
+StateWrite = (
+    UserOutput | ParkedUser | ItemWrite | NeighboursOutput | SegmentPopularityWrite | FeedbackWrite
+)
 
 
 class UserModelLogic(StatefulBatchLogic[EnrichedEvent, UserStepOutput, UserSnapshot]):
@@ -150,6 +163,9 @@ class UserModelLogic(StatefulBatchLogic[EnrichedEvent, UserStepOutput, UserSnaps
             applied += 1
             last_ts = ts_s
             state.segment = enriched.segment
+            if event.recommendation_id is not None:
+                model = model_of(event.recommendation_id)
+                out.append(FeedbackHit(model, enriched.segment, event.type, ts_s))
             if event.type in INTERACTION_TYPES:
                 item_vec = self.replica.get(event.item_id)
                 update, covisits = state.learn(
@@ -279,6 +295,31 @@ class SegmentPopularityLogic(
         return self.snap
 
 
+FeedbackSnapshot = tuple[str, str, tuple[WindowCounts, ...]]
+
+
+class FeedbackLogic(StatefulBatchLogic[FeedbackHit, FeedbackWrite, FeedbackSnapshot]):
+    """Per (model, segment) step: windowed impressions, clicks and conversions."""
+
+    def __init__(self, snap: FeedbackSnapshot | None, window_s: float, keep: int) -> None:
+        self.model, self.segment = ("", "") if snap is None else snap[:2]
+        windows = () if snap is None else snap[2]
+        self.windows = FeedbackWindows.restore(windows, window_s, keep)
+
+    def on_batch(self, values: list[FeedbackHit]) -> tuple[Iterable[FeedbackWrite], bool]:
+        self.model, self.segment = values[0].model, values[0].segment
+        touched: dict[float, WindowCounts] = {}
+        for hit in values:
+            counts = self.windows.add(hit.event_type, hit.ts_s)
+            if counts is not None:
+                touched[counts.start_s] = counts
+        writes = [FeedbackWrite(self.model, self.segment, w) for w in touched.values()]
+        return writes, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> FeedbackSnapshot:
+        return (self.model, self.segment, self.windows.snapshot())
+
+
 def build_user_logic(
     resume: UserSnapshot | None,
     params: IsgdParams,
@@ -301,9 +342,10 @@ def build_item_logic(
 
 
 class _RedisPartition(StatelessSinkPartition[StateWrite]):
-    def __init__(self, store: RedisStore, parked_ttl_s: int) -> None:
+    def __init__(self, store: RedisStore, parked_ttl_s: int, feedback_keep: int) -> None:
         self.store = store
         self.parked_ttl_s = parked_ttl_s
+        self.feedback_keep = feedback_keep
 
     def write_batch(self, items: list[StateWrite]) -> None:
         # Keep only the newest record per key within the batch: fewer bytes to Redis.
@@ -312,6 +354,7 @@ class _RedisPartition(StatelessSinkPartition[StateWrite]):
         item_writes: dict[str, ItemWrite] = {}
         neighbours: dict[str, NeighboursRecord] = {}
         segments: dict[tuple[str, str], SegmentPopularityWrite] = {}
+        feedback: dict[tuple[str, str, float], FeedbackWrite] = {}
         for item in items:
             if isinstance(item, UserOutput):
                 users[item.user_id] = item.record
@@ -321,6 +364,8 @@ class _RedisPartition(StatelessSinkPartition[StateWrite]):
                 neighbours[item.item_id] = item.record
             elif isinstance(item, SegmentPopularityWrite):
                 segments[(item.segment, item.item_id)] = item
+            elif isinstance(item, FeedbackWrite):
+                feedback[(item.model, item.segment, item.window.start_s)] = item
             else:
                 parked[item.user_id] = item.state
         # Items first: a user record never points at item factors serving cannot see yet.
@@ -330,6 +375,9 @@ class _RedisPartition(StatelessSinkPartition[StateWrite]):
         retry_while_unreachable(lambda: self.store.write_neighbours(list(neighbours.items())))
         retry_while_unreachable(
             lambda: self.store.write_segment_popularity(list(segments.values()))
+        )
+        retry_while_unreachable(
+            lambda: self.store.write_feedback(list(feedback.values()), self.feedback_keep)
         )
         retry_while_unreachable(lambda: self.store.write_users(list(users.items())))
         retry_while_unreachable(
@@ -343,12 +391,15 @@ class _RedisPartition(StatelessSinkPartition[StateWrite]):
 class RedisSink(DynamicSink[StateWrite]):
     """Writes every kind of state output to Redis (versioned, idempotent)."""
 
-    def __init__(self, redis_url: str, prefix: str, factors: int, parked_ttl_s: int) -> None:
+    def __init__(
+        self, redis_url: str, prefix: str, factors: int, parked_ttl_s: int, feedback_keep: int
+    ) -> None:
         self.redis_url = redis_url
         self.prefix = prefix
         self.factors = factors
         self.parked_ttl_s = parked_ttl_s
+        self.feedback_keep = feedback_keep
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
         store = RedisStore.from_url(self.redis_url, self.prefix, self.factors)
-        return _RedisPartition(store, self.parked_ttl_s)
+        return _RedisPartition(store, self.parked_ttl_s, self.feedback_keep)

@@ -248,6 +248,9 @@ def send_to_kafka(
                 bar.update(1000)
         bar.update(sent % 1000)
         undelivered = producer.flush()
+    # Release the client now: a raised error's traceback would keep it (and its connections
+    # and retries) alive for as long as the caller holds the exception.
+    del producer
     stats = _stats(sent, delivered, len(failures) + undelivered, started)
     if failures or undelivered:
         raise ReplayError(

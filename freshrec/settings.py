@@ -84,6 +84,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Users idle (wall clock) this long leave worker memory; their state is parked in Redis."""
     parked_state_ttl_s: int = 30 * 86_400
     """How long Redis keeps an idle user's parked state."""
+    feedback_window_s: float = 300.0
+    """Tumbling window of recommendation feedback (CTR, conversion), in event time."""
+    feedback_windows_kept: int = 288
+    """Feedback windows kept per (model, segment): 288 × 5 min = 24 h."""
     archive_dir: str = ""
     """Root of the Parquet event archive; empty disables archiving."""
     item_refresh_ms: int = 100

@@ -82,6 +82,10 @@ class Keys:
         """String: the item's top co-visited neighbours (versioned msgpack)."""
         return f"{self.prefix}:cov:{item_id}"
 
+    def feedback(self, model: str, segment: str) -> str:
+        """Hash window start -> msgpack counts of recommendation feedback."""
+        return f"{self.prefix}:fb:{model}|{segment}"
+
     @property
     def model_meta(self) -> str:
         """Hash: factor dimension and other facts serving must agree on."""

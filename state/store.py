@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
 import redis
 
+from operators.feedback import WindowCounts
 from state.keys import Keys
 from state.records import (
     CatalogueItem,
@@ -106,6 +108,15 @@ class SegmentPopularityWrite:
     segment: str
     item_id: str
     popularity_log2: float
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackWrite:
+    """Counts of one feedback window of a (model, segment)."""
+
+    model: str
+    segment: str
+    window: WindowCounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +257,40 @@ class RedisStore:
             pipe.zadd(key, scores)
             pipe.zremrangebyrank(key, 0, -(SEGMENT_POPULAR_MAX + 1))
         pipe.execute()
+
+    def write_feedback(self, writes: Sequence[FeedbackWrite], keep: int) -> None:
+        """Set the counts of feedback windows and drop windows beyond the newest ``keep``."""
+        if not writes:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for w in writes:
+            key = self.keys.feedback(w.model, w.segment)
+            counts = [w.window.impressions, w.window.clicks, w.window.conversions]
+            pipe.hset(key, repr(w.window.start_s), msgspec.msgpack.encode(counts))
+        pipe.execute()
+        for key in {self.keys.feedback(w.model, w.segment) for w in writes}:
+            fields = self.client.hkeys(key)
+            if len(fields) > keep:
+                old = sorted(fields, key=float)[: len(fields) - keep]
+                self.client.hdel(key, *old)
+
+    def feedback(self, model: str, segment: str) -> list[WindowCounts]:
+        """Feedback windows of a (model, segment), oldest first."""
+        raw = self.client.hgetall(self.keys.feedback(model, segment))
+        out = []
+        for start, blob in raw.items():
+            impressions, clicks, conversions = msgspec.msgpack.decode(blob)
+            out.append(WindowCounts(float(start), impressions, clicks, conversions))
+        return sorted(out, key=lambda w: w.start_s)
+
+    def feedback_keys(self) -> list[tuple[str, str]]:
+        """Every (model, segment) with feedback."""
+        prefix = self.keys.feedback("", "")[:-1]
+        pairs = []
+        for key in self.client.scan_iter(match=prefix + "*", count=1000):
+            model, _, segment = key.decode().removeprefix(prefix).partition("|")
+            pairs.append((model, segment))
+        return sorted(pairs)
 
     def segment_popular(self, segment: str, count: int) -> list[tuple[str, float]]:
         """The most popular items within a context segment."""
