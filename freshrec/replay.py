@@ -104,12 +104,20 @@ def iter_events(
     (Stamping each event with the send time instead would erase the gaps pacing relies on.)
     ``profiles`` attaches a user's profile (e.g. :func:`movielens_profiles`) to their events.
     """
+    # Checked here, not inside the generator, so a bad argument fails at the call.
     if event_time not in ("original", "ends_now"):
         raise ValueError(f"event_time must be 'original' or 'ends_now', got {event_time!r}")
     shift_s = 0.0
     if event_time == "ends_now" and df.height:
         anchor = datetime.now(UTC) if now is None else now
         shift_s = anchor.timestamp() - float(cast(float, df["ts"].max()))
+    return _generate_events(df, id_prefix, shift_s, profiles)
+
+
+def _generate_events(
+    df: pl.DataFrame, id_prefix: str, shift_s: float, profiles: Mapping[str, Profile] | None
+) -> Iterator[Event]:
+    # Column lists per slice: far faster than row tuples, without copying a 100M-row log.
     columns = ("seq", "user_id", "item_id", "behavior", "ts", "session_id", "category_id")
     for chunk in df.iter_slices(_ROWS_PER_SLICE):
         for seq, user_id, item_id, behavior, ts, session_id, category_id in zip(
