@@ -26,9 +26,15 @@ def _stack(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from freshrec.processes import child_env, worker_argv
+    from freshrec.processes import child_env, init_recovery, worker_argv
 
     settings = load_settings()
+    if args.recovery_dir and init_recovery(args.recovery_dir, settings.recovery_partitions):
+        print(
+            f"initialised {settings.recovery_partitions} recovery partitions in "
+            f"{args.recovery_dir}",
+            file=sys.stderr,
+        )
     argv = worker_argv(
         workers_per_process=args.workers,
         recovery_dir=args.recovery_dir,

@@ -54,6 +54,21 @@ def worker_argv(
     return argv
 
 
+def init_recovery(recovery_dir: str, partitions: int) -> bool:
+    """Create Bytewax recovery partitions in an empty/missing directory; True if it did.
+
+    An existing store is left alone: resuming from it is the point.
+    """
+    path = Path(recovery_dir)
+    if path.exists() and any(path.iterdir()):
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "bytewax.recovery", str(path), str(partitions)], check=True
+    )
+    return True
+
+
 def api_argv() -> list[str]:
     """Command line of the API under the production server."""
     return [sys.executable, "-m", "freshrec.cli", "serve"]

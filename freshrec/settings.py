@@ -88,6 +88,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Tumbling window of recommendation feedback (CTR, conversion), in event time."""
     feedback_windows_kept: int = 288
     """Feedback windows kept per (model, segment): 288 × 5 min = 24 h."""
+    recovery_partitions: int = 4
+    """Recovery partitions created by ``freshrec worker -r DIR`` on first use: the most worker
+    processes the deployment will ever run (Bytewax cannot add partitions later)."""
     archive_dir: str = ""
     """Root of the Parquet event archive; empty disables archiving."""
     item_refresh_ms: int = 100

@@ -12,8 +12,6 @@ not compared: the user step reads item vectors from a replica refreshed on a tim
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -74,8 +72,7 @@ def test_kill_9_five_times_matches_uninterrupted_run(make_settings, tmp_path: Pa
     dup_per_user = Counter(e.user_id for e in duplicates)
 
     recovery_dir = tmp_path / "recovery"
-    recovery_dir.mkdir()
-    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery_dir), "1"], check=True)
+    processes.init_recovery(str(recovery_dir), 1)
     b_argv = processes.worker_argv(recovery_dir=str(recovery_dir), snapshot_s=1, backup_s=10)
 
     store_a = RedisStore.from_url(run_a.redis_url, run_a.redis_prefix, run_a.factors)
