@@ -18,6 +18,7 @@ from bytewax.connectors.kafka import (
     KafkaSourceMessage,
 )
 
+from freshrec import metrics
 from freshrec.events import Event, decode_event, errors_as_reason
 from freshrec.settings import Settings
 
@@ -104,6 +105,27 @@ def decode_message(
         source_offset=msg.offset if msg.offset is not None else -1,
         key=msg.key,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Arrived:
+    """A valid event and when it reached the broker (None when the broker gave no time)."""
+
+    event: Event
+    arrival_s: float | None
+
+
+def decode_arrival(
+    msg: RawMessage | KafkaError[bytes | None, bytes | None], max_future_skew_s: float
+) -> Arrived | DeadLetter:
+    """Like :func:`decode_message`, keeping the broker timestamp for freshness metrics."""
+    result = decode_message(msg, max_future_skew_s)
+    if isinstance(result, DeadLetter):
+        metrics.EVENTS.labels("dead_letter").inc()
+        return result
+    stamp = None if isinstance(msg, KafkaError) else msg.timestamp
+    arrival_s = stamp[1] / 1000 if stamp is not None and stamp[0] != 0 else None
+    return Arrived(result, arrival_s)
 
 
 def dead_letter_message(letter: DeadLetter) -> KafkaSinkMessage[bytes | None, bytes]:

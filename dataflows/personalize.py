@@ -28,7 +28,6 @@ from bytewax.inputs import Source
 from dataflows import kafka_io, steps
 from dataflows.archive_sink import ArchiveItem, ArchiveSink
 from dataflows.item_replica import shared_replica
-from freshrec.events import Event
 from freshrec.settings import Settings, load_settings
 from operators.enrich import enrich, segment_key
 from operators.isgd import IsgdParams
@@ -69,10 +68,10 @@ def item_config(settings: Settings) -> ItemConfig:
     )
 
 
-def enrich_event(event: Event) -> steps.EnrichedEvent:
+def enrich_event(arrived: kafka_io.Arrived) -> steps.EnrichedEvent:
     """Attach the event's context and segment."""
-    context = enrich(event)
-    return steps.EnrichedEvent(event, context, segment_key(context))
+    context = enrich(arrived.event)
+    return steps.EnrichedEvent(arrived.event, context, segment_key(context), arrived.arrival_s)
 
 
 def archive_row(e: steps.EnrichedEvent) -> tuple[str, ArchiveItem]:
@@ -88,8 +87,8 @@ def archive_row(e: steps.EnrichedEvent) -> tuple[str, ArchiveItem]:
     return e.event.user_id, (e.event, enrichment)
 
 
-def _is_event(x: object) -> bool:
-    return isinstance(x, Event)
+def _is_arrived(x: object) -> bool:
+    return isinstance(x, kafka_io.Arrived)
 
 
 def _is_item_message(x: object) -> bool:
@@ -116,9 +115,9 @@ def build_flow(settings: Settings, source: Source[object] | None = None) -> Data
     decoded = op.map(
         "decode",
         raw,
-        partial(kafka_io.decode_message, max_future_skew_s=settings.max_future_skew_s),
+        partial(kafka_io.decode_arrival, max_future_skew_s=settings.max_future_skew_s),
     )
-    valid = op.branch("split_dead_letters", decoded, _is_event)
+    valid = op.branch("split_dead_letters", decoded, _is_arrived)
     letters = op.map("dead_letter_record", valid.falses, kafka_io.dead_letter_message)
     if source is None:
         op.output("dlq_out", letters, kafka_io.build_dlq_sink(settings))

@@ -21,6 +21,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows.item_replica import ItemReplica
+from freshrec import metrics
 from freshrec.events import INTERACTION_TYPES, Event
 from operators import popularity
 from operators.enrich import EventContext
@@ -61,6 +62,8 @@ class EnrichedEvent:
     event: Event
     context: EventContext
     segment: str
+    arrival_s: float | None = None
+    """When the event reached the broker (for the freshness metric)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,8 @@ class UserOutput:
 
     user_id: str
     record: UserRecord
+    arrival_s: float | None = None
+    """Latest broker arrival among the events this record reflects."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +160,15 @@ class UserModelLogic(StatefulBatchLogic[EnrichedEvent, UserStepOutput, UserSnaps
         applied = 0
         duplicates_before = state.duplicates
         last_ts = state.window.last_ts_s
+        arrival: float | None = None
         for enriched in values:
             event = enriched.event
             ts_s = event.ts_s
             if state.is_duplicate(event.event_id, ts_s):
                 continue
             applied += 1
+            if enriched.arrival_s is not None:
+                arrival = max(arrival or 0.0, enriched.arrival_s)
             last_ts = ts_s
             state.segment = enriched.segment
             if event.recommendation_id is not None:
@@ -177,7 +185,9 @@ class UserModelLogic(StatefulBatchLogic[EnrichedEvent, UserStepOutput, UserSnaps
             else:
                 state.observe(event.item_id, event.type, ts_s)
         if applied or state.duplicates != duplicates_before:
-            out.append(UserOutput(state.user_id, user_record(state, last_ts)))
+            out.append(UserOutput(state.user_id, user_record(state, last_ts), arrival))
+        metrics.EVENTS.labels("applied").inc(applied)
+        metrics.EVENTS.labels("duplicate").inc(state.duplicates - duplicates_before)
         return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
@@ -350,6 +360,7 @@ class _RedisPartition(StatelessSinkPartition[StateWrite]):
     def write_batch(self, items: list[StateWrite]) -> None:
         # Keep only the newest record per key within the batch: fewer bytes to Redis.
         users: dict[str, UserRecord] = {}
+        arrivals: list[float] = []
         parked: dict[str, bytes] = {}
         item_writes: dict[str, ItemWrite] = {}
         neighbours: dict[str, NeighboursRecord] = {}
@@ -358,6 +369,8 @@ class _RedisPartition(StatelessSinkPartition[StateWrite]):
         for item in items:
             if isinstance(item, UserOutput):
                 users[item.user_id] = item.record
+                if item.arrival_s is not None:
+                    arrivals.append(item.arrival_s)
             elif isinstance(item, ItemWrite):
                 item_writes[item.item_id] = item
             elif isinstance(item, NeighboursOutput):
@@ -380,6 +393,9 @@ class _RedisPartition(StatelessSinkPartition[StateWrite]):
             lambda: self.store.write_feedback(list(feedback.values()), self.feedback_keep)
         )
         retry_while_unreachable(lambda: self.store.write_users(list(users.items())))
+        written = time.time()
+        for arrival_s in arrivals:
+            metrics.FRESHNESS.observe(max(0.0, written - arrival_s))
         retry_while_unreachable(
             lambda: self.store.park_user_states(list(parked.items()), self.parked_ttl_s)
         )

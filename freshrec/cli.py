@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from freshrec.settings import load_settings
 
@@ -43,8 +45,15 @@ def _worker(args: argparse.Namespace) -> int:
         process_id=args.process_id,
         addresses=args.addresses.split(";") if args.addresses else (),
     )
+    env = child_env(settings)
+    if settings.worker_metrics_port:
+        # Bytewax's own API server exposes /metrics (ours and Bytewax's) on this port.
+        env["BYTEWAX_DATAFLOW_API_ENABLED"] = "true"
+        env["BYTEWAX_DATAFLOW_API_PORT"] = str(
+            settings.worker_metrics_port + (args.process_id or 0)
+        )
     # exec: the worker *is* this process, so signals and exit codes are bytewax's own.
-    os.execvpe(argv[0], argv, child_env(settings))
+    os.execvpe(argv[0], argv, env)
     return 0  # unreachable
 
 
@@ -53,13 +62,20 @@ def _serve(args: argparse.Namespace) -> int:
     from granian.constants import Interfaces
 
     settings = load_settings()
+    workers = args.workers or settings.api_workers
+    if workers > 1:
+        # Several server processes: Prometheus metrics are aggregated through files.
+        prom_dir = Path(settings.run_dir) / "prometheus-api"
+        shutil.rmtree(prom_dir, ignore_errors=True)
+        prom_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prom_dir)
     Granian(
         "serving.app:app_from_env",
         factory=True,
         interface=Interfaces.ASGI,
         address=args.host or settings.api_host,
         port=args.port or settings.api_port,
-        workers=args.workers or settings.api_workers,
+        workers=workers,
         log_access=False,
     ).serve()
     return 0

@@ -96,6 +96,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     item_refresh_ms: int = 100
     """How often the worker's and the API's item-factor replicas pull changed items."""
 
+    worker_metrics_port: int = 3030
+    """Port of the worker's /metrics (Bytewax dataflow API server); process i uses port + i.
+    0 disables it."""
+
     # --- API -----------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -13,6 +13,7 @@ from litestar import Litestar, get
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from freshrec.settings import Settings, load_settings
 from serving.auth import admin_guard
@@ -65,8 +66,21 @@ def create_app(settings: Settings) -> Litestar:
         matrix = index.current
         return Health("ok", index.redis_ok, matrix.size, matrix.seq)
 
+    prometheus = PrometheusConfig(
+        app_name="freshrec",
+        prefix="freshrec_http",
+        group_path=True,  # label by route template, not by raw path (bounded cardinality)
+        exclude=["/metrics", "/docs"],
+    )
     return Litestar(
-        route_handlers=[EventsController, RecommendationsController, ItemsController, health],
+        route_handlers=[
+            EventsController,
+            RecommendationsController,
+            ItemsController,
+            health,
+            MetricsController,
+        ],
+        middleware=[prometheus.middleware],
         dependencies={
             "store": Provide(lambda: store, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
@@ -85,6 +99,13 @@ def create_app(settings: Settings) -> Litestar:
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
     )
+
+
+class MetricsController(PrometheusController):
+    """Prometheus ``/metrics`` (multi-process aware when PROMETHEUS_MULTIPROC_DIR is set)."""
+
+    path = "/metrics"
+    include_in_schema = False
 
 
 def _only_admin(guard):  # type: ignore[no-untyped-def]

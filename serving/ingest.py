@@ -16,9 +16,10 @@ from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException
 
+from freshrec import metrics
 from freshrec.events import Event, encode_event, errors_as_reason, validate_event
 from freshrec.settings import Settings
-from serving.producer import EventProducer, OutRecord
+from serving.producer import BrokerUnavailable, EventProducer, OutRecord
 from serving.schemas import IngestResult, RejectedEvent
 
 
@@ -98,6 +99,12 @@ async def ingest(
                     [("reason", errors_as_reason(checked).encode()[:4096]), ("source", b"ingest")],
                 )
             )
-    await producer.produce(records)
+    try:
+        await producer.produce(records)
+    except BrokerUnavailable:
+        metrics.INGESTED.labels("unavailable").inc(len(batch))
+        raise
     accepted = len(batch) - len(rejected)
+    metrics.INGESTED.labels("accepted").inc(accepted)
+    metrics.INGESTED.labels("rejected").inc(len(rejected))
     return IngestResult(accepted, rejected), (422 if rejected else 202)

@@ -4,12 +4,15 @@ A daemon thread pulls only what changed since its last pull — item factors and
 categories from the factor change log, entries from the catalogue change log — every
 ``item_refresh_ms``, plus the popular and trending lists every second. Requests read a
 consistent :class:`ItemMatrix` without locks: arrays are replaced, not resized, when the
-catalogue grows. The lists refreshed here double as the last good answer when Redis is
+catalogue grows. Alongside the matrix it keeps an HNSW graph of a recent snapshot plus the
+rows changed since (``serving/candidates.py``), rebuilt in the background and swapped in with
+the next matrix. The lists refreshed here double as the last good answer when Redis is
 unreachable.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from serving.candidates import ANN_MIN_ITEMS, CandidateIndex, CandidateMaintainer
 from state.records import CatalogueItem, Vector
 from state.store import RedisStore
 
@@ -38,6 +42,10 @@ class ItemMatrix:
     category_codes: npt.NDArray[np.int32]
     unavailable: npt.NDArray[np.bool_]
     seq: int
+    generation: int = 0
+    """Bumped on every publish (vectors, catalogue facts or candidate view changed)."""
+    candidates: CandidateIndex | None = None
+    """Graph + delta for candidate generation; None while brute force serves."""
 
     @property
     def size(self) -> int:
@@ -88,8 +96,13 @@ class Catalogue:
 class ItemIndex:
     """Item factors, catalogue facts and ranked lists as of the last refresh."""
 
-    def __init__(self, store: RedisStore, refresh_interval_s: float) -> None:
+    def __init__(
+        self, store: RedisStore, refresh_interval_s: float, ann_min_items: int = ANN_MIN_ITEMS
+    ) -> None:
         self.store = store
+        self.candidates = CandidateMaintainer(ann_min_items)
+        self.lists_generation = 0
+        """Bumped whenever the popular / trending lists are replaced."""
         self.refresh_interval_s = refresh_interval_s
         self.current = _empty_matrix(store.factors)
         self.catalogue = Catalogue()
@@ -108,6 +121,10 @@ class ItemIndex:
         cur = self.current
         changes = self.store.read_item_changes(cur.seq)
         if not changes.item_ids and not changed:
+            if self.candidates.step(cur.vectors()):
+                self.current = dataclasses.replace(
+                    cur, generation=cur.generation + 1, candidates=self.candidates.published()
+                )
             return 0
         cat = self.catalogue
         for item_id, category in zip(changes.item_ids, changes.categories, strict=True):
@@ -133,13 +150,24 @@ class ItemIndex:
             # Rows of existing items are overwritten in place: a request racing with this
             # sees either the old or the new vector of an item, both valid.
             matrix[target] = changes.vectors
+            self.candidates.changed(target)
         touched = set(changes.item_ids) | changed
         for item_id in touched:
             row = rows.get(item_id)
             if row is not None:
                 codes[row] = cat.item_category.get(item_id, NO_CATEGORY)
                 unavailable[row] = item_id in cat.unavailable
-        self.current = ItemMatrix(ids, rows, matrix, codes, unavailable, changes.max_seq)
+        self.candidates.step(matrix[: len(ids)])
+        self.current = ItemMatrix(
+            ids,
+            rows,
+            matrix,
+            codes,
+            unavailable,
+            changes.max_seq,
+            cur.generation + 1,
+            self.candidates.published(),
+        )
         return len(touched)
 
     def _refresh_catalogue(self) -> set[str]:
@@ -162,6 +190,7 @@ class ItemIndex:
         if popular:
             self.popular = popular
         self.trending = self.store.trending(100)
+        self.lists_generation += 1
 
     def segment_popular(self, segment: str) -> list[tuple[str, float]]:
         """Popular items within a context segment (cached for a couple of seconds)."""

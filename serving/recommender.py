@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
+from freshrec import metrics
 from operators.ranking import explain_by_similarity, top_k
 from serving.item_index import NO_CATEGORY, ItemIndex, ItemMatrix
 from serving.schemas import Recommendations, RecommendedItem, SimilarItems
@@ -86,10 +87,12 @@ class Recommender:
                 return self._cold(rec_id, k, filters, context, set())
             excluded = self._excluded(user, filters)
             if matrix.size == 0:
+                metrics.FALLBACKS.labels("no_model").inc()
                 return self._popular_list(rec_id, k, filters, excluded, fallback=True)
             return self._personal(rec_id, user, k, filters, context, excluded)
         except (redis.RedisError, OSError):
             log.warning("redis unavailable: serving the in-process popular list")
+            metrics.FALLBACKS.labels("redis").inc()
             return self._popular_list(rec_id, k, filters, set(), fallback=True)
 
     # --- personal ---------------------------------------------------------------------
