@@ -107,6 +107,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_k: int = 100
     admin_api_key: str = ""
     """Key for admin endpoints; empty disables them."""
+    bench_endpoints: bool = False
+    """Mount ``/v1/bench/*`` reference endpoints (benchmarks/bench_serving.py only)."""
 
     @property
     def stack_file(self) -> Path:

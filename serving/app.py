@@ -17,6 +17,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from freshrec.settings import Settings, load_settings
 from serving.auth import admin_guard
+from serving.bench_endpoints import BenchController
 from serving.errors import EXCEPTION_HANDLERS
 from serving.ingest import EventsController
 from serving.item_index import ItemIndex
@@ -79,6 +80,7 @@ def create_app(settings: Settings) -> Litestar:
             ItemsController,
             health,
             MetricsController,
+            *([BenchController] if settings.bench_endpoints else []),
         ],
         middleware=[prometheus.middleware],
         dependencies={

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ import redis
 
 from freshrec import metrics
 from operators.ranking import explain_by_similarity, top_k
+from serving.candidates import allowed_rows
 from serving.item_index import NO_CATEGORY, ItemIndex, ItemMatrix
 from serving.schemas import Recommendations, RecommendedItem, SimilarItems
 from state.records import UserRecord, vector_from_bytes
@@ -36,6 +38,10 @@ COVISIT_SOURCES = 5
 SIMILARITY_REASON_MIN = 0.3
 TRENDING_SHARE = 0.2
 CANDIDATE_FACTOR = 4
+RESULT_CACHE_SIZE = 50_000
+"""Users whose last answer is kept (LRU); an entry is valid while its stamp matches."""
+ANN_FETCH_MIN = 50
+ANN_FETCH_ROUNDS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,12 @@ class Recommender:
     def __init__(self, store: RedisStore, index: ItemIndex) -> None:
         self.store = store
         self.index = index
+        self._results: OrderedDict[str, tuple[tuple[object, ...], list[RecommendedItem]]] = (
+            OrderedDict()
+        )
+        self._popular_memo: (
+            tuple[tuple[int, int], npt.NDArray[np.intp], npt.NDArray[np.float32]] | None
+        ) = None
 
     def recommend(
         self,
@@ -89,7 +101,7 @@ class Recommender:
             if matrix.size == 0:
                 metrics.FALLBACKS.labels("no_model").inc()
                 return self._popular_list(rec_id, k, filters, excluded, fallback=True)
-            return self._personal(rec_id, user, k, filters, context, excluded)
+            return self._personal(rec_id, user_id, user, k, filters, excluded)
         except (redis.RedisError, OSError):
             log.warning("redis unavailable: serving the in-process popular list")
             metrics.FALLBACKS.labels("redis").inc()
@@ -99,27 +111,141 @@ class Recommender:
     def _personal(
         self,
         rec_id: str,
+        user_id: str,
         user: UserRecord,
         k: int,
         filters: Filters,
-        context: RequestContext,
         excluded: set[str],
     ) -> Recommendations:
         matrix = self.index.current
-        vectors = matrix.vectors()
-        mf_scores = vectors @ vector_from_bytes(user.vector)
+        # A user's answer changes only when their record, the items or the lists do.
+        stamp = (user.version, matrix.generation, self.index.lists_generation, k, filters)
+        cached = self._results.get(user_id)
+        if cached is not None and cached[0] == stamp:
+            self._results.move_to_end(user_id)
+            return Recommendations(rec_id, False, cached[1], matrix.seq)
+        result = self._personal_ranked(rec_id, user, k, filters, excluded, matrix)
+        self._results[user_id] = (stamp, result.items)
+        self._results.move_to_end(user_id)
+        if len(self._results) > RESULT_CACHE_SIZE:
+            self._results.popitem(last=False)
+        return result
+
+    def _personal_ranked(
+        self,
+        rec_id: str,
+        user: UserRecord,
+        k: int,
+        filters: Filters,
+        excluded: set[str],
+        matrix: ItemMatrix,
+    ) -> Recommendations:
+        user_vector = vector_from_bytes(user.vector)
         evidence = user.version / (user.version + EVIDENCE_HALF)
-        scores = evidence * mf_scores + (1.0 - evidence) * self._popularity_scores(matrix)
         recent = [i for i in user.recent if i in matrix.rows][:20]
-        covisited_from = self._covisitation_boost(scores, matrix, recent[:COVISIT_SOURCES])
-        blocked = self._blocked_rows(matrix, filters, excluded)
-        rows = self._pick(scores, matrix, k, filters, blocked)
+        boost = np.zeros(matrix.size, np.float32)
+        covisited_from = self._covisitation_boost(boost, matrix, recent[:COVISIT_SOURCES])
+        popular_rows, popularity = self._popular_memoized(matrix)
+        scored = None
+        if matrix.candidates is not None:
+            scored = self._score_candidates(
+                matrix,
+                user_vector,
+                evidence,
+                (popular_rows, popularity),
+                boost,
+                covisited_from,
+                k,
+                filters,
+                excluded,
+            )
+        if scored is None:  # brute force: small catalogue, or filters left too few candidates
+            scores = evidence * (matrix.vectors() @ user_vector) + (1.0 - evidence) * popularity
+            scores += boost
+            blocked = self._blocked_rows(matrix, filters, excluded)
+            rows = self._pick(scores, matrix, k, filters, np.flatnonzero(blocked))
+        else:
+            rows, scores = scored
         items = self._explain(rows, scores, matrix, user, recent, covisited_from)
         if len(items) < k:  # tiny or heavily filtered catalogue: top up with popular items
             have = {it.item_id for it in items} | excluded
             fill = self._popular_list(rec_id, k - len(items), filters, have, fallback=False)
             items += fill.items
         return Recommendations(rec_id, False, items, matrix.seq)
+
+    def _score_candidates(
+        self,
+        matrix: ItemMatrix,
+        user_vector: npt.NDArray[np.float32],
+        evidence: float,
+        popular: tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]],
+        boost: npt.NDArray[np.float32],
+        covisited_from: dict[int, str],
+        k: int,
+        filters: Filters,
+        excluded: set[str],
+    ) -> tuple[list[int], npt.NDArray[np.float32]] | None:
+        """Top-k over graph ∪ delta ∪ popular ∪ co-visited candidates, scored exactly.
+
+        Any other row has no popularity or co-visitation term, so its score is at most
+        ``evidence`` x the lowest inner product the graph returned: the answer is exact (up to
+        the graph's recall) once the k-th pick reaches that bound; otherwise over-fetch, then
+        give up (None: brute force).
+        """
+        candidates = matrix.candidates
+        assert candidates is not None
+        popular_rows, popularity = popular
+        fixed = np.union1d(popular_rows, np.fromiter(covisited_from, np.intp))
+        catalogue = self.index.catalogue
+        excluded_rows = np.fromiter((matrix.rows[i] for i in excluded if i in matrix.rows), np.intp)
+        wanted = (
+            [catalogue.category_code.get(c, -2) for c in filters.categories]
+            if filters.categories
+            else None
+        )
+        unwanted = (
+            [catalogue.category_code.get(c, -2) for c in filters.exclude_categories]
+            if filters.exclude_categories
+            else None
+        )
+        fetch = max(ANN_FETCH_MIN, 2 * k + len(excluded_rows) // 4)
+        for _ in range(ANN_FETCH_ROUNDS):
+            graph_rows, bound = candidates.candidate_rows(user_vector, fetch)
+            rows = np.union1d(graph_rows, fixed)
+            rows = rows[rows < matrix.size]
+            rows = rows[
+                allowed_rows(
+                    rows,
+                    matrix.category_codes,
+                    matrix.unavailable,
+                    excluded_rows,
+                    wanted,
+                    unwanted,
+                    filters.available_only,
+                )
+            ]
+            mf = matrix.matrix[rows] @ user_vector
+            row_scores = evidence * mf + (1.0 - evidence) * popularity[rows] + boost[rows]
+            positions = self._pick(row_scores, matrix, k, filters, [], rows)
+            if len(positions) == k and row_scores[positions[-1]] >= evidence * bound:
+                scores = np.zeros(matrix.size, np.float32)
+                scores[rows] = row_scores
+                return [int(rows[p]) for p in positions], scores
+            if bound == float("-inf"):
+                return None
+            fetch *= 8
+        return None
+
+    def _popular_memoized(
+        self, matrix: ItemMatrix
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+        """Rows of the popular list and per-row popularity scores, once per list refresh."""
+        key = (self.index.lists_generation, matrix.size)
+        if self._popular_memo is None or self._popular_memo[0] != key:
+            rows = [matrix.rows[i] for i, _ in self.index.popular if i in matrix.rows]
+            popular_rows = np.unique(np.asarray(rows, np.intp))
+            self._popular_memo = (key, popular_rows, self._popularity_scores(matrix))
+        return self._popular_memo[1], self._popular_memo[2]
 
     def _excluded(self, user: UserRecord, filters: Filters) -> set[str]:
         if filters.exclude == "seen":
@@ -182,25 +308,30 @@ class Recommender:
         matrix: ItemMatrix,
         k: int,
         filters: Filters,
-        blocked: npt.NDArray[np.bool_],
+        blocked_rows: Sequence[int] | npt.NDArray[np.intp],
+        rows: npt.NDArray[np.intp] | None = None,
     ) -> list[int]:
-        blocked_rows = np.flatnonzero(blocked)
+        """Best-first picks honouring ``max_per_category``.
+
+        Matrix rows, or positions into ``scores`` when ``rows`` (each score's row) is given.
+        """
         cap = filters.max_per_category
         want = k if cap is None else k * CANDIDATE_FACTOR
         picked = _Picked()
         while True:
             candidates = top_k(scores, want, blocked_rows)
             picked = _Picked()
-            for row in candidates:
+            for position in candidates:
+                row = int(position if rows is None else rows[position])
                 code = int(matrix.category_codes[row])
                 if cap is not None and code != NO_CATEGORY:
                     if picked.per_category.get(code, 0) >= cap:
                         continue
                     picked.per_category[code] = picked.per_category.get(code, 0) + 1
-                picked.rows.append(int(row))
+                picked.rows.append(int(position))
                 if len(picked.rows) == k:
                     return picked.rows
-            if len(candidates) < want or want >= matrix.size:
+            if len(candidates) < want or want >= scores.size:
                 return picked.rows
             want *= CANDIDATE_FACTOR
 

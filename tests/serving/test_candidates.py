@@ -1,0 +1,151 @@
+"""Candidate generation (HNSW snapshot + delta, exact re-scoring) against brute force.
+
+A synthetic 20k x 32 catalogue (gaussian clusters, seeded) is written to the session's real
+Redis through the store; two recommenders serve it: one with the graph (``ann_min_items``
+lowered so it is built) and one that always brute-forces. The graph's answers must match.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from serving.item_index import ItemIndex
+from serving.recommender import Filters, Recommender
+from state.records import UserRecord, vector_to_bytes
+from state.store import ItemWrite, RedisStore
+from tests.conftest import unique_settings
+
+pytestmark = pytest.mark.integration
+
+SEED = 20240611
+N_ITEMS, FACTORS, N_CLUSTERS, N_USERS = 20_000, 32, 64, 200
+
+
+def _user(rng: np.random.Generator, centers: np.ndarray, version: int) -> UserRecord:
+    vector = centers[rng.integers(len(centers))] + 0.8 * rng.normal(size=FACTORS)
+    seen = [f"i{n}" for n in rng.integers(0, N_ITEMS, 10)]
+    return UserRecord(
+        version, 0.0, 0.0, vector_to_bytes((0.1 * vector).astype(np.float32)), seen, seen, {}
+    )
+
+
+def _wait_graph(index: ItemIndex) -> None:
+    deadline = time.monotonic() + 60
+    while index.current.candidates is None:
+        index.candidates.wait_built(1.0)
+        index.refresh()
+        assert time.monotonic() < deadline, f"graph not built (seed {SEED})"
+
+
+@pytest.fixture(scope="module")
+def served(stack, tmp_path_factory) -> Iterator[tuple[RedisStore, Recommender, Recommender]]:
+    settings = unique_settings(stack, tmp_path_factory.mktemp("cand"), factors=FACTORS)
+    store = RedisStore.from_url(settings.redis_url, settings.redis_prefix, FACTORS)
+    rng = np.random.default_rng(SEED)
+    centers = rng.normal(size=(N_CLUSTERS, FACTORS))
+    cluster = rng.integers(0, N_CLUSTERS, N_ITEMS)
+    vectors = 0.1 * (centers[cluster] + 0.8 * rng.normal(size=(N_ITEMS, FACTORS)))
+    popularity = rng.normal(size=N_ITEMS)
+    writes = [
+        ItemWrite(
+            f"i{n}",
+            1,
+            vector_to_bytes(vectors[n].astype(np.float32)),
+            float(popularity[n]),
+            None,
+            f"c{cluster[n] % 16}",
+        )
+        for n in range(N_ITEMS)
+    ]
+    for start in range(0, N_ITEMS, 1000):
+        store.write_items(writes[start : start + 1000])
+    users = [(f"u{n}", _user(rng, centers, int(rng.integers(1, 50)))) for n in range(N_USERS)]
+    store.write_users(users)
+    graph_index = ItemIndex(store, 0.1, ann_min_items=1000)
+    exact_index = ItemIndex(store, 0.1, ann_min_items=10**9)
+    for index in (graph_index, exact_index):
+        index.refresh()
+        index.refresh_lists()
+    _wait_graph(graph_index)
+    assert exact_index.current.candidates is None
+    yield store, Recommender(store, graph_index), Recommender(store, exact_index)
+    store.delete_namespace()
+
+
+def _ids(recommender: Recommender, user_id: str, k: int = 10, **filters: object) -> list[str]:
+    return [i.item_id for i in recommender.recommend(user_id, k, Filters(**filters)).items]
+
+
+def test_recall_at_10_against_brute_force(served) -> None:
+    _, graph, exact = served
+    hits = [len(set(_ids(graph, f"u{n}")) & set(_ids(exact, f"u{n}"))) / 10 for n in range(N_USERS)]
+    assert np.mean(hits) >= 0.95, f"recall {np.mean(hits):.3f} (seed {SEED})"
+
+
+def test_updated_and_new_items_are_served_before_the_next_rebuild(served) -> None:
+    store, graph, exact = served
+    user = store.get_user("u1")
+    assert user is not None
+    generation = graph.index.current.candidates.generation
+    boosted = 50 * np.frombuffer(user.vector, np.float32)
+    store.write_items(
+        [
+            ItemWrite("i7", 2, vector_to_bytes(boosted), 0.0, None, "c1"),
+            ItemWrite("brand-new", 1, vector_to_bytes(0.9 * boosted), 0.0, None, "c1"),
+        ]
+    )
+    graph.index.refresh()
+    exact.index.refresh()
+    assert graph.index.current.candidates.generation == generation  # no rebuild yet
+    assert _ids(graph, "u1", exclude="none")[:2] == ["i7", "brand-new"]
+    assert _ids(graph, "u1", exclude="none") == _ids(exact, "u1", exclude="none")
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"categories": frozenset({"c3"})},
+        {"exclude_categories": frozenset({"c0", "c1", "c2"})},
+        {"max_per_category": 2},
+        {"exclude": "none", "available_only": False},
+    ],
+)
+def test_filters_hold_exactly(served, filters) -> None:
+    store, graph, exact = served
+    categories = graph.index.catalogue
+    for n in range(0, N_USERS, 20):
+        user = store.get_user(f"u{n}")
+        got = _ids(graph, f"u{n}", k=10, **filters)
+        assert len(got) == 10
+        if filters.get("exclude", "seen") == "seen":
+            assert not set(got) & set(user.seen)
+        cats = [categories.category_of(i) for i in got]
+        if "categories" in filters:
+            assert set(cats) <= filters["categories"]
+        if "exclude_categories" in filters:
+            assert not set(cats) & filters["exclude_categories"]
+        if "max_per_category" in filters:
+            assert max(cats.count(c) for c in cats) <= filters["max_per_category"]
+        overlap = len(set(got) & set(_ids(exact, f"u{n}", k=10, **filters)))
+        assert overlap >= 8, f"user u{n} {filters} overlap {overlap} (seed {SEED})"
+
+
+def test_result_cache_is_invalidated_by_the_user_version(served) -> None:
+    store, graph, exact = served
+    first = graph.recommend("u5", 10)
+    again = graph.recommend("u5", 10)
+    assert again.items is first.items  # served from the per-user cache
+    assert again.recommendation_id != first.recommendation_id
+    old = store.get_user("u5")
+    flipped = -np.frombuffer(old.vector, np.float32)
+    newer = UserRecord(
+        old.version + 1, 0.0, 0.0, vector_to_bytes(flipped), old.recent, old.seen, {}
+    )
+    assert store.write_users([("u5", newer)]) == 1
+    fresh = graph.recommend("u5", 10)
+    assert fresh.items is not first.items
+    assert [i.item_id for i in fresh.items] == _ids(exact, "u5")
