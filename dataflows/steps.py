@@ -21,6 +21,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows.item_replica import ItemReplica
+from dataflows.monitor import start_worker_monitor
 from freshrec import metrics
 from freshrec.events import INTERACTION_TYPES, Event
 from operators import popularity
@@ -395,7 +396,9 @@ class _RedisPartition(StatelessSinkPartition[StateWrite]):
         retry_while_unreachable(lambda: self.store.write_users(list(users.items())))
         written = time.time()
         for arrival_s in arrivals:
-            metrics.FRESHNESS.observe(max(0.0, written - arrival_s))
+            freshness = max(0.0, written - arrival_s)
+            metrics.FRESHNESS.observe(freshness)
+            metrics.RECENT_FRESHNESS.add(freshness, written)
         retry_while_unreachable(
             lambda: self.store.park_user_states(list(parked.items()), self.parked_ttl_s)
         )
@@ -418,4 +421,5 @@ class RedisSink(DynamicSink[StateWrite]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
         store = RedisStore.from_url(self.redis_url, self.prefix, self.factors)
+        start_worker_monitor(RedisStore.from_url(self.redis_url, self.prefix, self.factors))
         return _RedisPartition(store, self.parked_ttl_s, self.feedback_keep)

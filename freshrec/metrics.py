@@ -8,9 +8,14 @@ through Litestar's Prometheus plugin.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import deque
 from typing import Final
 
+import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 EVENTS: Final = Counter(
     "freshrec_events_total",
@@ -37,8 +42,55 @@ FALLBACKS: Final = Counter(
     "Recommendation answers served from the in-process popular list, by reason.",
     ["reason"],
 )
+REQUESTS_SERVED: Final = Counter(
+    "freshrec_recommendation_requests_total",
+    "Recommendation and similar-item requests answered by this API process.",
+)
 INGESTED: Final = Counter(
     "freshrec_ingested_events_total",
     "Events answered by the ingest API, by outcome (accepted, rejected, unavailable).",
     ["outcome"],
 )
+
+
+def total(metric: MetricWrapperBase, **labels: str) -> float:
+    """Current value of a counter/gauge summed over samples matching ``labels``."""
+    value = 0.0
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            if all(sample.labels.get(k) == v for k, v in labels.items()):
+                value += sample.value
+    return value
+
+
+class RecentLatencies:
+    """Latency samples of the last ``horizon_s`` seconds, for dashboard percentiles.
+
+    Prometheus histograms are for scraping; the live dashboard wants exact recent p50/p99.
+    """
+
+    def __init__(self, horizon_s: float = 10.0, max_samples: int = 50_000) -> None:
+        self.horizon_s = horizon_s
+        self.samples: deque[tuple[float, float]] = deque(maxlen=max_samples)
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float, now: float | None = None) -> None:
+        """Record one latency."""
+        with self._lock:
+            self.samples.append((time.time() if now is None else now, seconds))
+
+    def percentiles(self, now: float | None = None) -> tuple[int, float | None, float | None]:
+        """(count, p50 ms, p99 ms) over the horizon."""
+        cutoff = (time.time() if now is None else now) - self.horizon_s
+        with self._lock:
+            values = [v for t, v in self.samples if t >= cutoff]
+        if not values:
+            return 0, None, None
+        p50, p99 = np.percentile(np.asarray(values) * 1000.0, [50, 99])
+        return len(values), float(p50), float(p99)
+
+
+RECENT_FRESHNESS: Final = RecentLatencies()
+RECENT_REQUESTS: Final = RecentLatencies()

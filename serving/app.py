@@ -6,6 +6,7 @@ production server (granian) calls in each worker process.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,7 @@ from serving.errors import EXCEPTION_HANDLERS
 from serving.ingest import EventsController
 from serving.item_index import ItemIndex
 from serving.items import ItemsController
+from serving.monitoring import MonitoringController, latency_middleware, start_api_monitor
 from serving.producer import EventProducer
 from serving.recommendations import RecommendationsController
 from serving.recommender import Recommender
@@ -56,9 +58,12 @@ def create_app(settings: Settings) -> Litestar:
             )
         )
         index.start()
+        stop_monitor = threading.Event()
+        start_api_monitor(index.store, stop_monitor)
         try:
             yield
         finally:
+            stop_monitor.set()
             index.stop()
             producer_box.pop().close()
 
@@ -80,9 +85,10 @@ def create_app(settings: Settings) -> Litestar:
             ItemsController,
             health,
             MetricsController,
+            MonitoringController,
             *([BenchController] if settings.bench_endpoints else []),
         ],
-        middleware=[prometheus.middleware],
+        middleware=[prometheus.middleware, latency_middleware],
         dependencies={
             "store": Provide(lambda: store, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),

@@ -86,6 +86,15 @@ class Keys:
         """Hash window start -> msgpack counts of recommendation feedback."""
         return f"{self.prefix}:fb:{model}|{segment}"
 
+    def monitor(self, source: str) -> str:
+        """Stream of per-second monitoring samples of a source (``worker``, ``api``)."""
+        return f"{self.prefix}:mon:{source}"
+
+    @property
+    def alarms(self) -> str:
+        """Stream of drift alarms and recalibrations."""
+        return f"{self.prefix}:alarms"
+
     @property
     def model_meta(self) -> str:
         """Hash: factor dimension and other facts serving must agree on."""

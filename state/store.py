@@ -292,6 +292,35 @@ class RedisStore:
             pairs.append((model, segment))
         return sorted(pairs)
 
+    # --- monitoring ----------------------------------------------------------------------
+    def append_monitor(self, source: str, sample: dict[str, float], max_len: int = 7200) -> None:
+        """Add one monitoring sample (numbers only) to a source's bounded stream."""
+        fields = {k: repr(float(v)) for k, v in sample.items()}
+        self.client.xadd(self.keys.monitor(source), fields, maxlen=max_len, approximate=True)
+
+    def monitor_samples(
+        self, source: str, since_ms: int, count: int = 2000
+    ) -> list[dict[str, float]]:
+        """Samples of a source newer than ``since_ms`` (stream ids are ms timestamps)."""
+        rows = self.client.xrange(self.keys.monitor(source), min=f"({since_ms}", count=count)
+        out = []
+        for entry_id, fields in rows:
+            sample = {k.decode(): float(v) for k, v in fields.items()}
+            sample["id_ms"] = float(entry_id.decode().split("-")[0])
+            out.append(sample)
+        return out
+
+    def append_alarm(self, alarm: dict[str, str], max_len: int = 10_000) -> None:
+        """Record a drift alarm or recalibration (visible on the dashboard)."""
+        self.client.xadd(self.keys.alarms, alarm, maxlen=max_len, approximate=True)
+
+    def alarms(self, count: int = 100) -> list[dict[str, str]]:
+        """The newest alarms, newest first."""
+        rows = self.client.xrevrange(self.keys.alarms, count=count)
+        return [
+            {"id": i.decode(), **{k.decode(): v.decode() for k, v in f.items()}} for i, f in rows
+        ]
+
     def segment_popular(self, segment: str, count: int) -> list[tuple[str, float]]:
         """The most popular items within a context segment."""
         rows = self.client.zrevrange(

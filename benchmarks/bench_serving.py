@@ -1,0 +1,351 @@
+"""Serving latency and throughput under load, next to reference endpoints on the same server.
+
+Starts its own embedded stack, writes 100,000 items x 64 factors and 100,000 users through
+``RedisStore.write_items`` / ``write_users`` (synthetic: 256 gaussian clusters in factor
+space, item norms log-normal, users drawn around a cluster with 10-30 seen items of it), starts
+the API under granian with 2 workers and the bench endpoints, and loads it from SEPARATE
+processes on loopback:
+
+- fixed rate (open loop, default 2,000 req/s): this script's own asyncio generator in a child
+  process; every request is due at ``start + i / rate`` and its latency counts from then, so
+  a stalled server is charged for the requests it delayed (no coordinated omission);
+- max req/s: ``wrk`` (closed loop, 1 thread, 32 connections, random users via Lua).
+
+for ``hello`` (framework only), ``user-record`` (one Redis GET) and ``recommendations``
+(random users), all in one run; then recall@10 of the served top-10 against brute force
+over 500 random users.
+
+    python benchmarks/bench_serving.py [--rate 2000] [--seconds 15] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from freshrec import processes  # noqa: E402
+from freshrec.settings import load_settings  # noqa: E402
+from freshrec.stack import LocalStack  # noqa: E402
+from serving.item_index import ItemIndex  # noqa: E402
+from serving.recommender import Recommender  # noqa: E402
+from state.records import UserRecord, vector_to_bytes  # noqa: E402
+from state.store import ItemWrite, RedisStore  # noqa: E402
+
+N_ITEMS = N_USERS = 100_000
+FACTORS = 64
+CLUSTERS = 256
+SEED = 7
+ENDPOINTS = {
+    "hello": "/v1/bench/hello",
+    "user-record": "/v1/bench/user-record/u{user}",
+    "recommendations": "/v1/users/u{user}/recommendations?k=10",
+}
+
+
+# --- load generator (runs in a child process) -----------------------------------------------
+async def _request(reader, writer, path: bytes) -> int:  # type: ignore[no-untyped-def]
+    writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: bench\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+    await reader.readexactly(length)
+    return int(head[9:12])
+
+
+async def _generate(port: int, template: str, rate: float, seconds: float, conns: int) -> dict:
+    loop = asyncio.get_running_loop()
+    rng = np.random.default_rng(SEED + 1)
+    users = rng.integers(0, N_USERS, 1_000_000)
+    latencies: list[float] = []
+    errors = 0
+    queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+    closed_loop = rate <= 0
+    deadline = loop.time() + seconds + 0.2
+
+    async def worker(n: int) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = n
+        while True:
+            if closed_loop:
+                if loop.time() > deadline:
+                    break
+                item: tuple[float, bytes] | None = (
+                    loop.time(),
+                    template.format(user=users[i % users.size]).encode(),
+                )
+                i += conns
+            else:
+                item = await queue.get()
+            if item is None:
+                break
+            due, path = item
+            status = await _request(reader, writer, path)
+            if status != 200:
+                errors += 1
+            latencies.append(loop.time() - due)
+        writer.close()
+
+    tasks = [asyncio.create_task(worker(n)) for n in range(conns)]
+    started = loop.time() + 0.2
+    if not closed_loop:
+        total, sent = int(rate * seconds), 0
+        while sent < total:
+            due_now = min(total, int((loop.time() - started) * rate) + 1)
+            while sent < due_now:
+                path = template.format(user=users[sent % users.size]).encode()
+                queue.put_nowait((started + sent / rate, path))
+                sent += 1
+            await asyncio.sleep(0.0005)
+        for _ in tasks:
+            queue.put_nowait(None)
+    await asyncio.gather(*tasks)
+    elapsed = loop.time() - started
+    ms = np.asarray(latencies) * 1000
+    return {
+        "requests": int(ms.size),
+        "errors": errors,
+        "achieved_req_s": round(ms.size / elapsed, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "p99_9_ms": round(float(np.percentile(ms, 99.9)), 3),
+        "max_ms": round(float(ms.max()), 3),
+    }
+
+
+def run_generator(port: int, template: str, rate: float, seconds: float, conns: int) -> dict:
+    """Fixed-rate (rate > 0) or closed-loop (rate 0) load from a child process."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--generate",
+            str(port),
+            template,
+            str(rate),
+            str(seconds),
+            str(conns),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout)
+
+
+def run_wrk(port: int, template: str, seconds: int, script_dir: Path) -> dict:
+    """Max req/s with wrk (closed loop), random users."""
+    lua = script_dir / "random_user.lua"
+    path_fmt = template.replace("{user}", "%d")
+    lua.write_text(
+        "math.randomseed(7)\n"
+        "request = function()\n"
+        f'  return wrk.format("GET", string.format("{path_fmt}", math.random(0, {N_USERS - 1})))\n'
+        "end\n"
+    )
+    out = subprocess.run(
+        ["wrk", "-t1", "-c32", f"-d{seconds}s", "-s", str(lua), f"http://127.0.0.1:{port}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {"max_req_s": rps, "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+# --- data ---------------------------------------------------------------------------------
+def write_synthetic(store: RedisStore) -> None:
+    rng = np.random.default_rng(SEED)
+    centers = rng.normal(size=(CLUSTERS, FACTORS))
+    cluster = rng.integers(0, CLUSTERS, N_ITEMS)
+    items = centers[cluster] + rng.normal(size=(N_ITEMS, FACTORS))
+    items *= 0.1 * rng.lognormal(0, 0.3, (N_ITEMS, 1))
+    items = items.astype(np.float32)
+    popularity = rng.normal(0, 2, N_ITEMS)
+    for start in range(0, N_ITEMS, 2000):
+        store.write_items(
+            [
+                ItemWrite(
+                    f"i{n}",
+                    1,
+                    vector_to_bytes(items[n]),
+                    float(popularity[n]),
+                    None,
+                    f"c{cluster[n] % 50}",
+                )
+                for n in range(start, min(start + 2000, N_ITEMS))
+            ]
+        )
+    by_cluster = [np.flatnonzero(cluster == c) for c in range(CLUSTERS)]
+    for start in range(0, N_USERS, 2000):
+        batch = []
+        for n in range(start, min(start + 2000, N_USERS)):
+            c = int(rng.integers(CLUSTERS))
+            vector = (0.1 * (centers[c] + rng.normal(size=FACTORS))).astype(np.float32)
+            seen = [f"i{i}" for i in rng.choice(by_cluster[c], int(rng.integers(10, 31)))]
+            record = UserRecord(
+                int(rng.integers(1, 200)), 0.0, 0.0, vector_to_bytes(vector), seen[:20], seen, {}
+            )
+            batch.append((f"u{n}", record))
+        store.write_users(batch)
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--generate":
+        port, template, rate, seconds, conns = sys.argv[2:7]
+        result = asyncio.run(
+            _generate(int(port), template, float(rate), float(seconds), int(conns))
+        )
+        print(json.dumps(result))
+        return
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=float, default=2000)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--wrk-seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--recall-users", type=int, default=500)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed for max req/s: apt-get install -y wrk")
+
+    run_dir = Path(tempfile.mkdtemp(prefix="freshrec-bench-serving-"))
+    base = load_settings(
+        environ={},
+        run_dir=str(run_dir),
+        kafka_bootstrap="127.0.0.1:0",
+        redis_url="redis://127.0.0.1:0/0",
+    )
+    report: dict = {
+        "cpus": os.cpu_count(),
+        "items": N_ITEMS,
+        "users": N_USERS,
+        "factors": FACTORS,
+        "rate": args.rate,
+    }
+    with LocalStack(base) as stack:
+        port = _free_port()
+        settings = msgspec.structs.replace(
+            base,
+            kafka_bootstrap=stack.info.kafka_bootstrap,
+            redis_url=stack.info.redis_url,
+            factors=FACTORS,
+            api_workers=2,
+            api_port=port,
+            bench_endpoints=True,
+        )
+        store = RedisStore.from_url(settings.redis_url, settings.redis_prefix, FACTORS)
+        t0 = time.perf_counter()
+        write_synthetic(store)
+        report["write_s"] = round(time.perf_counter() - t0, 1)
+        api = processes.spawn(
+            processes.api_argv(),
+            settings,
+            run_dir / "logs" / "api.log",
+            {"FRESHREC_API_WORKERS": "2", "FRESHREC_FACTORS": str(FACTORS)},
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            processes.wait_http(url + "/health", 60, api)
+            t0 = time.perf_counter()
+            ready = 0
+            while ready < 20:  # both workers (requests land on either) report the graph
+                state = get_json(url + "/v1/bench/index")
+                ready = ready + 1 if state["graph_items"] == N_ITEMS else 0
+                assert time.perf_counter() - t0 < 180, f"graph not built: {state}"
+                time.sleep(0.05)
+            report["graph_ready_s"] = round(time.perf_counter() - t0, 1)
+            time.sleep(1.5)  # popular lists refreshed
+            run_generator(port, ENDPOINTS["recommendations"], args.rate, 3, args.connections)
+            report["generator_ceiling_hello"] = run_generator(
+                port, ENDPOINTS["hello"], 0, 5, args.connections
+            )
+            for name, template in ENDPOINTS.items():
+                fixed = run_generator(port, template, args.rate, args.seconds, args.connections)
+                fixed.update(run_wrk(port, template, args.wrk_seconds, run_dir))
+                report[name] = fixed
+                print(name, fixed, flush=True)
+            report["recall_at_10"] = recall(store, url, args.recall_users)
+        finally:
+            processes.stop(api)
+        store.delete_namespace()
+    rec = report["recommendations"]
+    rec["max_ratio_to_user_record"] = round(
+        rec["max_req_s"] / report["user-record"]["max_req_s"], 3
+    )
+    rec["max_ratio_to_hello"] = round(rec["max_req_s"] / report["hello"]["max_req_s"], 3)
+    print_table(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+def recall(store: RedisStore, url: str, n_users: int) -> float:
+    """Served top-10 (HTTP) against brute force (the same scoring, in this process)."""
+    exact_index = ItemIndex(store, 0.1, ann_min_items=10**9)
+    exact_index.refresh()
+    exact_index.refresh_lists()
+    exact = Recommender(store, exact_index)
+    rng = np.random.default_rng(SEED + 2)
+    hits = []
+    for user in rng.choice(N_USERS, n_users, replace=False):
+        served = get_json(f"{url}/v1/users/u{user}/recommendations?k=10")
+        want = {i.item_id for i in exact.recommend(f"u{user}", 10).items}
+        hits.append(len({i["item_id"] for i in served["items"]} & want) / 10)
+    return round(float(np.mean(hits)), 4)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def print_table(report: dict) -> None:
+    print(
+        f"\n{report['items']:,} items x {report['factors']} factors, {report['users']:,} users; "
+        f"granian 2 workers on {report['cpus']} CPUs; open loop at {report['rate']:,.0f} req/s"
+    )
+    print(
+        f"{'endpoint':<16}{'achieved':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
+        f"{'max ms':>9}{'errors':>8}{'max req/s':>11}"
+    )
+    for name in ENDPOINTS:
+        r = report[name]
+        print(
+            f"{name:<16}{r['achieved_req_s']:>10,.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+            f"{r['p99_9_ms']:>10.2f}{r['max_ms']:>9.2f}{r['errors'] + r['non_2xx']:>8}"
+            f"{r['max_req_s']:>11,.0f}"
+        )
+    rec = report["recommendations"]
+    print(
+        f"recommendations max req/s = {rec['max_ratio_to_user_record']:.2f} x user-record, "
+        f"{rec['max_ratio_to_hello']:.2f} x hello; recall@10 vs brute force "
+        f"{report['recall_at_10']:.3f}; generator ceiling (closed loop, hello) "
+        f"{report['generator_ceiling_hello']['achieved_req_s']:,.0f} req/s"
+    )
+
+
+if __name__ == "__main__":
+    main()
