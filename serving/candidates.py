@@ -66,7 +66,7 @@ class CandidateIndex:
         """Graph candidates ∪ delta rows (each exact on the live matrix), and the bound."""
         rows, bound = self.nearest(user_vector, n)
         if self.delta_rows.size:
-            rows = np.union1d(rows, self.delta_rows)
+            rows = np.concatenate((rows, self.delta_rows))  # duplicates: the caller dedupes
         return rows, bound
 
 
