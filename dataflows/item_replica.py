@@ -31,6 +31,8 @@ class ItemReplica:
         self.params = params
         self.refresh_interval_s = refresh_interval_s
         self.vectors: dict[str, Vector] = {}
+        self.ids: list[str] = []
+        """Every item id the replica holds, for sampling (append-only)."""
         self.seq = 0
         self._next_refresh = 0.0
 
@@ -39,6 +41,7 @@ class ItemReplica:
         vec = self.vectors.get(item_id)
         if vec is None:
             vec = self.vectors[item_id] = initial_vector(item_id, "item", self.params)
+            self.ids.append(item_id)
         return vec
 
     def maybe_refresh(self) -> int:
@@ -49,6 +52,8 @@ class ItemReplica:
         self._next_refresh = now + self.refresh_interval_s
         changes = self.store.read_item_changes(self.seq)
         for row, item_id in enumerate(changes.item_ids):
+            if item_id not in self.vectors:
+                self.ids.append(item_id)
             self.vectors[item_id] = changes.vectors[row]
         self.seq = changes.max_seq
         return len(changes.item_ids)

@@ -28,10 +28,12 @@ from bytewax.inputs import Source
 from dataflows import kafka_io, steps
 from dataflows.archive_sink import ArchiveItem, ArchiveSink
 from dataflows.item_replica import shared_replica
+from dataflows.live_quality import live_quality
 from freshrec.settings import Settings, load_settings
 from operators.enrich import enrich, segment_key
 from operators.isgd import IsgdParams
 from operators.item_state import ItemConfig
+from operators.recalibration import UserRecalibrationConfig
 from operators.user_state import CoVisit, ItemUpdate, UserConfig
 from state.store import RedisStore
 
@@ -56,6 +58,7 @@ def user_config(settings: Settings) -> UserConfig:
         dedup_max_ids=settings.dedup_max_ids,
         session_gap_s=settings.session_gap_s,
         covisit_span=settings.covisit_span,
+        recalibration=UserRecalibrationConfig() if settings.drift_detection else None,
     )
 
 
@@ -145,6 +148,11 @@ def build_flow(settings: Settings, source: Source[object] | None = None) -> Data
                     settings.redis_url, settings.redis_prefix, settings.factors
                 ),
                 idle_ttl_s=settings.user_idle_ttl_s,
+                quality=(
+                    live_quality(settings.prequential_sample_every)
+                    if settings.prequential_sample_every
+                    else None
+                ),
             ),
         ),
     )

@@ -21,6 +21,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows.item_replica import ItemReplica
+from dataflows.live_quality import LiveQuality
 from dataflows.monitor import start_worker_monitor
 from freshrec import metrics
 from freshrec.events import INTERACTION_TYPES, Event
@@ -113,7 +114,16 @@ class FeedbackHit:
     ts_s: float
 
 
-UserStepOutput = UserOutput | ParkedUser | ItemUpdate | CoVisit | SegmentHit | FeedbackHit
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    """A drift alarm and the recalibration it caused (shown on the dashboard)."""
+
+    kind: str
+    scope: str
+    detail: str
+
+
+UserStepOutput = UserOutput | ParkedUser | ItemUpdate | CoVisit | SegmentHit | FeedbackHit | Alarm
 StateWrite = (
     UserOutput | ParkedUser | ItemWrite | NeighboursOutput | SegmentPopularityWrite | FeedbackWrite
 )
@@ -134,7 +144,9 @@ class UserModelLogic(StatefulBatchLogic[EnrichedEvent, UserStepOutput, UserSnaps
         replica: ItemReplica,
         store: RedisStore,
         idle_ttl_s: float,
+        quality: LiveQuality | None = None,
     ) -> None:
+        self.quality = quality
         self.state = state
         self.params = params
         self.config = config
@@ -177,9 +189,32 @@ class UserModelLogic(StatefulBatchLogic[EnrichedEvent, UserStepOutput, UserSnaps
                 out.append(FeedbackHit(model, enriched.segment, event.type, ts_s))
             if event.type in INTERACTION_TYPES:
                 item_vec = self.replica.get(event.item_id)
+                boost = 1.0
+                if self.quality is not None:
+                    if self.quality.sampled(event.event_id):
+                        warmup = self.quality.evaluate(
+                            event.event_id, state.vector, event.item_id, self.replica
+                        )
+                        if warmup is not None:
+                            detail = (
+                                f"HR@10 {warmup.mean_before:.3f} -> {warmup.mean_after:.3f}; "
+                                f"learning rate x{warmup.learning_rate_multiplier:g} for "
+                                f"{warmup.warmup_events} events"
+                            )
+                            out.append(Alarm("global drift", "global", detail))
+                    boost = self.quality.learning_rate_multiplier
                 update, covisits = state.learn(
-                    event.item_id, item_vec, event.type, ts_s, event.category_id
+                    event.item_id, item_vec, event.type, ts_s, event.category_id, boost
                 )
+                decision = state.check_drift(self.replica.vectors.get)
+                if decision is not None:
+                    metrics.DRIFT_ALARMS.labels("user").inc()
+                    metrics.RECALIBRATIONS.labels("user").inc()
+                    detail = (
+                        f"user {state.user_id}: refit from {decision.refit_items} recent items, "
+                        f"learning rate x{decision.learning_rate_multiplier:g}"
+                    )
+                    out.append(Alarm("user drift", "user", detail))
                 out.append(update)
                 out.extend(covisits)
                 out.append(SegmentHit(enriched.segment, event.item_id, update.weight, ts_s))
@@ -338,10 +373,11 @@ def build_user_logic(
     replica: ItemReplica,
     store: RedisStore,
     idle_ttl_s: float,
+    quality: LiveQuality | None = None,
 ) -> UserModelLogic:
     """New or restored logic for one user."""
     state = None if resume is None else UserState.restore(resume, params, config)
-    return UserModelLogic(state, params, config, replica, store, idle_ttl_s)
+    return UserModelLogic(state, params, config, replica, store, idle_ttl_s, quality)
 
 
 def build_item_logic(
@@ -367,6 +403,7 @@ class _RedisPartition(StatelessSinkPartition[StateWrite]):
         neighbours: dict[str, NeighboursRecord] = {}
         segments: dict[tuple[str, str], SegmentPopularityWrite] = {}
         feedback: dict[tuple[str, str, float], FeedbackWrite] = {}
+        alarms: list[Alarm] = []
         for item in items:
             if isinstance(item, UserOutput):
                 users[item.user_id] = item.record
@@ -378,6 +415,8 @@ class _RedisPartition(StatelessSinkPartition[StateWrite]):
                 neighbours[item.item_id] = item.record
             elif isinstance(item, SegmentPopularityWrite):
                 segments[(item.segment, item.item_id)] = item
+            elif isinstance(item, Alarm):
+                alarms.append(item)
             elif isinstance(item, FeedbackWrite):
                 feedback[(item.model, item.segment, item.window.start_s)] = item
             else:
@@ -402,6 +441,9 @@ class _RedisPartition(StatelessSinkPartition[StateWrite]):
         retry_while_unreachable(
             lambda: self.store.park_user_states(list(parked.items()), self.parked_ttl_s)
         )
+        for alarm in alarms:
+            fields = {"kind": alarm.kind, "scope": alarm.scope, "detail": alarm.detail}
+            retry_while_unreachable(lambda f=fields: self.store.append_alarm(f))
 
     def close(self) -> None:
         self.store.client.close()

@@ -88,6 +88,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Tumbling window of recommendation feedback (CTR, conversion), in event time."""
     feedback_windows_kept: int = 288
     """Feedback windows kept per (model, segment): 288 × 5 min = 24 h."""
+    drift_detection: bool = True
+    """Per-user Page-Hinkley on the prequential loss, with refit and learning-rate boost."""
+    prequential_sample_every: int = 10
+    """Evaluate one event in N (by event id) test-then-train for the live HR@10; 0: off."""
     recovery_partitions: int = 4
     """Recovery partitions created by ``freshrec worker -r DIR`` on first use: the most worker
     processes the deployment will ever run (Bytewax cannot add partitions later)."""

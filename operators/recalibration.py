@@ -57,18 +57,84 @@ def refit_user_vector(
 
 
 @dataclass(frozen=True, slots=True)
+class CategoryProfileSnapshot:
+    """Immutable copy of a :class:`CategoryProfile`."""
+
+    decay: float
+    max_categories: int
+    weights: tuple[tuple[str, float], ...]
+
+
+class CategoryProfile:
+    r"""A user's decayed category frequencies and the surprise of each new event's category.
+
+    The prequential loss of the simplest per-user model, "the next event's category is drawn
+    from the user's recent categories": $\ell_t = 1 - c_t(k_t) / \sum_j c_t(j)$, the
+    probability it did *not* give to the observed category $k_t$ (1 with no history). Counts
+    fade by ``decay`` per event and only the ``max_categories`` heaviest are kept, so the
+    state is a few dozen floats. A swap of category affinities drives $\ell_t$ to 1 for
+    several events in a row, which :class:`UserRecalibration` can detect; the MF error is a
+    weaker signal on sparse logs, where most items are new to the model.
+
+    >>> profile = CategoryProfile(decay=0.9)
+    >>> [round(profile.observe(c), 3) for c in ["a", "a", "b", "a", "c"]]
+    [1.0, 0.0, 1.0, 0.369, 1.0]
+    """
+
+    def __init__(self, decay: float = 0.97, max_categories: int = 32) -> None:
+        if not 0.0 < decay <= 1.0:
+            raise ValueError(f"decay must be in (0, 1], got {decay}")
+        if isinstance(max_categories, bool) or not isinstance(max_categories, int):
+            raise ValueError(f"max_categories must be an int, got {max_categories!r}")
+        if max_categories < 1:
+            raise ValueError(f"max_categories must be >= 1, got {max_categories}")
+        self.decay = decay
+        self.max_categories = max_categories
+        self._weights: dict[str, float] = {}
+
+    def surprise(self, category: str) -> float:
+        """1 minus the share of the user's decayed history in ``category``."""
+        total = math.fsum(self._weights.values())
+        return 1.0 - self._weights.get(category, 0.0) / total if total > 0 else 1.0
+
+    def observe(self, category: str) -> float:
+        """Return the surprise of ``category``, then add it to the profile."""
+        loss = self.surprise(category)
+        weights = self._weights
+        for key in weights:
+            weights[key] *= self.decay
+        weights[category] = weights.get(category, 0.0) + 1.0
+        if len(weights) > self.max_categories:
+            del weights[min(weights, key=weights.__getitem__)]
+        return loss
+
+    def snapshot(self) -> CategoryProfileSnapshot:
+        """Immutable copy of the state."""
+        return CategoryProfileSnapshot(
+            self.decay, self.max_categories, tuple(self._weights.items())
+        )
+
+    @classmethod
+    def restore(cls, snap: CategoryProfileSnapshot) -> CategoryProfile:
+        """Rebuild the profile from a snapshot."""
+        profile = cls(snap.decay, snap.max_categories)
+        profile._weights = dict(snap.weights)
+        return profile
+
+
+@dataclass(frozen=True, slots=True)
 class UserRecalibrationConfig:
     """Hyperparameters of the per-user policy (detector, refit, learning-rate boost)."""
 
     min_instances: int = 10
     """Interactions since the last alarm before the next one may be raised."""
-    delta: float = 0.1
+    delta: float = 0.02
     """Page-Hinkley tolerance, in loss units: increases smaller than this never accumulate."""
-    lambda_factor: float = 6.0
+    lambda_factor: float = 8.0
     """Adaptive threshold: ``lambda_factor`` standard deviations of the user's recent loss."""
     std_alpha: float = 0.95
     """Forgetting factor of that spread (0.95: about the last 20 interactions)."""
-    min_threshold: float = 0.5
+    min_threshold: float = 0.3
     """Floor of the threshold, in loss units."""
     alpha: float = 0.999
     """Forgetting factor of the Page-Hinkley sums."""
@@ -173,7 +239,7 @@ class UserRecalibration:
     >>> user = old.copy()
     >>> losses = [0.1 * (i % 3) for i in range(30)] + [1.0] * 10
     >>> [i for i, loss in enumerate(losses) if policy.update(loss)]
-    [32]
+    [33]
     >>> decision = policy.recalibrate(
     ...     user, [("b", 1.0)] * 10, {"b": new}.get, np.zeros(4, np.float32), params
     ... )

@@ -8,6 +8,7 @@ co-visitation pairs it forms with the session's previous items.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,12 @@ import numpy as np
 from operators import sessions
 from operators.dedup import DedupSnapshot, EventDedup
 from operators.isgd import IsgdParams, Vector, initial_vector, user_step
+from operators.recalibration import (
+    Recalibration,
+    UserRecalibration,
+    UserRecalibrationConfig,
+    UserRecalibrationSnapshot,
+)
 from operators.user_window import UserWindow, UserWindowSnapshot
 
 
@@ -29,6 +36,8 @@ class UserConfig:
     session_gap_s: float = 1800.0
     covisit_span: int = 5
     """A new session item pairs with at most this many previous items of the session."""
+    recalibration: UserRecalibrationConfig | None = None
+    """Per-user drift policy; None disables drift detection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +52,7 @@ class UserSnapshot:
     session: sessions.Session
     segment: str
     duplicates: int
+    recalibration: UserRecalibrationSnapshot | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +94,11 @@ class UserState:
         self.session = sessions.NO_SESSION
         self.segment = ""
         self.duplicates = 0
+        self.recalibration = (
+            None if config.recalibration is None else UserRecalibration(config.recalibration)
+        )
+        self.last_error = 0.0
+        """ISGD error of the last interaction before its step (its prequential loss)."""
 
     def is_duplicate(self, event_id: str, ts_s: float) -> bool:
         """True (and counted) if this event id was already applied within the horizon."""
@@ -99,6 +114,7 @@ class UserState:
         event_type: str,
         ts_s: float,
         category_id: str | None = None,
+        boost: float = 1.0,
     ) -> tuple[ItemUpdate, list[CoVisit]]:
         """Apply an interaction: user half of ISGD, session, window.
 
@@ -107,11 +123,33 @@ class UserState:
         """
         weight = self.params.weight_of(event_type)
         before = self.vector.tobytes()
-        user_step(self.vector, item_vector, weight, self.params)
+        if self.recalibration is not None:
+            boost *= self.recalibration.learning_rate_multiplier
+        self.last_error = user_step(self.vector, item_vector, weight * boost, self.params)
         covisits = self._advance_session(item_id, ts_s, weight)
         self.window.add(item_id, event_type, ts_s)
         self.version += 1
         return ItemUpdate(item_id, before, weight, ts_s, category_id), covisits
+
+    def check_drift(
+        self, item_vector: Callable[[str], Vector | None], boost: float = 1.0
+    ) -> Recalibration | None:
+        """Feed the last interaction's loss to the drift policy; on an alarm, recalibrate.
+
+        Call right after :meth:`learn`. On an alarm the user vector is refit from the recent
+        window (``item_vector`` fetches current item vectors) and adopted.
+        """
+        if self.recalibration is None:
+            return None
+        if not self.recalibration.update(abs(self.last_error)):
+            return None
+        recent = [(item, self.params.weight_of(kind)) for item, kind, _ in self.window.recent]
+        initial = initial_vector(self.user_id, "user", self.params)
+        decision = self.recalibration.recalibrate(
+            self.vector, recent, item_vector, initial, self.params
+        )
+        self.vector = decision.user_vector
+        return decision
 
     def observe(self, item_id: str, event_type: str, ts_s: float) -> None:
         """Count an event that does not train the model (e.g. an impression)."""
@@ -144,6 +182,7 @@ class UserState:
             self.session,
             self.segment,
             self.duplicates,
+            None if self.recalibration is None else self.recalibration.snapshot(),
         )
 
     @classmethod
@@ -157,4 +196,8 @@ class UserState:
         state.session = snap.session
         state.segment = snap.segment
         state.duplicates = snap.duplicates
+        if snap.recalibration is not None and config.recalibration is not None:
+            state.recalibration = UserRecalibration.restore(
+                snap.recalibration, config.recalibration
+            )
         return state

@@ -1,0 +1,77 @@
+"""Drift in the live flow: a user whose taste flips is detected, refit and shown as an alarm."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.testing import TestingSource, run_main
+
+from dataflows.personalize import build_flow
+from freshrec.events import Event, encode_event
+from state.store import RedisStore
+from tests.conftest import unique_settings
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def taste_flip_events() -> list[Event]:
+    """40 users share taste A; the drifter then switches to items nobody else touches."""
+    events = []
+    n = 0
+    for rnd in range(60):
+        for u in range(40):
+            item = f"a{(rnd + u) % 12}"
+            events.append(
+                Event(
+                    event_id=f"e{n}",
+                    user_id=f"u{u}",
+                    item_id=item,
+                    type="view",
+                    ts=T0 + timedelta(seconds=n),
+                )
+            )
+            n += 1
+    for rnd in range(40):
+        events.append(
+            Event(
+                event_id=f"e{n}",
+                user_id="u0",
+                item_id=f"b{rnd % 8}",
+                type="view",
+                ts=T0 + timedelta(seconds=n),
+            )
+        )
+        n += 1
+    return events
+
+
+def test_taste_flip_raises_a_user_alarm_and_refits(stack, tmp_path) -> None:
+    settings = unique_settings(stack, tmp_path)
+    events = taste_flip_events()
+    messages = [
+        KafkaSourceMessage(key=None, value=encode_event(e), topic="t", partition=0, offset=i)
+        for i, e in enumerate(events)
+    ]
+    run_main(build_flow(settings, TestingSource(messages, batch_size=40)))
+    store = RedisStore.from_url(settings.redis_url, settings.redis_prefix, settings.factors)
+    alarms = store.alarms(100)
+    user_alarms = [a for a in alarms if a["scope"] == "user"]
+    assert any(a["detail"].startswith("user u0:") for a in user_alarms), alarms
+    # Stable users with an unchanging taste raise (almost) no alarms.
+    others = {a["detail"].split(":")[0] for a in user_alarms} - {"user u0"}
+    assert len(others) <= 2, others
+
+
+def test_drift_detection_can_be_switched_off(stack, tmp_path) -> None:
+    settings = unique_settings(stack, tmp_path, drift_detection=False)
+    messages = [
+        KafkaSourceMessage(key=None, value=encode_event(e), topic="t", partition=0, offset=i)
+        for i, e in enumerate(taste_flip_events())
+    ]
+    run_main(build_flow(settings, TestingSource(messages, batch_size=40)))
+    store = RedisStore.from_url(settings.redis_url, settings.redis_prefix, settings.factors)
+    assert [a for a in store.alarms(100) if a["scope"] == "user"] == []
