@@ -50,6 +50,10 @@ def consumer_config(settings: Settings) -> dict[str, str]:
         "fetch.queue.backoff.ms": "1",
         "queued.min.messages": "100000",
         "fetch.error.backoff.ms": "50",
+        # A broker that lost the topic (Tansu keeps it in memory only) restarts its offsets at
+        # 0, behind the position this worker resumes from: re-read from the start then,
+        # rather than skip to the end and lose what arrives after the outage.
+        "auto.offset.reset": "earliest",
     }
 
 
