@@ -254,7 +254,7 @@ class Hybrid:
         half_life_s: float,
         session_gap_s: float,
         depth: int = 50,
-        mf_weight: float = 1.0,
+        mf_weight: float = 0.5,
         fm_weight: float = 0.0,
         name: str = "ImplicitMF+covis (ours)",
     ) -> None:
