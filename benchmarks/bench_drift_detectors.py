@@ -32,6 +32,12 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     "PH fixed (threshold=50)": PageHinkley,
     # 100 x sigma equals the fixed threshold 50 on a stream of spread 0.5 (a fair hit/miss).
     "PH adaptive (lambda_factor=100)": lambda: PageHinkley(lambda_factor=100.0),
+    # The rule GlobalRecalibration uses with detector="page_hinkley": threshold 50 sigma, a
+    # tolerance of 0.1 and no fading (alpha < 1 turns the sum into an AR(1) whose spread,
+    # sigma / sqrt(1 - alpha^2) = 70 sigma at 0.9999, beats any threshold in sigma units).
+    "PH adaptive (50 sigma, delta 0.1, alpha 1)": lambda: PageHinkley(
+        lambda_factor=50.0, delta=0.1, alpha=1.0
+    ),
     "ADWIN (delta=0.002)": ADWIN,
 }
 

@@ -360,8 +360,11 @@ class GlobalRecalibrationConfig:
     mode: Mode = "down"
     """Which change triggers a warm-up: ``"down"`` for HR@10 or CTR (a drop is bad)."""
     adwin_delta: float = 0.002
-    ph_delta: float = 0.005
-    ph_lambda_factor: float = 100.0
+    ph_delta: float = 0.1
+    ph_lambda_factor: float = 50.0
+    ph_alpha: float = 1.0
+    """No fading: with alpha < 1 the PH sum is an AR(1) whose stationary spread
+    (sigma / sqrt(1 - alpha^2), 70 sigma at 0.9999) swamps any threshold in sigma units."""
     ph_min_instances: int = 1000
     half_life_factor: float = 0.25
     """Multiply the popularity half-life by this at the start of the warm-up."""
@@ -392,6 +395,7 @@ class GlobalRecalibrationConfig:
         return PageHinkley(
             min_instances=self.ph_min_instances,
             delta=self.ph_delta,
+            alpha=self.ph_alpha,
             mode=self.mode,
             lambda_factor=self.ph_lambda_factor,
         )
