@@ -35,7 +35,7 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     # The rule GlobalRecalibration uses with detector="page_hinkley": threshold 50 sigma, a
     # tolerance of 0.1 and no fading (alpha < 1 turns the sum into an AR(1) whose spread,
     # sigma / sqrt(1 - alpha^2) = 70 sigma at 0.9999, beats any threshold in sigma units).
-    "PH adaptive (50 sigma, delta 0.1, alpha 1)": lambda: PageHinkley(
+    "PH adaptive (50 sd, delta 0.1, no fade)": lambda: PageHinkley(
         lambda_factor=50.0, delta=0.1, alpha=1.0
     ),
     "ADWIN (delta=0.002)": ADWIN,
