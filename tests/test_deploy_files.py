@@ -143,9 +143,7 @@ def parse(args: list[str]) -> Any:
 
 def workers() -> dict[str, Any]:
     return {
-        name: parse(argv(svc))
-        for name, svc in cli_services().items()
-        if argv(svc)[0] == "worker"
+        name: parse(argv(svc)) for name, svc in cli_services().items() if argv(svc)[0] == "worker"
     }
 
 
@@ -233,7 +231,9 @@ def test_env_names_are_settings_fields() -> None:
         used |= set(re.findall(r"FRESHREC_[A-Z0-9_]+", path.read_text()))
     for svc in SERVICES.values():
         environment = svc.get("environment", {})
-        names = environment if isinstance(environment, dict) else [e.split("=")[0] for e in environment]
+        names = (
+            environment if isinstance(environment, dict) else [e.split("=")[0] for e in environment]
+        )
         used |= {n for n in names if n.startswith("FRESHREC_")}
     unknown = used - KNOWN_ENV
     assert not unknown, f"not a freshrec setting: {sorted(unknown)}"
@@ -636,9 +636,10 @@ def test_alert_rules_use_only_documented_metrics_and_labels() -> None:
             base, extra = name, set()
             if name not in table:
                 for suffix in ("_bucket", "_sum", "_count"):
-                    if name.endswith(suffix) and table.get(name[: -len(suffix)], {}).get(
-                        "type"
-                    ) == "histogram":
+                    if (
+                        name.endswith(suffix)
+                        and table.get(name[: -len(suffix)], {}).get("type") == "histogram"
+                    ):
                         base = name[: -len(suffix)]
                         extra = {"le"} if suffix == "_bucket" else set()
             assert base in table, f"{rule['alert']}: {name} is not in docs/metrics.md"
@@ -722,8 +723,10 @@ def test_quality_drop_rule_fires_on_a_real_drop_only() -> None:
     match = _QUALITY.match(" ".join(rule["expr"].split()))
     assert match, "the evaluator understands only `m < f * avg_over_time(m[w])`"
     assert match["metric"] == "freshrec_prequential_hr10"
-    fraction, window_s, for_s = float(match["fraction"]), _seconds(match["window"]), _seconds(
-        rule["for"]
+    fraction, window_s, for_s = (
+        float(match["fraction"]),
+        _seconds(match["window"]),
+        _seconds(rule["for"]),
     )
     # the numbers the comment in alerts.yml and the runbook are written for
     assert (fraction, window_s, for_s) == (0.8, 3600, 600)
