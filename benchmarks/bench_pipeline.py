@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import cProfile
+import ctypes
 import functools
 import gc
 import io
@@ -73,6 +75,7 @@ OUT_DIR = Path(__file__).resolve().parent / "out"
 BATCH_SIZE = 1000
 PASSTHROUGH_TAG = "BENCH-PASSTHROUGH "
 GOAL_FULL_OVER_KEYED = 0.5
+NO_EVICTION_TTL_S = 1e9
 
 
 # --- the reference flows ------------------------------------------------------------------------
@@ -267,9 +270,7 @@ def measure_in_process(
         "events_per_s_runs": runs,
         "full_over_passthrough": median["full"] / median["passthrough"],
         "full_over_keyed_counter": median["full"] / median["keyed_counter"],
-        "full_over_keyed_counter_per_round": [
-            r["full"] / r["keyed_counter"] for r in per_round
-        ],
+        "full_over_keyed_counter_per_round": [r["full"] / r["keyed_counter"] for r in per_round],
         "full_over_passthrough_per_round": [r["full"] / r["passthrough"] for r in per_round],
     }
 
@@ -355,7 +356,9 @@ def measure_broker(
             run = _run_worker_process(argv, flow_settings, log, timeout_s, flow == "full")
             if flow == "passthrough":
                 lines = [
-                    line for line in log.read_text().splitlines() if line.startswith(PASSTHROUGH_TAG)
+                    line
+                    for line in log.read_text().splitlines()
+                    if line.startswith(PASSTHROUGH_TAG)
                 ]
                 report = json.loads(lines[-1][len(PASSTHROUGH_TAG) :])
                 got = report["count"]
@@ -546,8 +549,13 @@ def attribute(raw: dict[Any, Any]) -> dict[str, float]:
 
 
 def _short(func: tuple[str, int, str]) -> str:
+    filename, line, name = func
+    if filename.startswith(str(PROJECT_ROOT)) and "/.venv/" not in filename:
+        qualified = _enclosing(filename, line) or name
+        if name.startswith("<"):  # a lambda or comprehension: say where it lives
+            qualified = f"{qualified}.{name}" if qualified != name else name
+        return f"{Path(filename).relative_to(PROJECT_ROOT)}:{line}({qualified})"
     text = pstats.func_std_string(func)
-    text = text.replace(str(PROJECT_ROOT) + "/", "")
     marker = "site-packages/"
     return text[text.index(marker) + len(marker) :] if marker in text else text
 
@@ -620,27 +628,50 @@ def _count_user_logics(counts: dict[str, int]) -> None:
     steps.UserModelLogic.on_notify = counted_notify  # type: ignore[method-assign]
 
 
+def _release_free_heap() -> None:
+    """Hand glibc's free heap back to the OS, so the baseline holds no start-up garbage."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def write_item_pool(path: Path) -> int:
+    """The real Taobao rows (item, category, behaviour) synthetic events are drawn from.
+
+    Written by the parent so the child never loads polars, whose allocator returns freed
+    memory lazily and would blur the child's baseline.
+    """
+    frame = load_taobao()
+    rows = {name: frame[name].to_list() for name in ("item_id", "category_id", "behavior")}
+    path.write_text(json.dumps(rows))
+    return frame.height
+
+
+def slice_ends(n_events: int, slices: int) -> list[int]:
+    """Where each slice of the input ends: on batch boundaries, the last one at the end."""
+    ends = {
+        min(n_events, round(n_events * k / slices / BATCH_SIZE) * BATCH_SIZE)
+        for k in range(1, slices)
+    }
+    return sorted(e for e in ends if 0 < e < n_events) + [n_events]
+
+
 def memory_child(params: dict[str, Any]) -> None:
     """Run the full flow on synthetic users; write RSS samples as JSON lines to params['out']."""
     settings = load_settings()
     counts = {"built": 0, "evicted": 0}
     _count_user_logics(counts)
-    pool = load_taobao()
-    items = pool["item_id"].to_list()
-    categories = pool["category_id"].to_list()
-    behaviours = pool["behavior"].to_list()
-    del pool
+    pool = json.loads(Path(params["pool"]).read_text())
+    items, categories, behaviours = pool["item_id"], pool["category_id"], pool["behavior"]
     n_users = int(params["users"])
     n_events = round(n_users * float(params["events_per_user"]))
-    slices = int(params["slices"])
-    # Slices end on a batch boundary, so a sample taken when the next slice starts comes
-    # after the slice's last batch was handed to the flow.
-    per_slice = math.ceil(n_events / slices / BATCH_SIZE) * BATCH_SIZE
+    ends = slice_ends(n_events, int(params["slices"]))
+    every = max(BATCH_SIZE, n_events // 50 // BATCH_SIZE * BATCH_SIZE)
     pause = timedelta(seconds=float(params["pause_s"]))
     drain = timedelta(seconds=float(params["drain_s"]))
     step_s = (TAOBAO_WINDOW_END_S - TAOBAO_WINDOW_START_S) / max(n_events, 1)
     out = open(params["out"], "a")  # noqa: SIM115 - written through the whole run
     started = time.perf_counter()
+    paused_s = 0.0
     sent = 0
 
     def sample(label: str) -> None:
@@ -658,14 +689,19 @@ def memory_child(params: dict[str, Any]) -> None:
         out.flush()
 
     def messages() -> Iterator[object]:
-        nonlocal sent
+        # Samples run inside the worker thread, between batches: the resident count is exact
+        # for what the flow has processed (at most the batch being assembled is not).
+        nonlocal sent, paused_s
         rng = np.random.default_rng(int(params["seed"]))
-        for first in range(0, n_events, per_slice):
-            size = min(per_slice, n_events - first)
-            users = rng.integers(1, n_users + 1, size).tolist()
-            rows = rng.integers(0, len(items), size).tolist()
+        first = 0
+        for end in ends:
+            users = rng.integers(1, n_users + 1, end - first).tolist()
+            rows = rng.integers(0, len(items), end - first).tolist()
             for offset, (user, row) in enumerate(zip(users, rows, strict=True)):
                 seq = first + offset
+                if seq and seq % every == 0:
+                    sent = seq
+                    sample("progress")
                 user_id = str(user)
                 event = Event(
                     event_id=f"synth-{seq}",
@@ -682,20 +718,23 @@ def memory_child(params: dict[str, Any]) -> None:
                     partition=0,
                     offset=seq,
                 )
-            sent = first + size
-            # Runs when the flow asks for the batch after this slice's last one.
-            sample(f"slice end {sent}")
-            if sent < n_events:
-                yield TestingSource.PAUSE(pause)
-        yield TestingSource.PAUSE(drain)
+            first = sent = end
+            # Runs when the flow asks for the batch after this slice's last full one.
+            sample("slice end")
+            paused_at = time.perf_counter()
+            yield TestingSource.PAUSE(pause if end < n_events else drain)
+            paused_s += time.perf_counter() - paused_at
         sample("drained")
 
     flow = build_flow(settings, TestingSource(messages(), BATCH_SIZE))
     gc.collect()
+    _release_free_heap()
     sample("baseline")
     run_main(flow)
+    run_s = time.perf_counter() - started
     sample("after run")
-    out.write(json.dumps({"label": "done", "events": n_events, "run_s": time.perf_counter() - started}) + "\n")
+    done = {"label": "done", "events": n_events, "run_s": run_s, "paused_s": paused_s}
+    out.write(json.dumps(done) + "\n")
     out.close()
 
 
@@ -707,6 +746,7 @@ def run_memory(
     ttl_s: float,
     args: argparse.Namespace,
     timeout_s: float,
+    pool: Path,
 ) -> dict[str, Any]:
     """One memory child: the parent samples its VmRSS; the child reports its own samples."""
     run_settings = isolated(settings, prefixes, user_idle_ttl_s=ttl_s)
@@ -721,6 +761,7 @@ def run_memory(
         "drain_s": max(args.pause_s, 2.0),
         "seed": 7,
         "out": str(out),
+        "pool": str(pool),
     }
     argv = [sys.executable, str(Path(__file__).resolve()), "--memory-child", json.dumps(params)]
     started = time.perf_counter()
@@ -748,7 +789,6 @@ def run_memory(
     parked = sum(1 for _ in client.scan_iter(match=keys.user_state("*"), count=10_000))
     client.close()
     n_events = round(users * args.events_per_user)
-    pauses_s = (args.slices - 1) * args.pause_s + max(args.pause_s, 2.0)
     result: dict[str, Any] = {
         "users": users,
         "events": n_events,
@@ -758,29 +798,37 @@ def run_memory(
         "samples": samples,
         "parent_rss_series_kib": series,
         "parent_peak_rss_kib": max((rss for _, rss in series), default=0),
+        "child_hwm_kib": max((s["hwm_kib"] for s in samples), default=0),
         "parked_states_in_redis": parked,
     }
     if done is not None:
-        result["events_per_s_excl_pauses"] = rate(n_events, done["run_s"] - pauses_s)
+        result["events_per_s_excl_pauses"] = rate(n_events, done["run_s"] - done["paused_s"])
     baseline = next((s for s in samples if s["label"] == "baseline"), None)
-    by_label = {s["label"]: s for s in samples}
-    ends = [s for s in samples if s["label"].startswith("slice end")]
-    if baseline is not None:
-        result["baseline_rss_kib"] = baseline["rss_kib"]
-        full = by_label.get("drained") if ttl_s >= 1e6 else None
-        last = full or (ends[-1] if ends else None)
-        if last is not None:
-            resident = max(last["resident_users"], 1)
-            result["measured_at"] = last["label"]
-            result["resident_users"] = last["resident_users"]
-            result["rss_kib"] = last["rss_kib"]
-            result["bytes_per_resident_user"] = (
-                (last["rss_kib"] - baseline["rss_kib"]) * 1024 / resident
-            )
-        if ends:
-            result["max_resident_users_at_slice_ends"] = max(s["resident_users"] for s in ends)
-            result["max_rss_kib_at_slice_ends"] = max(s["rss_kib"] for s in ends)
-        result["child_hwm_kib"] = max((s["hwm_kib"] for s in samples), default=0)
+    during = [s for s in samples if s["label"] in ("progress", "slice end", "drained")]
+    if baseline is None or not during:
+        return result
+    result["baseline_rss_kib"] = baseline["rss_kib"]
+    if ttl_s >= NO_EVICTION_TTL_S:
+        # Every user stays: after the drain all of them are resident and processed.
+        point = during[-1]
+        xs = np.array([s["resident_users"] for s in during], dtype=float)
+        ys = np.array([s["rss_kib"] * 1024 for s in during], dtype=float)
+        if len(xs) >= 3 and np.ptp(xs) > 0:
+            result["slope_bytes_per_user_over_run"] = float(np.polyfit(xs, ys, 1)[0])
+    else:
+        point = max(during, key=lambda s: s["resident_users"])
+        result["max_rss_kib_during"] = max(s["rss_kib"] for s in during)
+    result["measured_at"] = f"{point['label']} after {point['events_sent']:,} events"
+    result["resident_users"] = point["resident_users"]
+    result["users_seen"] = point["built"] - (point["evicted"] if ttl_s >= NO_EVICTION_TTL_S else 0)
+    result["rss_kib"] = point["rss_kib"]
+    result["bytes_per_resident_user"] = (
+        (point["rss_kib"] - baseline["rss_kib"]) * 1024 / max(point["resident_users"], 1)
+    )
+    if timed_out:
+        pauses = sum(1 for s in during if s["label"] == "slice end" and s["t_s"] < point["t_s"])
+        active_s = point["t_s"] - baseline["t_s"] - pauses * args.pause_s
+        result["events_per_s_seen"] = rate(point["events_sent"], active_s)
     return result
 
 
@@ -807,32 +855,39 @@ def _deep_getsizeof(dedup: EventDedup) -> int:
 def measure_dedup(settings: Settings, events: list[Event]) -> dict[str, Any]:
     """Bytes per remembered id (realistic id styles) and per user at the default horizon."""
     horizon_s, max_ids = settings.dedup_horizon_s, settings.dedup_max_ids
-    rng = np.random.default_rng(11)
     base_ts = float(TAOBAO_WINDOW_START_S)
     id_styles: dict[str, Callable[[int], list[str]]] = {
-        "taobao-<seq>": lambda n: [f"taobao-{s}" for s in rng.integers(1, 100_000_000, n)],
+        # Line numbers of a 100M-row log: distinct, 8-9 digits.
+        "taobao-<seq>": lambda n: [f"taobao-{s}" for s in range(50_000_000, 50_000_000 + n)],
         "uuid4": lambda n: [str(uuid.uuid4()) for _ in range(n)],
     }
     per_id: dict[str, dict[str, Any]] = {}
     for style, make in id_styles.items():
         for n in (64, 1_000, max_ids):
+            copies = max(1, 100_000 // n)  # ~100k ids per measurement: small n is not noise
 
-            def fill(ids: list[str]) -> EventDedup:
-                dedup = EventDedup(horizon_s, max_ids)
-                for i, event_id in enumerate(ids):
-                    dedup.is_duplicate(event_id, base_ts + i)  # all within the horizon
-                return dedup
+            def fill(ids: list[str], n: int = n) -> list[EventDedup]:
+                dedups = []
+                for start in range(0, len(ids), n):
+                    dedup = EventDedup(horizon_s, max_ids)
+                    for i, event_id in enumerate(ids[start : start + n]):
+                        dedup.is_duplicate(event_id, base_ts + i)  # all within the horizon
+                    dedups.append(dedup)
+                return dedups
 
-            with_strings, dedup = traced_bytes(lambda make=make, n=n: fill(make(n)))
-            assert isinstance(dedup, EventDedup) and len(dedup) == n
-            prebuilt = make(n)
+            total_ids = copies * n
+            with_strings, built = traced_bytes(lambda make=make, k=total_ids: fill(make(k)))
+            assert isinstance(built, list) and sum(map(len, built)) == total_ids
+            sizes = sum(_deep_getsizeof(d) for d in built)
+            del built
+            prebuilt = make(total_ids)
             structure_only, _ = traced_bytes(lambda ids=prebuilt: fill(ids))
-            per_id[f"{style} x{n}"] = {
-                "ids": n,
-                "bytes_per_id_with_string": with_strings / n,
-                "bytes_per_id_excl_string": structure_only / n,
-                "getsizeof_bytes_per_id": _deep_getsizeof(dedup) / n,
-                "total_bytes": with_strings,
+            per_id[f"{style}, {n:,} per user"] = {
+                "ids_per_user": n,
+                "users": copies,
+                "bytes_per_id_with_string": with_strings / total_ids,
+                "bytes_per_id_excl_string": structure_only / total_ids,
+                "getsizeof_bytes_per_id": sizes / total_ids,
             }
 
     # Real users: every Taobao event through its user's dedup, ids copied as a decoder would.
@@ -864,7 +919,7 @@ def measure_dedup(settings: Settings, events: list[Event]) -> dict[str, Any]:
         return users
 
     synthetic_bytes, _ = traced_bytes(synthetic_users)
-    bytes_per_id_max = per_id[f"taobao-<seq> x{max_ids}"]["bytes_per_id_with_string"]
+    bytes_per_id_max = per_id[f"uuid4, {max_ids:,} per user"]["bytes_per_id_with_string"]
     return {
         "horizon_s": horizon_s,
         "max_ids": max_ids,
@@ -895,15 +950,14 @@ def measure_user_state(settings: Settings, events: list[Event]) -> dict[str, Any
             for event in user_events:
                 if state.is_duplicate(event.event_id.encode().decode(), event.ts_s):
                     continue
+                item_id = event.item_id.encode().decode()  # its own string, as decoded
                 if event.type in INTERACTION_TYPES:
-                    vector = initial_vector(event.item_id, "item", params)
-                    state.learn(event.item_id, vector, event.type, event.ts_s, event.category_id)
+                    vector = initial_vector(item_id, "item", params)
+                    state.learn(item_id, vector, event.type, event.ts_s, event.category_id)
                 else:
-                    state.observe(event.item_id, event.type, event.ts_s)
+                    state.observe(item_id, event.type, event.ts_s)
         return states
 
-    # Item ids in the window are shared with the events here (as with the decoded events in
-    # the flow, where they also live in the item step): counted once, at most.
     total, states = traced_bytes(replay)
     users = len(states) if isinstance(states, dict) else 1
     return {"taobao_users": users, "bytes_per_user": total / users}
@@ -991,56 +1045,74 @@ def print_profile(p: dict[str, Any]) -> None:
         )
 
 
-def print_memory(memory: list[dict[str, Any]], skipped: list[str]) -> None:
+def print_memory(memory: list[dict[str, Any]], skipped: list[str], events_per_user: float) -> None:
     print(
-        "3. worker RSS (full flow on a TestingSource in a child process; synthetic users over "
-        "real Taobao item rows, events spread over the 9-day window)"
+        "3. worker RSS: full flow on a TestingSource in a child process; synthetic user ids "
+        f"(uniform, {events_per_user:g} events per user) over real Taobao item rows, event "
+        "times spread over the 9-day window; RSS − baseline (flow built, nothing run) per "
+        "resident user"
     )
     print(
-        "   users      events  ttl     baseline   RSS at end  resident users  bytes/resident user"
-        "  peak RSS   ev/s"
+        "        users     events  ttl   baseline  RSS at point  resident users  "
+        "B/resident user  peak RSS   ev/s*  point"
     )
     for r in memory:
         if "bytes_per_resident_user" not in r:
-            print(f"   {r['users']:>9,}  no samples (timed out: {r['timed_out']})")
+            print(f"   {r['users']:>10,}  no samples (timed out: {r['timed_out']})")
             continue
-        ttl = "∞" if r["user_idle_ttl_s"] >= 1e6 else f"{r['user_idle_ttl_s']:g} s"
+        no_eviction = r["user_idle_ttl_s"] >= NO_EVICTION_TTL_S
+        ttl = "∞" if no_eviction else f"{r['user_idle_ttl_s']:g} s"
         speed = r.get("events_per_s_excl_pauses")
-        speed_text = f"{speed:,.0f}" if speed else "—"
+        point = r["measured_at"] + (" (STOPPED: time budget)" if r["timed_out"] else "")
+        if not no_eviction:
+            point = "most resident, " + point
         print(
-            f"   {r['users']:>9,} {r['events']:>10,}  {ttl:<5} {_mib(r['baseline_rss_kib']):>9}"
-            f"  {_mib(r['rss_kib']):>10}  {r['resident_users']:>14,}  {r['bytes_per_resident_user']:>19,.0f}"
-            f"  {_mib(max(r['parent_peak_rss_kib'], r['child_hwm_kib'])):>8}  {speed_text}"
-            + ("  (STOPPED at budget, " + r["measured_at"] + ")" if r["timed_out"] else "")
+            f"   {r['users']:>10,} {r['events']:>10,}  {ttl:<4} {_mib(r['baseline_rss_kib']):>9}"
+            f"  {_mib(r['rss_kib']):>12}  {r['resident_users']:>14,}  "
+            f"{r['bytes_per_resident_user']:>15,.0f}  {_mib(max(r['parent_peak_rss_kib'], r['child_hwm_kib'])):>8}"
+            f"  {f'{speed:,.0f}' if speed else '—':>6}  {point}"
         )
+    print("   * events/s of the whole run with the pauses between slices taken out")
     full = [
-        r for r in memory if r["user_idle_ttl_s"] >= 1e6 and "bytes_per_resident_user" in r
+        r
+        for r in memory
+        if r["user_idle_ttl_s"] >= NO_EVICTION_TTL_S and "bytes_per_resident_user" in r
     ]
     for a, b in zip(full, full[1:], strict=False):
-        slope = (b["rss_kib"] - a["rss_kib"]) * 1024 / (b["resident_users"] - a["resident_users"])
-        print(
-            f"   marginal {a['resident_users']:,} → {b['resident_users']:,} users: "
-            f"{slope:,.0f} bytes per extra user (item state saturates; this is the per-user cost)"
-        )
-    for r in full:
-        if r["timed_out"]:
-            extrapolated = r["baseline_rss_kib"] * 1024 + r["bytes_per_resident_user"] * r["users"]
+        extra = b["resident_users"] - a["resident_users"]
+        if extra > 0:
+            slope = (b["rss_kib"] - a["rss_kib"]) * 1024 / extra
             print(
-                f"   EXTRAPOLATION (not measured): {r['users']:,} users ≈ "
-                f"{extrapolated / 2**30:.2f} GiB RSS, linear from {r['resident_users']:,} users"
+                f"   marginal {a['resident_users']:,} → {b['resident_users']:,} resident users: "
+                f"{slope:,.0f} B per extra user (item state is shared and saturates)"
             )
-    ttl_runs = [r for r in memory if r["user_idle_ttl_s"] < 1e6 and "baseline_rss_kib" in r]
-    for r in ttl_runs:
+    for r in full:
+        if "slope_bytes_per_user_over_run" in r:
+            print(
+                f"   within the {r['users']:,}-user run: RSS grows {r['slope_bytes_per_user_over_run']:,.0f}"
+                " B per resident user (least squares over its samples)"
+            )
+        if r["timed_out"]:
+            per_user = r.get("slope_bytes_per_user_over_run", r["bytes_per_resident_user"])
+            extrapolated = r["rss_kib"] * 1024 + per_user * (r["users"] - r["resident_users"])
+            print(
+                f"   EXTRAPOLATION (not measured): {r['users']:,} users ≈ {extrapolated / 2**30:.2f} GiB "
+                f"RSS = measured {_mib(r['rss_kib'])} at {r['resident_users']:,} users + "
+                f"{per_user:,.0f} B × the {r['users'] - r['resident_users']:,} users not reached "
+                f"(the full run needs ~{r['events'] / max(r.get('events_per_s_seen', 1), 1):,.0f} s)"
+            )
+    for r in memory:
+        if r["user_idle_ttl_s"] >= NO_EVICTION_TTL_S or "baseline_rss_kib" not in r:
+            continue
         same = next((f for f in full if f["users"] == r["users"]), None)
         line = (
-            f"   ttl {r['user_idle_ttl_s']:g} s, {r['users']:,} users: at slice ends at most "
-            f"{r.get('max_resident_users_at_slice_ends', 0):,} users resident, RSS at most "
-            f"{_mib(r.get('max_rss_kib_at_slice_ends', 0))} (baseline {_mib(r['baseline_rss_kib'])})"
-            f"; {r['parked_states_in_redis']:,} users parked in Redis"
+            f"   ttl {r['user_idle_ttl_s']:g} s, {r['users']:,} users: at most "
+            f"{r['resident_users']:,} resident at once, RSS at most {_mib(r['max_rss_kib_during'])} "
+            f"(baseline {_mib(r['baseline_rss_kib'])}); {r['parked_states_in_redis']:,} parked in Redis"
         )
         if same is not None:
             line += (
-                f"; without eviction {_mib(same['rss_kib'])} with {same['resident_users']:,} resident"
+                f"; without eviction {same['resident_users']:,} resident, {_mib(same['rss_kib'])}"
             )
         print(line)
     for text in skipped:
@@ -1053,7 +1125,7 @@ def print_dedup(d: dict[str, Any], user_state: dict[str, Any] | None) -> None:
     )
     for name, row in d["per_id"].items():
         print(
-            f"   {name:<20} {row['bytes_per_id_with_string']:6.0f} B/id incl. the id string, "
+            f"   {name:<28} {row['bytes_per_id_with_string']:6.0f} B/id incl. the id string, "
             f"{row['bytes_per_id_excl_string']:5.0f} B/id excl. (getsizeof: {row['getsizeof_bytes_per_id']:.0f})"
         )
     print(
@@ -1064,7 +1136,7 @@ def print_dedup(d: dict[str, Any], user_state: dict[str, Any] | None) -> None:
     )
     print(
         f"   synthetic users with 2–3 ids: {d['synthetic_2_to_3_ids_bytes_per_user']:,.0f} B per user; "
-        f"worst case (max_ids full): {d['worst_case_bytes_per_user_at_max_ids'] / 2**20:.1f} MiB per user"
+        f"worst case (max_ids of uuid4 ids): {d['worst_case_bytes_per_user_at_max_ids'] / 2**20:.1f} MiB per user"
     )
     if user_state is not None:
         print(
@@ -1116,7 +1188,11 @@ def main() -> None:
     print(
         f"freshrec pipeline benchmark: {len(events):,} Taobao events, {len(user_ids):,} users; "
         f"commit {git['commit']}"
-        + (f" + {len(git['uncommitted_files'])} uncommitted files" if git["uncommitted_files"] else "")
+        + (
+            f" + {len(git['uncommitted_files'])} uncommitted files"
+            if git["uncommitted_files"]
+            else ""
+        )
         + f"; {os.cpu_count()} cpus"
     )
     prefixes: list[str] = []
@@ -1150,7 +1226,9 @@ def main() -> None:
         if not args.skip_memory:
             memory: list[dict[str, Any]] = []
             skipped: list[str] = []
-            plan = [(int(u), 1e9) for u in args.users.split(",") if u]
+            pool = run_dir / "item_pool.json"
+            write_item_pool(pool)
+            plan = [(int(u), NO_EVICTION_TTL_S) for u in args.users.split(",") if u]
             if args.ttl_users:
                 plan.insert(min(2, len(plan)), (args.ttl_users, 1.0))
             for users, ttl_s in plan:
@@ -1159,11 +1237,11 @@ def main() -> None:
                     skipped.append(f"{users:,} users, ttl {ttl_s:g} s (time budget spent)")
                     continue
                 memory.append(
-                    run_memory(settings, run_dir, prefixes, users, ttl_s, args, remaining)
+                    run_memory(settings, run_dir, prefixes, users, ttl_s, args, remaining, pool)
                 )
             result["memory"] = memory
             result["memory_skipped"] = skipped
-            print_memory(memory, skipped)
+            print_memory(memory, skipped, args.events_per_user)
         print_dedup(result["dedup"], result["user_state"])
         ok = True
     finally:

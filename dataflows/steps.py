@@ -123,9 +123,34 @@ class Alarm:
     detail: str
 
 
-UserStepOutput = UserOutput | ParkedUser | ItemUpdate | CoVisit | SegmentHit | FeedbackHit | Alarm
+@dataclass(frozen=True, slots=True)
+class HoldoutSample:
+    """A sampled interaction with the user's vector before it: model validation data."""
+
+    key: str
+    user_vector: bytes
+    item_id: str
+
+
+UserStepOutput = (
+    UserOutput
+    | ParkedUser
+    | ItemUpdate
+    | CoVisit
+    | SegmentHit
+    | FeedbackHit
+    | Alarm
+    | HoldoutSample
+)
 StateWrite = (
-    UserOutput | ParkedUser | ItemWrite | NeighboursOutput | SegmentPopularityWrite | FeedbackWrite
+    UserOutput
+    | ParkedUser
+    | ItemWrite
+    | NeighboursOutput
+    | SegmentPopularityWrite
+    | FeedbackWrite
+    | Alarm
+    | HoldoutSample
 )
 
 
@@ -192,6 +217,9 @@ class UserModelLogic(StatefulBatchLogic[EnrichedEvent, UserStepOutput, UserSnaps
                 boost = 1.0
                 if self.quality is not None:
                     if self.quality.sampled(event.event_id):
+                        out.append(
+                            HoldoutSample(event.event_id, state.vector.tobytes(), event.item_id)
+                        )
                         warmup = self.quality.evaluate(
                             event.event_id, state.vector, event.item_id, self.replica
                         )
@@ -404,6 +432,7 @@ class _RedisPartition(StatelessSinkPartition[StateWrite]):
         segments: dict[tuple[str, str], SegmentPopularityWrite] = {}
         feedback: dict[tuple[str, str, float], FeedbackWrite] = {}
         alarms: list[Alarm] = []
+        holdout: list[tuple[str, bytes, str]] = []
         for item in items:
             if isinstance(item, UserOutput):
                 users[item.user_id] = item.record
@@ -417,6 +446,8 @@ class _RedisPartition(StatelessSinkPartition[StateWrite]):
                 segments[(item.segment, item.item_id)] = item
             elif isinstance(item, Alarm):
                 alarms.append(item)
+            elif isinstance(item, HoldoutSample):
+                holdout.append((item.key, item.user_vector, item.item_id))
             elif isinstance(item, FeedbackWrite):
                 feedback[(item.model, item.segment, item.window.start_s)] = item
             else:
@@ -441,6 +472,7 @@ class _RedisPartition(StatelessSinkPartition[StateWrite]):
         retry_while_unreachable(
             lambda: self.store.park_user_states(list(parked.items()), self.parked_ttl_s)
         )
+        retry_while_unreachable(lambda: self.store.append_holdout(holdout))
         for alarm in alarms:
             fields = {"kind": alarm.kind, "scope": alarm.scope, "detail": alarm.detail}
             retry_while_unreachable(lambda f=fields: self.store.append_alarm(f))

@@ -99,6 +99,21 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lifecycle(args: argparse.Namespace) -> int:
+    import logging
+
+    from freshrec.lifecycle import build_lifecycle, run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    lifecycle = build_lifecycle(load_settings())
+    if args.once:
+        for action in lifecycle.step():
+            print(action)
+        return 0
+    run(lifecycle, args.interval_s)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from freshrec.demo import run_demo
 
@@ -136,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--via", choices=["api", "kafka"], default="api")
     replay.add_argument("--api", help="API base URL (default: from settings)")
     replay.set_defaults(func=_replay)
+
+    lifecycle = sub.add_parser(
+        "lifecycle", help="snapshot, validate, promote and roll back model versions"
+    )
+    lifecycle.add_argument("--once", action="store_true", help="one step, then exit")
+    lifecycle.add_argument("--interval-s", type=float, default=5.0)
+    lifecycle.set_defaults(func=_lifecycle)
 
     demo = sub.add_parser("demo", help="the live demo on the embedded stack")
     demo.add_argument("--limit", type=int, default=20_000, help="Taobao events to replay")

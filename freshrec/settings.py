@@ -92,6 +92,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Per-user Page-Hinkley on the prequential loss, with refit and learning-rate boost."""
     prequential_sample_every: int = 10
     """Evaluate one event in N (by event id) test-then-train for the live HR@10; 0: off."""
+    model_snapshot_every_s: float = 300.0
+    """How often ``freshrec lifecycle`` freezes the live item factors as a candidate."""
+    model_holdout_min: int = 300
+    """Held-out interactions needed to validate a candidate or judge a promotion."""
+    model_promotion_margin: float = 0.05
+    model_rollback_margin: float = 0.2
     recovery_partitions: int = 4
     """Recovery partitions created by ``freshrec worker -r DIR`` on first use: the most worker
     processes the deployment will ever run (Bytewax cannot add partitions later)."""

@@ -16,6 +16,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
+from freshrec.lifecycle import build_lifecycle
 from freshrec.settings import Settings, load_settings
 from serving.auth import admin_guard
 from serving.bench_endpoints import BenchController
@@ -23,6 +24,7 @@ from serving.errors import EXCEPTION_HANDLERS
 from serving.ingest import EventsController
 from serving.item_index import ItemIndex
 from serving.items import ItemsController
+from serving.models import ModelsController
 from serving.monitoring import MonitoringController, latency_middleware, start_api_monitor
 from serving.producer import EventProducer
 from serving.recommendations import RecommendationsController
@@ -46,6 +48,7 @@ def create_app(settings: Settings) -> Litestar:
         settings.item_refresh_ms / 1000,
     )
     recommender = Recommender(store, index)
+    lifecycle = build_lifecycle(settings)
     producer_box: list[EventProducer] = []
 
     @asynccontextmanager
@@ -70,7 +73,7 @@ def create_app(settings: Settings) -> Litestar:
     @get("/health", tags=["system"], sync_to_thread=False, summary="Liveness and dependencies")
     def health() -> Health:
         matrix = index.current
-        return Health("ok", index.redis_ok, matrix.size, matrix.seq)
+        return Health("ok", index.redis_ok, matrix.size, matrix.seq, matrix.model_version)
 
     prometheus = PrometheusConfig(
         app_name="freshrec",
@@ -86,11 +89,13 @@ def create_app(settings: Settings) -> Litestar:
             health,
             MetricsController,
             MonitoringController,
+            ModelsController,
             *([BenchController] if settings.bench_endpoints else []),
         ],
         middleware=[prometheus.middleware, latency_middleware],
         dependencies={
             "store": Provide(lambda: store, sync_to_thread=False),
+            "lifecycle": Provide(lambda: lifecycle, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "producer": Provide(lambda: producer_box[0], sync_to_thread=False),
             "recommender": Provide(lambda: recommender, sync_to_thread=False),

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from serving.candidates import ANN_MIN_ITEMS, CandidateIndex, CandidateMaintainer
+from state.model_registry import ModelRegistry
 from state.records import CatalogueItem, Vector
 from state.store import RedisStore
 
@@ -46,6 +47,8 @@ class ItemMatrix:
     """Bumped on every publish (vectors, catalogue facts or candidate view changed)."""
     candidates: CandidateIndex | None = None
     """Graph + delta for candidate generation; None while brute force serves."""
+    model_version: str = ""
+    """The promoted model version whose item vectors are served ("" = the live stream)."""
 
     @property
     def size(self) -> int:
@@ -113,11 +116,68 @@ class ItemIndex:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lists_every = max(1, int(1.0 / refresh_interval_s))
+        self.registry = ModelRegistry(store)
+        self.pinned: frozenset[str] = frozenset()
+        """Items whose vectors come from the active model version, not the live stream."""
+
+    # --- model versions -----------------------------------------------------------------
+    def _sync_model_version(self) -> bool:
+        """Follow the registry's active version; True if the served vectors were swapped.
+
+        On a change the matrix is rebuilt from scratch: every live vector, then the active
+        version's vectors on top. Items the version does not know keep following the stream.
+        """
+        active = self.registry.active_id() or ""
+        if active == self.current.model_version:
+            return False
+        loaded = self.registry.load(active) if active else None
+        if active and loaded is None:
+            return False  # pointer to a missing version: keep serving what we have
+        cur = self.current
+        live = self.store.read_item_changes(0)
+        ids = list(live.item_ids)
+        rows = {item_id: n for n, item_id in enumerate(ids)}
+        vectors = [live.vectors]
+        pinned: set[str] = set()
+        if loaded is not None:
+            snap_ids, snap_matrix = loaded
+            extra = [i for i in snap_ids if i not in rows]
+            for item_id in extra:
+                rows[item_id] = len(ids)
+                ids.append(item_id)
+            vectors.append(np.zeros((len(extra), self.store.factors), np.float32))
+            pinned = set(snap_ids)
+        matrix = np.concatenate(vectors) if vectors else np.zeros((0, self.store.factors))
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        if loaded is not None:
+            snap_ids, snap_matrix = loaded
+            matrix[[rows[i] for i in snap_ids]] = snap_matrix
+        cat = self.catalogue
+        codes = np.array([cat.item_category.get(i, NO_CATEGORY) for i in ids], np.int32)
+        unavailable = np.array([i in cat.unavailable for i in ids], np.bool_)
+        self.pinned = frozenset(pinned)
+        self.candidates.changed(range(len(ids)))
+        self.candidates.step(matrix)
+        self.current = ItemMatrix(
+            tuple(ids),
+            rows,
+            matrix,
+            codes,
+            unavailable,
+            max(live.max_seq, cur.seq),
+            cur.generation + 1,
+            self.candidates.published(),
+            active,
+        )
+        log.info("serving item vectors from %s", active or "the live stream")
+        return True
 
     # --- refresh ------------------------------------------------------------------------
     def refresh(self) -> int:
         """Pull changed item factors and catalogue entries; return how many changed."""
         changed = self._refresh_catalogue()
+        if self._sync_model_version():
+            return self.current.size
         cur = self.current
         changes = self.store.read_item_changes(cur.seq)
         if not changes.item_ids and not changed:
@@ -145,6 +205,14 @@ class ItemIndex:
             for offset, item_id in enumerate(new_ids):
                 rows[item_id] = cur.size + offset
             ids = ids + tuple(new_ids)
+        if self.pinned:  # the active version's items keep its vectors
+            keep = [n for n, i in enumerate(changes.item_ids) if i not in self.pinned]
+            changes = dataclasses.replace(
+                changes,
+                item_ids=[changes.item_ids[n] for n in keep],
+                vectors=changes.vectors[keep],
+                categories=[changes.categories[n] for n in keep],
+            )
         if changes.item_ids:
             target = np.fromiter((rows[i] for i in changes.item_ids), np.intp)
             # Rows of existing items are overwritten in place: a request racing with this
@@ -167,6 +235,7 @@ class ItemIndex:
             changes.max_seq,
             cur.generation + 1,
             self.candidates.published(),
+            cur.model_version,
         )
         return len(touched)
 

@@ -81,3 +81,5 @@ class Health(msgspec.Struct, frozen=True):
     redis: bool
     items_in_index: int
     item_matrix_seq: int
+    model_version: str = ""
+    """The promoted model version serving uses ("" = the live stream)."""

@@ -96,6 +96,25 @@ class Keys:
         return f"{self.prefix}:alarms"
 
     @property
+    def holdout(self) -> str:
+        """Stream of test-then-train samples: user vector before the event, item, time."""
+        return f"{self.prefix}:holdout"
+
+    @property
+    def model_versions(self) -> str:
+        """Hash version id -> model version record (JSON)."""
+        return f"{self.prefix}:mv"
+
+    def model_blob(self, version_id: str) -> str:
+        """String: a version's item ids and factor matrix (msgpack)."""
+        return f"{self.prefix}:mv:blob:{version_id}"
+
+    @property
+    def active_model(self) -> str:
+        """String: id of the model version serving uses (absent: the live stream)."""
+        return f"{self.prefix}:mv:active"
+
+    @property
     def model_meta(self) -> str:
         """Hash: factor dimension and other facts serving must agree on."""
         return f"{self.prefix}:model"

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
+import numpy as np
 import redis
 
 from operators.feedback import WindowCounts
+from operators.model_validation import HeldOut
 from state.keys import Keys
 from state.records import (
     CatalogueItem,
@@ -309,6 +311,34 @@ class RedisStore:
             sample["id_ms"] = float(entry_id.decode().split("-")[0])
             out.append(sample)
         return out
+
+    def append_holdout(
+        self, samples: Sequence[tuple[str, bytes, str]], max_len: int = 20_000
+    ) -> None:
+        """Add test-then-train samples: (key, user vector before the event, item id)."""
+        if not samples:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for key, vector, item_id in samples:
+            pipe.xadd(
+                self.keys.holdout,
+                {"key": key, "vector": vector, "item": item_id},
+                maxlen=max_len,
+                approximate=True,
+            )
+        pipe.execute()
+
+    def holdout_since(self, since_ms: int, count: int = 5000) -> list[HeldOut]:
+        """Held-out samples recorded after ``since_ms`` (oldest first)."""
+        rows = self.client.xrange(self.keys.holdout, min=f"({since_ms}", count=count)
+        return [
+            HeldOut(
+                fields[b"key"].decode(),
+                np.frombuffer(fields[b"vector"], np.float32).copy(),
+                fields[b"item"].decode(),
+            )
+            for _, fields in rows
+        ]
 
     def append_alarm(self, alarm: dict[str, str], max_len: int = 10_000) -> None:
         """Record a drift alarm or recalibration (visible on the dashboard)."""
