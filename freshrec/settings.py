@@ -115,6 +115,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_port: int = 8000
     api_workers: int = 1
     max_k: int = 100
+    ingest_rate_limit_per_s: int = 500
+    """Ingest requests per second per client address; 0: no limit. Each
+    API process counts for itself (in memory), so the limit is per process."""
     admin_api_key: str = ""
     """Key for admin endpoints; empty disables them."""
     bench_endpoints: bool = False

@@ -9,9 +9,11 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from litestar import Litestar, get
+from litestar import Litestar, Request, Router, get
 from litestar.di import Provide
+from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
@@ -83,7 +85,7 @@ def create_app(settings: Settings) -> Litestar:
     )
     return Litestar(
         route_handlers=[
-            EventsController,
+            ingest_router(settings),
             RecommendationsController,
             ItemsController,
             health,
@@ -112,6 +114,26 @@ def create_app(settings: Settings) -> Litestar:
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
     )
+
+
+def ingest_router(settings: Settings) -> Router:
+    """The ingest endpoint, rate-limited per client when a limit is set."""
+    limit = settings.ingest_rate_limit_per_s
+    middleware = (
+        [RateLimitConfig(rate_limit=("second", limit), identifier_for_request=client_id).middleware]
+        if limit
+        else []
+    )
+    return Router(path="/", route_handlers=[EventsController], middleware=middleware)
+
+
+def client_id(request: Request[Any, Any, Any]) -> str:
+    """Who a rate limit applies to: the client address.
+
+    Behind a proxy, put the limit there or trust its X-Forwarded-For via a proxy-headers
+    middleware: an unchecked header would let anyone pick a fresh identity per request.
+    """
+    return request.client.host if request.client else "unknown"
 
 
 class MetricsController(PrometheusController):
