@@ -187,15 +187,22 @@ def decode_event(
     try:
         # Fast path: canonical, valid JSON straight into the Struct.
         event = _decoder.decode(payload)
-    except (msgspec.DecodeError, RecursionError) as exc:
+    # msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8 inside a string.
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         try:
             raw = msgspec.json.decode(payload)
-        except msgspec.DecodeError:
-            return [FieldError("$", f"Invalid JSON: {exc}")]
+        except (msgspec.DecodeError, UnicodeDecodeError) as inner:
+            return [FieldError("$", f"Invalid JSON: {_json_error(inner)}")]
         except RecursionError:  # ~1,000 nested brackets: refuse, never crash the worker
             return [FieldError("$", "JSON nested too deeply")]
         return validate_event(raw, now=now, max_future_skew_s=max_future_skew_s)
     return _check_semantics(event, now=now, max_future_skew_s=max_future_skew_s, path="$")
+
+
+def _json_error(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"invalid UTF-8 in a string ({exc.reason})"
+    return str(exc)
 
 
 def errors_as_reason(errors: list[FieldError]) -> str:

@@ -70,6 +70,8 @@ async def ingest(
         raise ClientException(f"Body is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise ClientException("Body is not valid JSON: nested too deeply") from exc
+    except UnicodeDecodeError as exc:  # invalid UTF-8 inside a string: msgspec's own error type
+        raise ClientException(f"Body is not valid JSON: invalid UTF-8 ({exc.reason})") from exc
     batch = raw if isinstance(raw, list) else [raw]
     if len(batch) > settings.max_batch_events:
         raise PayloadTooLarge(
