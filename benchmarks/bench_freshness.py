@@ -84,6 +84,7 @@ def main() -> None:
                 time.sleep(0.01)
             catch_up_s = time.monotonic() - caught_up_from
             latencies, acks = run_clicks(url, events, args.clicks)
+            worker_samples = store.monitor_samples("worker", 0, count=100_000)
         finally:
             processes.stop(api)
             processes.stop(worker)
@@ -95,6 +96,8 @@ def main() -> None:
         "catch_up_after_replay_s": catch_up_s,
         "click_to_changed_recommendations": percentiles(latencies),
         "post_ack": percentiles(acks),
+        "click_latencies_ms": latencies,
+        "worker_samples": worker_samples,
     }
     print(
         f"ingest via API   : {ingest.events_per_s:10,.0f} events/s ({args.events:,} events, batches of 500)"

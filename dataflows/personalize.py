@@ -102,6 +102,10 @@ def _is_segment_hit(x: object) -> bool:
     return isinstance(x, steps.SegmentHit)
 
 
+def _holdout_item(x: object) -> str | None:
+    return x.item_id if isinstance(x, steps.HoldoutSample) else None
+
+
 def _is_feedback_hit(x: object) -> bool:
     return isinstance(x, steps.FeedbackHit)
 
@@ -180,6 +184,12 @@ def build_flow(settings: Settings, source: Source[object] | None = None) -> Data
         ),
     )
     to_segments = op.branch("split_segment_hits", to_feedback.falses, _is_segment_hit)
+    sampled_items = op.filter_map("sampled_items", to_segments.falses, _holdout_item)
+    popularity_alarms = op.stateful_batch(
+        "popularity_shift",
+        op.key_on("key_all", sampled_items, lambda _: "all"),
+        lambda resume: steps.PopularityShiftLogic(resume, settings.popularity_shift_window),
+    )
     by_segment_item = op.key_on("key_by_segment_item", to_segments.trues, _segment_item_key)
     segment_out = op.stateful_batch(
         "segment_popularity",
@@ -192,6 +202,7 @@ def build_flow(settings: Settings, source: Source[object] | None = None) -> Data
         op.key_rm("unkey_item", item_out),
         op.key_rm("unkey_segment", segment_out),
         op.key_rm("unkey_feedback", feedback_out),
+        op.key_rm("unkey_popularity_shift", popularity_alarms),
     )
     op.output(
         "redis_out",

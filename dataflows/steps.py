@@ -30,11 +30,22 @@ from operators.enrich import EventContext
 from operators.feedback import FeedbackWindows, WindowCounts, model_of
 from operators.isgd import IsgdParams
 from operators.item_state import ItemConfig, ItemSnapshot, ItemState
+from operators.page_hinkley import PageHinkley
+from operators.popularity_shift import PopularityShift, PopularityShiftSnapshot
+from operators.recalibration import (
+    GlobalRecalibration,
+    GlobalRecalibrationConfig,
+    GlobalRecalibrationSnapshot,
+)
 from operators.user_state import CoVisit, ItemUpdate, UserConfig, UserSnapshot, UserState
 from state.records import NeighboursRecord, UserRecord, decode_user_state, encode_user_state
 from state.store import FeedbackWrite, ItemWrite, RedisStore, SegmentPopularityWrite
 
 log = logging.getLogger(__name__)
+
+#: CTR drift per (model, segment): ADWIN, alarms on drops only; warm-up unused here (the
+#: alarm is the output), so the multipliers of the decision are not applied.
+CTR_DRIFT = GlobalRecalibrationConfig(detector="adwin", mode="down")
 
 T = TypeVar("T")
 BACKOFF_START_S = 0.05
@@ -369,29 +380,73 @@ class SegmentPopularityLogic(
         return self.snap
 
 
-FeedbackSnapshot = tuple[str, str, tuple[WindowCounts, ...]]
+FeedbackSnapshot = tuple[str, str, tuple[WindowCounts, ...], GlobalRecalibrationSnapshot | None]
 
 
-class FeedbackLogic(StatefulBatchLogic[FeedbackHit, FeedbackWrite, FeedbackSnapshot]):
-    """Per (model, segment) step: windowed impressions, clicks and conversions."""
+class FeedbackLogic(StatefulBatchLogic[FeedbackHit, FeedbackWrite | Alarm, FeedbackSnapshot]):
+    """Per (model, segment) step: windowed feedback counts and click-through drift.
+
+    CTR drift: ADWIN on the click/impression stream, whose mean CTR / (1 + CTR) is
+    monotone in the CTR, so a drop in it is a drop in CTR.
+    """
 
     def __init__(self, snap: FeedbackSnapshot | None, window_s: float, keep: int) -> None:
         self.model, self.segment = ("", "") if snap is None else snap[:2]
         windows = () if snap is None else snap[2]
         self.windows = FeedbackWindows.restore(windows, window_s, keep)
+        self.ctr_drift = (
+            GlobalRecalibration(CTR_DRIFT)
+            if snap is None or snap[3] is None
+            else GlobalRecalibration.restore(snap[3], CTR_DRIFT)
+        )
 
-    def on_batch(self, values: list[FeedbackHit]) -> tuple[Iterable[FeedbackWrite], bool]:
+    def on_batch(self, values: list[FeedbackHit]) -> tuple[Iterable[FeedbackWrite | Alarm], bool]:
         self.model, self.segment = values[0].model, values[0].segment
         touched: dict[float, WindowCounts] = {}
+        out: list[FeedbackWrite | Alarm] = []
         for hit in values:
             counts = self.windows.add(hit.event_type, hit.ts_s)
             if counts is not None:
                 touched[counts.start_s] = counts
-        writes = [FeedbackWrite(self.model, self.segment, w) for w in touched.values()]
-        return writes, StatefulBatchLogic.RETAIN
+            if hit.event_type in ("rec_impression", "rec_click"):
+                warmup = self.ctr_drift.update(1.0 if hit.event_type == "rec_click" else 0.0)
+                if warmup is not None:
+                    metrics.DRIFT_ALARMS.labels("global").inc()
+                    detail = (
+                        f"CTR of {self.model} in {self.segment} dropped: click share "
+                        f"{warmup.mean_before:.3f} -> {warmup.mean_after:.3f}"
+                    )
+                    out.append(Alarm("ctr drift", "global", detail))
+        out += [FeedbackWrite(self.model, self.segment, w) for w in touched.values()]
+        return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> FeedbackSnapshot:
-        return (self.model, self.segment, self.windows.snapshot())
+        return (self.model, self.segment, self.windows.snapshot(), self.ctr_drift.snapshot())
+
+
+class PopularityShiftLogic(StatefulBatchLogic[str, Alarm, PopularityShiftSnapshot]):
+    """The single global step watching the item-popularity distribution (sampled events)."""
+
+    def __init__(self, snap: PopularityShiftSnapshot | None, window: int) -> None:
+        self.shift = PopularityShift(window)
+        if snap is not None:
+            self.shift.current.update(dict(snap.current))
+            self.shift.previous.update(dict(snap.previous))
+            self.shift.detector = PageHinkley.from_state(snap.detector)
+            self.shift.last_divergence = snap.last_divergence
+
+    def on_batch(self, values: list[str]) -> tuple[Iterable[Alarm], bool]:
+        out = []
+        for item_id in values:
+            divergence = self.shift.add(item_id)
+            if divergence is not None:
+                metrics.DRIFT_ALARMS.labels("global").inc()
+                detail = f"item popularity shifted: JS divergence {divergence:.3f} between windows"
+                out.append(Alarm("popularity drift", "global", detail))
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> PopularityShiftSnapshot:
+        return self.shift.snapshot()
 
 
 def build_user_logic(

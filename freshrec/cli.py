@@ -114,6 +114,20 @@ def _lifecycle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import runpy
+
+    from freshrec.processes import PROJECT_ROOT
+
+    harness = PROJECT_ROOT / "benchmarks" / "harness.py"
+    sys.argv = [str(harness), args.which, *(["--quick"] if args.quick else [])]
+    try:
+        runpy.run_path(str(harness), run_name="__main__")
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from freshrec.demo import run_demo
 
@@ -158,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     lifecycle.add_argument("--once", action="store_true", help="one step, then exit")
     lifecycle.add_argument("--interval-s", type=float, default=5.0)
     lifecycle.set_defaults(func=_lifecycle)
+
+    bench = sub.add_parser("bench", help="run benchmarks; write a Markdown report with plots")
+    bench.add_argument(
+        "which", choices=["all", "freshness", "pipeline", "serving", "quality", "drift"]
+    )
+    bench.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
+    bench.set_defaults(func=_bench)
 
     demo = sub.add_parser("demo", help="the live demo on the embedded stack")
     demo.add_argument("--limit", type=int, default=20_000, help="Taobao events to replay")

@@ -98,6 +98,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Held-out interactions needed to validate a candidate or judge a promotion."""
     model_promotion_margin: float = 0.05
     model_rollback_margin: float = 0.2
+    popularity_shift_window: int = 2000
+    """Sampled interactions per window of the popularity-distribution drift detector."""
     recovery_partitions: int = 4
     """Recovery partitions created by ``freshrec worker -r DIR`` on first use: the most worker
     processes the deployment will ever run (Bytewax cannot add partitions later)."""
