@@ -11,6 +11,7 @@ failing): the last good popular list kept in process, flagged ``fallback``.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -25,12 +26,14 @@ from operators.ranking import explain_by_similarity, top_k
 from serving.candidates import allowed_rows
 from serving.item_index import NO_CATEGORY, ItemIndex, ItemMatrix
 from serving.schemas import Recommendations, RecommendedItem, SimilarItems
-from state.records import UserRecord, vector_from_bytes
+from state.records import NeighboursRecord, UserRecord, vector_from_bytes
 from state.store import RedisStore
 
 log = logging.getLogger(__name__)
 
 MODEL_ID = "isgd"
+NEIGHBOUR_CACHE_S = 1.0
+NEIGHBOUR_CACHE_SIZE = 100_000
 EVIDENCE_HALF = 5.0
 """Events after which a user's own vector weighs as much as popularity."""
 COVISIT_WEIGHT = 0.3
@@ -76,6 +79,9 @@ class Recommender:
     def __init__(self, store: RedisStore, index: ItemIndex) -> None:
         self.store = store
         self.index = index
+        self._neighbour_cache: OrderedDict[str, tuple[float, NeighboursRecord | None]] = (
+            OrderedDict()
+        )
         self._results: OrderedDict[str, tuple[tuple[object, ...], list[RecommendedItem]]] = (
             OrderedDict()
         )
@@ -265,6 +271,23 @@ class Recommender:
                 scores[row] = 1.0 - rank / len(popular)
         return scores
 
+    def _neighbours(self, item_ids: Sequence[str]) -> list[NeighboursRecord | None]:
+        """Neighbour lists, from a short-lived in-process cache or one Redis round trip.
+
+        Co-visitation moves slowly (half-life of days); a second of staleness saves a Redis
+        round trip on most requests, where it was the largest single cost after scoring.
+        """
+        now = time.monotonic()
+        missing = [
+            i for i in item_ids if (hit := self._neighbour_cache.get(i)) is None or hit[0] < now
+        ]
+        if missing:
+            for item_id, record in zip(missing, self.store.neighbours_many(missing), strict=True):
+                self._neighbour_cache[item_id] = (now + NEIGHBOUR_CACHE_S, record)
+            while len(self._neighbour_cache) > NEIGHBOUR_CACHE_SIZE:
+                self._neighbour_cache.popitem(last=False)
+        return [self._neighbour_cache[i][1] for i in item_ids]
+
     def _covisitation_boost(
         self, scores: npt.NDArray[np.float32], matrix: ItemMatrix, sources: Sequence[str]
     ) -> dict[int, str]:
@@ -272,7 +295,7 @@ class Recommender:
         led_by: dict[int, str] = {}
         if not sources:
             return led_by
-        for source, record in zip(sources, self.store.neighbours_many(sources), strict=True):
+        for source, record in zip(sources, self._neighbours(sources), strict=True):
             if record is None or not record.item_ids:
                 continue
             top = record.scores[0]
