@@ -116,7 +116,10 @@ class CoVisitation:
         """The ``k`` items most co-visited with the user's recent ones, best first."""
         banned = set(exclude)
         ranked = sorted(
-            ((-score, item) for item, score in self.scores(user_id, now_s).items()
-             if item not in banned),
+            (
+                (-score, item)
+                for item, score in self.scores(user_id, now_s).items()
+                if item not in banned
+            ),
         )
         return [item for _, item in ranked[:k]]

@@ -165,7 +165,7 @@ class OnlineFM:
         item_sq = np.einsum("nmk,nmk->n", v, v)
         joint = item_sum + q_sum[None, :]
         pair = 0.5 * (np.einsum("nk,nk->n", joint, joint) - item_sq)
-        result: npt.NDArray[np.float64] = (
-            base + self.weights[table].sum(axis=1) + pair
-        ).astype(np.float64)
+        result: npt.NDArray[np.float64] = (base + self.weights[table].sum(axis=1) + pair).astype(
+            np.float64
+        )
         return result
