@@ -52,6 +52,9 @@ def _worker(args: argparse.Namespace) -> int:
         env["BYTEWAX_DATAFLOW_API_PORT"] = str(
             settings.worker_metrics_port + (args.process_id or 0)
         )
+        # Bytewax writes the flow's JSON description for its API server into this directory
+        # (default: the working directory): keep it in the run dir, not the repository.
+        env["BYTEWAX_DATAFLOW_API_CACHE_PATH"] = str(Path(settings.run_dir).resolve())
     # exec: the worker *is* this process, so signals and exit codes are bytewax's own.
     os.execvpe(argv[0], argv, env)
     return 0  # unreachable
