@@ -22,7 +22,7 @@ from freshrec.lifecycle import build_lifecycle
 from freshrec.settings import Settings, load_settings
 from serving.auth import admin_guard
 from serving.bench_endpoints import BenchController
-from serving.errors import EXCEPTION_HANDLERS
+from serving.errors import EXCEPTION_HANDLERS, JsonBodyRequest
 from serving.ingest import EventsController
 from serving.item_index import ItemIndex
 from serving.items import ItemsController
@@ -103,6 +103,7 @@ def create_app(settings: Settings) -> Litestar:
             "recommender": Provide(lambda: recommender, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        request_class=JsonBodyRequest,
         guards=[_only_admin(admin_guard(settings))],
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,

@@ -8,13 +8,15 @@ valid events of the same batch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
 
 from freshrec import metrics
 from freshrec.events import Event, encode_event, errors_as_reason, validate_event
@@ -29,6 +31,53 @@ class PayloadTooLarge(ClientException):
     status_code = 413
 
 
+EXAMPLE_EVENT: dict[str, Any] = {
+    "event_id": "e-1",
+    "user_id": "u-42",
+    "item_id": "sku-7",
+    "type": "view",
+    "ts": "2026-11-29T10:00:00+01:00",
+    "session_id": "s-9",
+    "category_id": "shoes",
+    "context": {"device": "mobile", "country": "DE"},
+}
+
+
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    """``msgspec.json.schema`` output with its ``$defs`` references inlined (no recursion)."""
+    if isinstance(node, dict):
+        if set(node) == {"$ref"}:
+            return _inline_refs(defs[node["$ref"].rpartition("/")[2]], defs)
+        return {k: _inline_refs(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
+def _events_body_schema() -> dict[str, Any]:
+    # An empty array is refused (400); the upper bound is `max_batch_events`, 1,000 by default.
+    batch = Annotated[list[Event], msgspec.Meta(min_length=1, max_length=1000)]
+    schema = msgspec.json.schema(Event | batch)
+    return _inline_refs(schema, schema.get("$defs", {}))  # type: ignore[no-any-return]
+
+
+@dataclass
+class _EventsOperation(Operation):
+    """Documents the body the handler reads raw: one event or an array of them."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            content={
+                "application/json": OpenAPIMediaType(
+                    schema=_events_body_schema(),  # type: ignore[arg-type]
+                    examples={"one event": {"value": EXAMPLE_EVENT}},  # type: ignore[dict-item]
+                )
+            },
+            required=True,
+            description="One event object, or an array of up to `max_batch_events` events.",
+        )
+
+
 class EventsController(Controller):
     """Event ingestion."""
 
@@ -38,6 +87,7 @@ class EventsController(Controller):
     @post(
         "/",
         status_code=202,
+        operation_class=_EventsOperation,
         summary="Send one interaction event or a batch (JSON object or array)",
         description=(
             "Accepts one event object or an array of up to `max_batch_events` events. "
