@@ -377,8 +377,12 @@ class LocalStack:
             wait_for_kafka(stack.info.kafka_bootstrap, 1.0)
     """
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, redis_aof: bool = False) -> None:
+        """``redis_aof`` starts the embedded Redis with an append-only file in the run dir
+        (fsync every second), so :meth:`stop_redis` / :meth:`start_redis` is an outage that
+        keeps the data, as a persistent production Redis would; off, a restart is empty."""
         self._settings = settings
+        self._redis_aof = redis_aof
         self._servers: dict[str, _Server] = {}
         self._info: StackInfo | None = None
 
@@ -484,7 +488,8 @@ class LocalStack:
         self._record()
 
     def start_redis(self) -> None:
-        """Start the embedded Redis again on the same port (empty: persistence is off)."""
+        """Start the embedded Redis again on the same port: empty, or (``redis_aof``) with
+        what its append-only file holds — everything, after a :meth:`stop_redis`."""
         self._restart(REDIS)
 
     def __enter__(self) -> Self:
@@ -524,8 +529,11 @@ class LocalStack:
             LOOPBACK_HOST,
             "--save",
             "",
-            "--appendonly",
-            "no",
+            *(
+                ("--appendonly", "yes", "--appendfsync", "everysec")
+                if self._redis_aof
+                else ("--appendonly", "no")
+            ),
             "--dir",
             str(redis_dir),
             "--daemonize",
