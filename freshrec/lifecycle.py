@@ -108,7 +108,8 @@ class Lifecycle:
         versions = self.registry.versions()
         newest = max((v.created_at for v in versions), default=0.0)
         pending = [v for v in versions if v.status == "candidate"]
-        if not pending and self.clock() - newest >= self.config.snapshot_every_s:
+        has_items = self.store.client.hlen(self.store.keys.item_factors) > 0
+        if not pending and has_items and self.clock() - newest >= self.config.snapshot_every_s:
             version = self.registry.snapshot(self.model_config)
             done.append(f"snapshot {version.version_id} ({version.items} items)")
         return done

@@ -47,7 +47,10 @@ class ModelsController(Controller):
 
     @post("/snapshot", summary="Freeze the live item factors as a candidate", sync_to_thread=False)
     def snapshot(self, lifecycle: NamedDependency[Lifecycle]) -> ModelAction:
-        version = lifecycle.registry.snapshot(lifecycle.model_config)
+        try:
+            version = lifecycle.registry.snapshot(lifecycle.model_config)
+        except ValueError as exc:
+            raise ClientException(str(exc)) from exc
         return ModelAction(lifecycle.registry.active_id() or "", f"froze {version.version_id}")
 
     @post(

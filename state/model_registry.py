@@ -60,6 +60,8 @@ class ModelRegistry:
     def snapshot(self, config: dict[str, object]) -> ModelVersion:
         """Freeze the current item factors as a new candidate version."""
         raw = self.store.client.hgetall(self.store.keys.item_factors)
+        if not raw:
+            raise ValueError("no item factors to freeze yet")
         item_ids = [k.decode() for k in raw]
         matrix = matrix_from_blobs(list(raw.values()), self.store.factors)
         version_id = time.strftime("v%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
