@@ -447,7 +447,11 @@ class HostileStream:
 
     # --- only the oracle knows ----------------------------------------------------------
     def mutated(self) -> Fuzzed:
-        value = bytearray(encode_event(self.next_event()))
+        event = self.next_event()
+        # An id at least 4 edits away from every other, so that <= 3 byte edits cannot turn it
+        # into a real event's id (a coincidental duplicate nobody intended).
+        event = msgspec.structs.replace(event, event_id=event.event_id.replace("-", "-mut-", 1))
+        value = bytearray(encode_event(event))
         for _ in range(self.rng.randint(1, 3)):
             pos = self.rng.randrange(len(value))
             op = self.rng.randrange(3)

@@ -188,7 +188,7 @@ def decode_event(
         # Fast path: canonical, valid JSON straight into the Struct.
         event = _decoder.decode(payload)
     # msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8 inside a string.
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         try:
             raw = msgspec.json.decode(payload)
         except (msgspec.DecodeError, UnicodeDecodeError) as inner:
