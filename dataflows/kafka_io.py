@@ -7,6 +7,7 @@ go to the dead-letter topic with the original payload, the reason and where they
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -16,11 +17,15 @@ from bytewax.connectors.kafka import (
     KafkaSinkMessage,
     KafkaSource,
     KafkaSourceMessage,
+    _KafkaSourcePartition,
 )
+from confluent_kafka import TopicPartition
 
 from freshrec import metrics
 from freshrec.events import Event, decode_event, errors_as_reason
 from freshrec.settings import Settings
+
+log = logging.getLogger(__name__)
 
 RawMessage = KafkaSourceMessage[bytes | None, bytes | None]
 
@@ -54,12 +59,57 @@ def consumer_config(settings: Settings) -> dict[str, str]:
         # 0, behind the position this worker resumes from: re-read from the start then,
         # rather than skip to the end and lose what arrives after the outage.
         "auto.offset.reset": "earliest",
+        # Reconnect within a second of a broker's return (default backoff grows to 10 s), so
+        # the recreated topic is seen empty before producers refill it (see build_source).
+        "reconnect.backoff.max.ms": "1000",
     }
+
+
+class _RewindingPartition(_KafkaSourcePartition):
+    """Bytewax's Kafka partition reader, rewound to the start when the log was replaced.
+
+    A memory-only broker (Tansu) restarts with its topics recreated empty. It answers a fetch
+    beyond the new end with an empty batch, not OFFSET_OUT_OF_RANGE, so
+    ``auto.offset.reset`` never fires and the reader would wait at its old offset, silently
+    skipping that many new events. The high watermark of the fetch responses shows it: once
+    it is below the position, the log is not the one read so far — read it from its start.
+    (An event produced before the reader reconnects can still push the new end past the old
+    position unnoticed; the reader reconnects within ~1 s of the broker's return.)
+    """
+
+    def next_batch(self) -> list:  # type: ignore[override]
+        batch = super().next_batch()
+        if not batch:
+            part = TopicPartition(self._topic, self._part_idx)
+            low, high = self._consumer.get_watermark_offsets(part, cached=True)
+            if 0 <= high < self._offset:
+                start = max(low, 0)
+                log.warning(
+                    "%s[%d]: end offset %d is behind position %d (broker lost the topic); "
+                    "reading it again from %d",
+                    self._topic,
+                    self._part_idx,
+                    high,
+                    self._offset,
+                    start,
+                )
+                self._consumer.seek(TopicPartition(self._topic, self._part_idx, start))
+                self._offset = start
+        return batch
+
+
+class _RewindingKafkaSource(KafkaSource):
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: int | None
+    ) -> _KafkaSourcePartition:
+        part = super().build_part(step_id, for_part, resume_state)
+        part.__class__ = _RewindingPartition
+        return part
 
 
 def build_source(settings: Settings) -> KafkaSource:
     """The events topic as a Bytewax source (manual partition assignment, no group)."""
-    return KafkaSource(
+    return _RewindingKafkaSource(
         brokers=settings.kafka_bootstrap.split(","),
         topics=[settings.events_topic],
         tail=settings.consumer_tail,

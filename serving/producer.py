@@ -4,11 +4,17 @@ The API answers 202 only after the broker acknowledged every accepted event. lib
 delivers reports on its own thread (``poll``); they are handed to the event loop as future
 results. ``message.timeout.ms`` equals the API's wait, so a report always arrives: an event
 is either acknowledged or reported failed, never left in limbo behind a 503.
+
+A broker that restarts without its state (Tansu keeps everything in memory) no longer knows
+the idempotent producer's id: librdkafka raises a *fatal* error and the instance refuses every
+later message. The producer is then replaced by a new one, so ingest answers 503 only while
+the broker is really away (``benchmarks/drills.py``'s broker drill).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,23 +41,30 @@ class EventProducer:
 
     def __init__(self, bootstrap: str, *, linger_ms: int, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": linger_ms,
-                "message.timeout.ms": int(timeout_s * 1000),
-                "socket.connection.setup.timeout.ms": 2000,
-            }
-        )
+        self._config = {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": linger_ms,
+            "message.timeout.ms": int(timeout_s * 1000),
+            "socket.connection.setup.timeout.ms": 2000,
+        }
+        self._producer = Producer(self._config)
+        self._renew_lock = threading.Lock()
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
         self._poller.start()
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
-            self._producer.poll(0.01)
+            producer = self._producer
+            try:
+                producer.poll(0.01)
+            except KafkaException as exc:
+                # Without an error_cb, poll() raises librdkafka's fatal errors.
+                if not _is_fatal(exc.args[0]):
+                    raise
+                self._renew(producer)
 
     async def produce(self, records: Sequence[OutRecord]) -> None:
         """Send records; return when all are acknowledged.
@@ -63,9 +76,10 @@ class EventProducer:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[list[KafkaError]] = loop.create_future()
         batch = _BatchAcks(len(records), loop, done)
+        producer = self._producer
         try:
             for record in records:
-                self._producer.produce(
+                producer.produce(
                     record.topic,
                     value=record.value,
                     key=record.key,
@@ -73,6 +87,8 @@ class EventProducer:
                     on_delivery=batch.report,
                 )
         except (BufferError, KafkaException) as exc:
+            if isinstance(exc, KafkaException) and _is_fatal(exc.args[0]):
+                self._renew(producer)
             raise BrokerUnavailable(f"producer queue refused the events: {exc}") from exc
         try:
             async with asyncio.timeout(self.timeout_s + 1.0):
@@ -80,13 +96,32 @@ class EventProducer:
         except TimeoutError as exc:
             raise BrokerUnavailable("broker did not acknowledge in time") from exc
         if failed:
+            if any(_is_fatal(error) for error in failed):
+                self._renew(producer)
             raise BrokerUnavailable(f"broker refused {len(failed)} event(s): {failed[0]}")
+
+    def _renew(self, failed: Producer) -> None:
+        """Replace a producer in a fatal state (once, however many requests saw it fail)."""
+        with self._renew_lock:
+            if self._producer is not failed:
+                return
+            self._producer = Producer(self._config)
+        # Fail what is still queued on the dead instance; requests waiting for it time out
+        # (503) if its reports do not come.
+        with contextlib.suppress(KafkaException):
+            failed.purge()
+            failed.poll(0)
 
     def close(self) -> None:
         """Deliver what is queued (bounded by the timeout) and stop the poller."""
         self._producer.flush(self.timeout_s)
         self._stop.set()
         self._poller.join(timeout=1.0)
+
+
+def _is_fatal(error: KafkaError) -> bool:
+    # The first report carries the fatal flag; later calls fail with the _FATAL code.
+    return bool(error.fatal()) or error.code() == KafkaError._FATAL
 
 
 class _BatchAcks:
