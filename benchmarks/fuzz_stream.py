@@ -47,7 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
 from freshrec import processes  # noqa: E402
-from freshrec.events import Event, decode_event, encode_event  # noqa: E402
+from freshrec.events import (  # noqa: E402
+    Event,
+    bounded_dead_letter,
+    decode_event,
+    encode_event,
+)
 from freshrec.replay import iter_dataset_events  # noqa: E402
 from freshrec.settings import Settings, load_settings  # noqa: E402
 from freshrec.stack import LocalStack, create_topics  # noqa: E402
@@ -55,9 +60,10 @@ from operators.dedup import EventDedup  # noqa: E402
 from state.records import decode_user  # noqa: E402
 from state.store import RedisStore  # noqa: E402
 
-#: Largest message produced (value + key + headers stay under librdkafka's default
-#: ``message.max.bytes`` of 1,000,000, the limit a default producer would hit).
-HUGE_MAX_BYTES = 990_000
+#: Largest message produced: over librdkafka's default ``message.max.bytes`` (1,000,000),
+#: as a producer with a raised limit may send; its dead letter is cut to
+#: ``DEAD_LETTER_MAX_PAYLOAD_BYTES``.
+HUGE_MAX_BYTES = 1_500_000
 REQUIRED = ("event_id", "user_id", "item_id", "type", "ts")
 ID_FIELDS = ("event_id", "user_id", "item_id", "session_id", "category_id")
 # Unicode that is valid in an id (printable, no C0/C1 control characters).
@@ -119,6 +125,7 @@ class HostileStream:
         self.recent: deque[tuple[str, float, bytes]] = deque(maxlen=500)
         self.newest_ts: dict[str, float] = {}
         self.serial = 0
+        self.huge_made = 0
         valid: list[tuple[int, Callable[[], Fuzzed | None]]] = [
             (45, self.valid),
             (6, self.duplicate),
@@ -318,7 +325,10 @@ class HostileStream:
 
     def huge_field(self) -> Fuzzed:
         fields = self.fields()
-        size = int(2 ** self.rng.uniform(10, 19.9))  # 1 KiB .. ~1 MB
+        self.huge_made += 1
+        size = int(2 ** self.rng.uniform(10, 20.6))  # 1 KiB .. ~1.5 MB
+        if self.huge_made % 5 == 1:
+            size = self.huge_max  # every fifth over the default producer limit
         char = self.rng.choice(("a", "é", "中", "😀"))
         body = char * max(2049, size // len(char.encode()))  # over every length limit
         name = self.rng.choice(("event_id", "user_id", "item_id", "ua", "extra", "array"))
@@ -504,7 +514,7 @@ class Expected:
             if msg.intent not in (None, "invalid"):
                 self._mismatch(msg, f"oracle: invalid ({result[0].message[:120]})")
             self.invalid += 1
-            self.invalid_payloads[payload_digest(msg.value)] += 1
+            self.invalid_payloads[payload_digest(bounded_dead_letter(msg.value, None)[0])] += 1
             return msg.key
         self.oracle[f"{msg.kind}:valid"] += 1
         if msg.intent == "invalid":
@@ -638,6 +648,7 @@ def run_fuzz(
             "acks": "all",
             "linger.ms": 5,
             "queue.buffering.max.messages": 200_000,
+            "message.max.bytes": 2_000_000,  # lets the huge messages through
         }
     )
     timeout_s = timeout_s if timeout_s is not None else 120 + messages / 1000

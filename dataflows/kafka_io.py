@@ -22,7 +22,7 @@ from bytewax.connectors.kafka import (
 from confluent_kafka import TopicPartition
 
 from freshrec import metrics
-from freshrec.events import Event, decode_event, errors_as_reason
+from freshrec.events import Event, bounded_dead_letter, decode_event, errors_as_reason
 from freshrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -183,14 +183,20 @@ def decode_arrival(
 
 
 def dead_letter_message(letter: DeadLetter) -> KafkaSinkMessage[bytes | None, bytes]:
-    """The record written to the dead-letter topic: original payload, reason in headers."""
+    """The record written to the dead-letter topic: original payload, reason in headers.
+
+    A payload too large for a dead letter is cut (a record over the producer's limit would
+    stop the worker: found by fuzzing, issue 8); a header gives its full size.
+    """
+    payload, key, cut = bounded_dead_letter(letter.payload, letter.key)
     return KafkaSinkMessage(
-        key=letter.key,
-        value=letter.payload,
+        key=key,
+        value=payload,
         headers=[
             ("reason", letter.reason.encode()[:4096]),
             ("source_topic", letter.source_topic.encode()),
             ("source_partition", str(letter.source_partition).encode()),
             ("source_offset", str(letter.source_offset).encode()),
+            *cut,
         ],
     )

@@ -208,3 +208,24 @@ def _json_error(exc: Exception) -> str:
 def errors_as_reason(errors: list[FieldError]) -> str:
     """One line listing every error, for dead-letter records and logs."""
     return "; ".join(f"{e.path}: {e.message}" for e in errors)
+
+
+#: Largest payload (and key) copied into a dead letter. Producers refuse records over
+#: ``message.max.bytes`` (1,000,000 by default) and a bigger one would stop the writer, so a
+#: larger message is dead-lettered cut to this size, with its full size in a header.
+DEAD_LETTER_MAX_PAYLOAD_BYTES: Final = 990_000
+DEAD_LETTER_MAX_KEY_BYTES: Final = 1024
+
+
+def bounded_dead_letter(
+    payload: bytes, key: bytes | None
+) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
+    """Payload and key cut to what a dead letter can carry, and headers saying what was cut."""
+    headers: list[tuple[str, bytes]] = []
+    if len(payload) > DEAD_LETTER_MAX_PAYLOAD_BYTES:
+        headers.append(("payload_truncated_from", str(len(payload)).encode()))
+        payload = payload[:DEAD_LETTER_MAX_PAYLOAD_BYTES]
+    if key is not None and len(key) > DEAD_LETTER_MAX_KEY_BYTES:
+        headers.append(("key_truncated_from", str(len(key)).encode()))
+        key = key[:DEAD_LETTER_MAX_KEY_BYTES]
+    return payload, key, headers

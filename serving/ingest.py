@@ -19,7 +19,13 @@ from litestar.exceptions import ClientException
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
 
 from freshrec import metrics
-from freshrec.events import Event, encode_event, errors_as_reason, validate_event
+from freshrec.events import (
+    Event,
+    bounded_dead_letter,
+    encode_event,
+    errors_as_reason,
+    validate_event,
+)
 from freshrec.settings import Settings
 from serving.producer import BrokerUnavailable, EventProducer, OutRecord
 from serving.schemas import IngestResult, RejectedEvent
@@ -143,12 +149,15 @@ async def ingest(
             )
         else:
             rejected.append(RejectedEvent(index, checked))
+            # Cut to what a record can carry: over the producer's limit it would be a 503.
+            payload, _, cut = bounded_dead_letter(msgspec.json.encode(item), None)
+            reason = errors_as_reason(checked).encode()[:4096]
             records.append(
                 OutRecord(
                     settings.dlq_topic,
                     b"",
-                    msgspec.json.encode(item),
-                    [("reason", errors_as_reason(checked).encode()[:4096]), ("source", b"ingest")],
+                    payload,
+                    [("reason", reason), ("source", b"ingest"), *cut],
                 )
             )
     try:
