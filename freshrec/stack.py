@@ -378,9 +378,12 @@ class LocalStack:
     """
 
     def __init__(self, settings: Settings | None = None, *, redis_aof: bool = False) -> None:
-        """``redis_aof`` starts the embedded Redis with an append-only file in the run dir
-        (fsync every second), so :meth:`stop_redis` / :meth:`start_redis` is an outage that
-        keeps the data, as a persistent production Redis would; off, a restart is empty."""
+        """Own nothing yet; ``redis_aof`` gives the embedded Redis an append-only file.
+
+        The file lives in the run dir (fsync every second), so :meth:`stop_redis` /
+        :meth:`start_redis` is an outage that keeps the data, as a persistent production Redis
+        would; without it a restarted Redis is empty.
+        """
         self._settings = settings
         self._redis_aof = redis_aof
         self._servers: dict[str, _Server] = {}
@@ -488,8 +491,11 @@ class LocalStack:
         self._record()
 
     def start_redis(self) -> None:
-        """Start the embedded Redis again on the same port: empty, or (``redis_aof``) with
-        what its append-only file holds — everything, after a :meth:`stop_redis`."""
+        """Start the embedded Redis again on the same port.
+
+        It is empty, or (``redis_aof``) holds what its append-only file holds: everything,
+        after a :meth:`stop_redis`.
+        """
         self._restart(REDIS)
 
     def __enter__(self) -> Self:
