@@ -180,18 +180,43 @@ def freshness_section(docs: list[Any], out: Path) -> tuple[list[list[str]], list
 def pipeline_section(docs: list[Any], out: Path) -> tuple[list[list[str]], list[str]]:
     doc = docs[0]
     rows = []
+    med = _get(doc, "throughput", "events_per_s_median") or {}
+    if med:
+        full, counter, passthrough = (
+            med.get("full"),
+            med.get("keyed_counter"),
+            med.get("passthrough"),
+        )
+        rows.append(
+            [
+                "full flow (events/s, TestingSource, real Redis)",
+                _fmt(full, 0),
+                f"keyed counter {_fmt(counter, 0)}",
+                _fmt(full / counter if full and counter else None, 4),
+            ]
+        )
+        rows.append(
+            [
+                "full flow vs pass-through",
+                _fmt(full, 0),
+                f"pass-through {_fmt(passthrough, 0)}",
+                _fmt(full / passthrough if full and passthrough else None, 5),
+            ]
+        )
     for key, value in sorted(_flatten(doc).items()):
-        if any(w in key for w in ("ratio", "events_per_s", "bytes_per_user")) and isinstance(
+        if key.startswith("throughput."):
+            continue
+        if any(w in key for w in ("events_per_s", "bytes_per_user")) and isinstance(
             value, int | float
         ):
-            rows.append([key, _fmt(float(value), 2), "same run", "–"])
+            rows.append([key, _fmt(float(value), 0), "same run", "–"])
     return rows[:20], []
 
 
 def serving_section(docs: list[Any], out: Path) -> tuple[list[list[str]], list[str]]:
     doc = docs[0]
     rows = []
-    endpoints = doc.get("endpoints") or doc.get("results") or {}
+    endpoints = {n: doc[n] for n in ("hello", "user-record", "recommendations") if n in doc}
     names, p50, p99 = [], [], []
     if isinstance(endpoints, dict):
         for name, r in endpoints.items():
@@ -201,7 +226,7 @@ def serving_section(docs: list[Any], out: Path) -> tuple[list[list[str]], list[s
                 [
                     f"{name}: p50 / p99 / p99.9 ms at fixed rate; max req/s",
                     f"{_fmt(r.get('p50_ms'), 2)} / {_fmt(r.get('p99_ms'), 2)} / "
-                    f"{_fmt(r.get('p999_ms'), 2)}; {_fmt(r.get('max_rps'), 0)}",
+                    f"{_fmt(r.get('p99_9_ms'), 2)}; {_fmt(r.get('max_req_s'), 0)}",
                     "hello / user-record in the same run",
                     "–",
                 ]
@@ -210,7 +235,11 @@ def serving_section(docs: list[Any], out: Path) -> tuple[list[list[str]], list[s
             p50.append(r.get("p50_ms") or 0.0)
             p99.append(r.get("p99_ms") or 0.0)
     for key, value in sorted(_flatten(doc).items()):
-        if ("ratio" in key or "recall" in key) and isinstance(value, int | float):
+        if (
+            ("ratio" in key or "recall" in key)
+            and isinstance(value, int | float)
+            and not any(key.startswith(n) for n in endpoints)
+        ):
             rows.append([key, _fmt(float(value), 3), "same run", "–"])
     plots = []
     if names:
