@@ -11,21 +11,21 @@ stack: an embedded Tansu broker and a private redis-server, started and stopped 
 2. cProfile of the full flow: top 25 by tottime (saved to ``benchmarks/out/``) and the time
    per part of the flow (a library's time is charged to our code that called it).
 3. resident memory of a worker process (the full flow on a ``TestingSource``) at 10k / 100k /
-   1M synthetic users over real item rows, and with ``user_idle_ttl_s=1`` (idle users parked
-   in Redis); a run that would overrun the time budget is stopped and extrapolated, marked so.
+   1M synthetic users (2–3 events each) over real item rows, and with ``user_idle_ttl_s=1``
+   (idle users parked in Redis, compared with the same events without eviction); a run that
+   would overrun the time budget (``--budget-s``) is stopped and extrapolated, marked so.
 4. ``EventDedup`` bytes per remembered event id and per user at the default horizon.
 
-    python benchmarks/bench_pipeline.py [--rounds 3] [--users 10000,100000,1000000] [--json OUT]
+    python benchmarks/bench_pipeline.py [--rounds 3] [--users 10000,100000,1000000]
+        [--sections throughput,broker,profile,dedup,memory] [--budget-s 780] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import cProfile
 import ctypes
-import functools
 import gc
 import io
 import json
@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+import types
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -75,6 +76,7 @@ OUT_DIR = Path(__file__).resolve().parent / "out"
 BATCH_SIZE = 1000
 PASSTHROUGH_TAG = "BENCH-PASSTHROUGH "
 GOAL_FULL_OVER_KEYED = 0.5
+SECTIONS = ("throughput", "broker", "profile", "dedup", "memory")
 NO_EVICTION_TTL_S = 1e9
 
 
@@ -212,8 +214,17 @@ def proc_status_kib(pid: int | str, field: str) -> int:
     return 0
 
 
-def rate(n: int, seconds: float) -> float:
-    return n / seconds if seconds > 0 else float("nan")
+def rate(n: int, seconds: float) -> float | None:
+    """Events per second; None when the time is not positive (noise larger than the signal)."""
+    return n / seconds if seconds > 0 else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def fmt(value: float | None, spec: str, width: int = 0) -> str:
+    return f"{'n/a':>{width}}" if value is None else f"{value:>{width}{spec}}"
 
 
 # --- 1. throughput --------------------------------------------------------------------------------
@@ -380,7 +391,9 @@ def measure_broker(
         }
     for kind in ("wall", "net", "span"):
         key = f"{kind}_events_per_s"
-        result[f"full_over_passthrough_{kind}"] = result["full"][key] / result["passthrough"][key]
+        result[f"full_over_passthrough_{kind}"] = ratio(
+            result["full"][key], result["passthrough"][key]
+        )
     return result
 
 
@@ -432,38 +445,29 @@ _STEP_CLASSES = {
 }
 
 
-@functools.cache
-def _definitions(path: str) -> list[tuple[int, int, str]]:
-    """(first line, last line, qualified name) of every def/class in a source file."""
-    try:
-        tree = ast.parse(Path(path).read_text())
-    except (OSError, SyntaxError):
-        return []
-    spans: list[tuple[int, int, str]] = []
+def loaded_qualnames() -> dict[tuple[str, int, str], str]:
+    """``co_qualname`` of every code object of our loaded functions, by profiler key.
 
-    def visit(node: ast.AST, outer: str) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                first = min([child.lineno] + [d.lineno for d in child.decorator_list])
-                name = f"{outer}.{child.name}" if outer else child.name
-                spans.append((first, child.end_lineno or child.lineno, name))
-                visit(child, name)
+    Taken from the code that ran, not from the files (others edit them while this runs);
+    lambdas and comprehensions are found nested in their function's constants.
+    """
+    names: dict[tuple[str, int, str], str] = {}
 
-    visit(tree, "")
-    return spans
+    def visit(code: types.CodeType) -> None:
+        key = (code.co_filename, code.co_firstlineno, code.co_name)
+        names[key] = code.co_qualname.replace(".<locals>", "")
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                visit(const)
 
-
-def _enclosing(path: str, line: int) -> str:
-    """Qualified name of the innermost definition containing ``line`` ('' if none)."""
-    best = ""
-    best_size = math.inf
-    for first, last, name in _definitions(path):
-        if first <= line <= last and last - first < best_size:
-            best, best_size = name, last - first
-    return best
+    root = str(PROJECT_ROOT)
+    for obj in gc.get_objects():
+        if isinstance(obj, types.FunctionType) and obj.__code__.co_filename.startswith(root):
+            visit(obj.__code__)
+    return names
 
 
-def categorise(func: tuple[str, int, str]) -> str | None:
+def categorise(func: tuple[str, int, str], qualnames: dict[Any, str]) -> str | None:
     """The part of the flow a profiled function belongs to; None: charge it to its callers."""
     filename, line, name = func
     if filename == "~":
@@ -485,8 +489,8 @@ def categorise(func: tuple[str, int, str]) -> str | None:
         return _OWN_FILES[rel]
     if rel in _SHARED_FILES:
         return None
-    qualified = _enclosing(filename, line)
-    top = qualified.split(".")[0]
+    parts = qualnames.get(func, name).split(".")
+    top = parts[0]
     if rel == "dataflows/personalize.py":
         return ENRICH if top == "enrich_event" else KEYS
     if rel == "dataflows/steps.py":
@@ -494,7 +498,7 @@ def categorise(func: tuple[str, int, str]) -> str | None:
             return None
         return _STEP_CLASSES.get(top, f"dataflows/steps.py: {top or name}")
     if rel == "state/store.py":
-        method = qualified.split(".")[-1]
+        method = parts[1] if len(parts) > 1 else parts[0]
         if method.startswith(("write_", "park_", "_write")):
             return SINK
         if method == "read_item_changes":
@@ -505,7 +509,7 @@ def categorise(func: tuple[str, int, str]) -> str | None:
     return f"other own code: {rel}"
 
 
-def attribute(raw: dict[Any, Any]) -> dict[str, float]:
+def attribute(raw: dict[Any, Any], qualnames: dict[Any, str]) -> dict[str, float]:
     """Seconds of own time per part of the flow.
 
     A function outside our code (redis-py, numpy, a builtin) is charged to the parts that
@@ -517,7 +521,7 @@ def attribute(raw: dict[Any, Any]) -> dict[str, float]:
     def shares(func: Any, visiting: frozenset[Any]) -> dict[str, float]:
         if func in memo:
             return memo[func]
-        own = categorise(func)
+        own = categorise(func, qualnames)
         if own is not None:
             result = {own: 1.0}
         else:
@@ -548,12 +552,10 @@ def attribute(raw: dict[Any, Any]) -> dict[str, float]:
     return dict(sorted(seconds.items(), key=lambda kv: -kv[1]))
 
 
-def _short(func: tuple[str, int, str]) -> str:
+def _short(func: tuple[str, int, str], qualnames: dict[Any, str]) -> str:
     filename, line, name = func
     if filename.startswith(str(PROJECT_ROOT)) and "/.venv/" not in filename:
-        qualified = _enclosing(filename, line) or name
-        if name.startswith("<"):  # a lambda or comprehension: say where it lives
-            qualified = f"{qualified}.{name}" if qualified != name else name
+        qualified = qualnames.get(func, name)
         return f"{Path(filename).relative_to(PROJECT_ROOT)}:{line}({qualified})"
     text = pstats.func_std_string(func)
     marker = "site-packages/"
@@ -586,6 +588,7 @@ def profile_full_flow(
     top_path = OUT_DIR / "pipeline_full_flow_top25.txt"
     top_path.write_text(text.getvalue())
     raw = stats.stats  # type: ignore[attr-defined]
+    qualnames = loaded_qualnames()
     total = sum(v[2] for v in raw.values())
     top = sorted(raw.items(), key=lambda kv: -kv[1][2])[:top_n]
     return {
@@ -593,10 +596,15 @@ def profile_full_flow(
         "profiled_events_per_s": rate(len(messages), seconds),
         "own_time_total_s": total,
         "top_by_tottime": [
-            {"function": _short(func), "tottime_s": v[2], "calls": v[1], "cumtime_s": v[3]}
+            {
+                "function": _short(func, qualnames),
+                "tottime_s": v[2],
+                "calls": v[1],
+                "cumtime_s": v[3],
+            }
             for func, v in top
         ],
-        "seconds_by_part": attribute(raw),
+        "seconds_by_part": attribute(raw, qualnames),
         "files": [str(prof_path), str(top_path)],
     }
 
@@ -663,18 +671,27 @@ def memory_child(params: dict[str, Any]) -> None:
     pool = json.loads(Path(params["pool"]).read_text())
     items, categories, behaviours = pool["item_id"], pool["category_id"], pool["behavior"]
     n_users = int(params["users"])
-    n_events = round(n_users * float(params["events_per_user"]))
+    rng = np.random.default_rng(int(params["seed"]))
+    # Exactly n_users distinct users: each gets floor or ceil of events_per_user events, in a
+    # random order (drawn before the baseline: ~8 bytes per event, part of it).
+    per_user = float(params["events_per_user"])
+    events_each = math.floor(per_user) + (rng.random(n_users) < per_user % 1)
+    user_of_event = rng.permutation(np.repeat(np.arange(1, n_users + 1), events_each))
+    row_of_event = rng.integers(0, len(items), len(user_of_event))
+    n_events = len(user_of_event)
     ends = slice_ends(n_events, int(params["slices"]))
-    every = max(BATCH_SIZE, n_events // 50 // BATCH_SIZE * BATCH_SIZE)
+    sample_every_s = float(params["sample_every_s"])
     pause = timedelta(seconds=float(params["pause_s"]))
     drain = timedelta(seconds=float(params["drain_s"]))
     step_s = (TAOBAO_WINDOW_END_S - TAOBAO_WINDOW_START_S) / max(n_events, 1)
     out = open(params["out"], "a")  # noqa: SIM115 - written through the whole run
-    started = time.perf_counter()
+    started = last_sample_at = time.perf_counter()
     paused_s = 0.0
     sent = 0
 
     def sample(label: str) -> None:
+        nonlocal last_sample_at
+        last_sample_at = time.perf_counter()
         record = {
             "label": label,
             "t_s": time.perf_counter() - started,
@@ -692,17 +709,18 @@ def memory_child(params: dict[str, Any]) -> None:
         # Samples run inside the worker thread, between batches: the resident count is exact
         # for what the flow has processed (at most the batch being assembled is not).
         nonlocal sent, paused_s
-        rng = np.random.default_rng(int(params["seed"]))
         first = 0
         for end in ends:
-            users = rng.integers(1, n_users + 1, end - first).tolist()
-            rows = rng.integers(0, len(items), end - first).tolist()
-            for offset, (user, row) in enumerate(zip(users, rows, strict=True)):
-                seq = first + offset
-                if seq and seq % every == 0:
-                    sent = seq
-                    sample("progress")
-                user_id = str(user)
+            for seq in range(first, end):
+                if seq % BATCH_SIZE == 0:
+                    if time.perf_counter() - last_sample_at > sample_every_s:
+                        sent = seq
+                        sample("progress")
+                    chunk = slice(seq, seq + BATCH_SIZE)
+                    users = user_of_event[chunk].tolist()
+                    rows = row_of_event[chunk].tolist()
+                user_id = str(users[seq % BATCH_SIZE])
+                row = rows[seq % BATCH_SIZE]
                 event = Event(
                     event_id=f"synth-{seq}",
                     user_id=user_id,
@@ -726,6 +744,7 @@ def memory_child(params: dict[str, Any]) -> None:
             paused_s += time.perf_counter() - paused_at
         sample("drained")
 
+    out.write(json.dumps({"label": "plan", "events": n_events}) + "\n")
     flow = build_flow(settings, TestingSource(messages(), BATCH_SIZE))
     gc.collect()
     _release_free_heap()
@@ -760,6 +779,7 @@ def run_memory(
         "pause_s": args.pause_s,
         "drain_s": max(args.pause_s, 2.0),
         "seed": 7,
+        "sample_every_s": 3.0,
         "out": str(out),
         "pool": str(pool),
     }
@@ -777,18 +797,24 @@ def run_memory(
                 break
             time.sleep(0.25)
     finally:
-        processes.stop(proc)
+        # A stopped child has nothing worth a graceful end (and freeing millions of objects
+        # takes a while): kill it.
+        if timed_out:
+            processes.kill(proc)
+        else:
+            processes.stop(proc)
     wall_s = time.perf_counter() - started
     if proc.returncode not in (0, None) and not timed_out:
         raise RuntimeError(f"memory child exited {proc.returncode}; log {log}:\n{log_tail(log)}")
     records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-    samples = [r for r in records if r["label"] not in ("done",)]
+    samples = [r for r in records if r["label"] not in ("done", "plan")]
+    plan = next((r for r in records if r["label"] == "plan"), None)
     done = next((r for r in records if r["label"] == "done"), None)
     keys = Keys(run_settings.redis_prefix)
     client = store_of(run_settings).client
     parked = sum(1 for _ in client.scan_iter(match=keys.user_state("*"), count=10_000))
     client.close()
-    n_events = round(users * args.events_per_user)
+    n_events = plan["events"] if plan else round(users * args.events_per_user)
     result: dict[str, Any] = {
         "users": users,
         "events": n_events,
@@ -802,9 +828,11 @@ def run_memory(
         "parked_states_in_redis": parked,
     }
     if done is not None:
-        result["events_per_s_excl_pauses"] = rate(n_events, done["run_s"] - done["paused_s"])
+        result["events_per_s_excl_pauses"] = rate(done["events"], done["run_s"] - done["paused_s"])
     baseline = next((s for s in samples if s["label"] == "baseline"), None)
     during = [s for s in samples if s["label"] in ("progress", "slice end", "drained")]
+    # Stopped only while exiting after the drain: every event was processed.
+    result["complete"] = any(s["label"] == "drained" for s in samples)
     if baseline is None or not during:
         return result
     result["baseline_rss_kib"] = baseline["rss_kib"]
@@ -819,16 +847,18 @@ def run_memory(
         point = max(during, key=lambda s: s["resident_users"])
         result["max_rss_kib_during"] = max(s["rss_kib"] for s in during)
     result["measured_at"] = f"{point['label']} after {point['events_sent']:,} events"
+    result["events_done"] = max(s["events_sent"] for s in during)
     result["resident_users"] = point["resident_users"]
     result["users_seen"] = point["built"] - (point["evicted"] if ttl_s >= NO_EVICTION_TTL_S else 0)
     result["rss_kib"] = point["rss_kib"]
     result["bytes_per_resident_user"] = (
         (point["rss_kib"] - baseline["rss_kib"]) * 1024 / max(point["resident_users"], 1)
     )
-    if timed_out:
-        pauses = sum(1 for s in during if s["label"] == "slice end" and s["t_s"] < point["t_s"])
-        active_s = point["t_s"] - baseline["t_s"] - pauses * args.pause_s
-        result["events_per_s_seen"] = rate(point["events_sent"], active_s)
+    if not result["complete"]:
+        last = during[-1]
+        pauses = sum(1 for s in during if s["label"] == "slice end" and s["t_s"] < last["t_s"])
+        active_s = last["t_s"] - baseline["t_s"] - pauses * args.pause_s
+        result["events_per_s_seen"] = rate(last["events_sent"], active_s)
     return result
 
 
@@ -864,7 +894,7 @@ def measure_dedup(settings: Settings, events: list[Event]) -> dict[str, Any]:
     per_id: dict[str, dict[str, Any]] = {}
     for style, make in id_styles.items():
         for n in (64, 1_000, max_ids):
-            copies = max(1, 100_000 // n)  # ~100k ids per measurement: small n is not noise
+            copies = max(1, 30_000 // n)  # ≥ 30k ids per measurement: small n is not noise
 
             def fill(ids: list[str], n: int = n) -> list[EventDedup]:
                 dedups = []
@@ -936,12 +966,15 @@ def measure_dedup(settings: Settings, events: list[Event]) -> dict[str, Any]:
     }
 
 
-def measure_user_state(settings: Settings, events: list[Event]) -> dict[str, Any]:
+def measure_user_state(
+    settings: Settings, events: list[Event], max_users: int = 200
+) -> dict[str, Any]:
     """Whole ``UserState`` bytes per real Taobao user (window, seen, dedup, session, vector)."""
     params, config = isgd_params(settings), user_config(settings)
     by_user: dict[str, list[Event]] = defaultdict(list)
     for event in events:
-        by_user[event.user_id].append(event)
+        if event.user_id in by_user or len(by_user) < max_users:
+            by_user[event.user_id].append(event)
 
     def replay() -> dict[str, UserState]:
         states = {}
@@ -1018,13 +1051,19 @@ def print_broker(b: dict[str, Any]) -> None:
     for flow in ("passthrough", "full"):
         r = b[flow]
         print(
-            f"   {flow:<12} wall {r['wall_events_per_s']:>9,.0f}  net {r['net_events_per_s']:>9,.0f}"
-            f"  span {r['span_events_per_s']:>9,.0f} ev/s  (start-up + end {r['startup_and_end_s']:.1f} s)"
+            f"   {flow:<12} wall {fmt(r['wall_events_per_s'], ',.0f', 9)}"
+            f"  net {fmt(r['net_events_per_s'], ',.0f', 9)}"
+            f"  span {fmt(r['span_events_per_s'], ',.0f', 9)} ev/s"
+            f"  (empty-topic run: {r['startup_and_end_s']:.1f} s)"
         )
     print(
-        f"   full / pass-through from the broker: wall {b['full_over_passthrough_wall']:.3f}, "
-        f"net {b['full_over_passthrough_net']:.3f}, span {b['full_over_passthrough_span']:.3f}"
+        "   full / pass-through from the broker: "
+        f"wall {fmt(b['full_over_passthrough_wall'], '.3f')}, "
+        f"net {fmt(b['full_over_passthrough_net'], '.3f')}, "
+        f"span {fmt(b['full_over_passthrough_span'], '.3f')}"
     )
+    if any(b[flow]["net_events_per_s"] is None for flow in ("passthrough", "full")):
+        print("   n/a: the loaded run took no longer than the empty one (start-up noise)")
 
 
 def print_profile(p: dict[str, Any]) -> None:
@@ -1047,10 +1086,11 @@ def print_profile(p: dict[str, Any]) -> None:
 
 def print_memory(memory: list[dict[str, Any]], skipped: list[str], events_per_user: float) -> None:
     print(
-        "3. worker RSS: full flow on a TestingSource in a child process; synthetic user ids "
-        f"(uniform, {events_per_user:g} events per user) over real Taobao item rows, event "
-        "times spread over the 9-day window; RSS − baseline (flow built, nothing run) per "
-        "resident user"
+        "3. worker RSS: full flow on a TestingSource in a child process; exactly N synthetic "
+        f"users with {math.floor(events_per_user)}–{math.ceil(events_per_user)} events each "
+        f"(mean {events_per_user:g}) in random order over real Taobao item rows, event times "
+        "spread over the 9-day window; bytes per user = (RSS − baseline: flow built, nothing "
+        "run) / resident users"
     )
     print(
         "        users     events  ttl   baseline  RSS at point  resident users  "
@@ -1062,14 +1102,17 @@ def print_memory(memory: list[dict[str, Any]], skipped: list[str], events_per_us
             continue
         no_eviction = r["user_idle_ttl_s"] >= NO_EVICTION_TTL_S
         ttl = "∞" if no_eviction else f"{r['user_idle_ttl_s']:g} s"
-        speed = r.get("events_per_s_excl_pauses")
-        point = r["measured_at"] + (" (STOPPED: time budget)" if r["timed_out"] else "")
+        speed = r.get("events_per_s_excl_pauses") or r.get("events_per_s_seen")
+        point = r["measured_at"] + ("" if r["complete"] else " (STOPPED: time cap)")
+        # With eviction RSS keeps the freed memory of evicted users (allocator arenas), so
+        # dividing it by the users resident at one moment would mean nothing.
+        per_user = f"{r['bytes_per_resident_user']:,.0f}" if no_eviction else "—"
         if not no_eviction:
             point = "most resident, " + point
         print(
             f"   {r['users']:>10,} {r['events']:>10,}  {ttl:<4} {_mib(r['baseline_rss_kib']):>9}"
             f"  {_mib(r['rss_kib']):>12}  {r['resident_users']:>14,}  "
-            f"{r['bytes_per_resident_user']:>15,.0f}  {_mib(max(r['parent_peak_rss_kib'], r['child_hwm_kib'])):>8}"
+            f"{per_user:>15}  {_mib(max(r['parent_peak_rss_kib'], r['child_hwm_kib'])):>8}"
             f"  {f'{speed:,.0f}' if speed else '—':>6}  {point}"
         )
     print("   * events/s of the whole run with the pauses between slices taken out")
@@ -1078,43 +1121,70 @@ def print_memory(memory: list[dict[str, Any]], skipped: list[str], events_per_us
         for r in memory
         if r["user_idle_ttl_s"] >= NO_EVICTION_TTL_S and "bytes_per_resident_user" in r
     ]
-    for a, b in zip(full, full[1:], strict=False):
+    complete = [r for r in full if r["complete"]]
+    marginal = None
+    for a, b in zip(complete, complete[1:], strict=False):
         extra = b["resident_users"] - a["resident_users"]
         if extra > 0:
-            slope = (b["rss_kib"] - a["rss_kib"]) * 1024 / extra
+            marginal = (b["rss_kib"] - a["rss_kib"]) * 1024 / extra
             print(
-                f"   marginal {a['resident_users']:,} → {b['resident_users']:,} resident users: "
-                f"{slope:,.0f} B per extra user (item state is shared and saturates)"
+                f"   marginal {a['resident_users']:,} → {b['resident_users']:,} users: "
+                f"{marginal:,.0f} B per extra user (item state is shared and saturates)"
             )
     for r in full:
         if "slope_bytes_per_user_over_run" in r:
             print(
-                f"   within the {r['users']:,}-user run: RSS grows {r['slope_bytes_per_user_over_run']:,.0f}"
-                " B per resident user (least squares over its samples)"
+                f"   within the {r['users']:,}-user run: RSS grows "
+                f"{r['slope_bytes_per_user_over_run']:,.0f} B per resident user "
+                "(least squares over its samples)"
             )
-        if r["timed_out"]:
-            per_user = r.get("slope_bytes_per_user_over_run", r["bytes_per_resident_user"])
-            extrapolated = r["rss_kib"] * 1024 + per_user * (r["users"] - r["resident_users"])
-            print(
-                f"   EXTRAPOLATION (not measured): {r['users']:,} users ≈ {extrapolated / 2**30:.2f} GiB "
-                f"RSS = measured {_mib(r['rss_kib'])} at {r['resident_users']:,} users + "
-                f"{per_user:,.0f} B × the {r['users'] - r['resident_users']:,} users not reached "
-                f"(the full run needs ~{r['events'] / max(r.get('events_per_s_seen', 1), 1):,.0f} s)"
-            )
+        if r["complete"]:
+            continue
+        missing = r["users"] - r["resident_users"]
+        slopes = [r.get("slope_bytes_per_user_over_run", r["bytes_per_resident_user"])]
+        if marginal is not None:
+            slopes.append(marginal)
+        low, high = (r["rss_kib"] * 1024 + x * missing for x in (min(slopes), max(slopes)))
+        needs_s = r["events"] / (r.get("events_per_s_seen") or 1)
+        print(
+            f"   EXTRAPOLATION, not measured: {r['users']:,} users ≈ {low / 2**30:.2f}–"
+            f"{high / 2**30:.2f} GiB RSS = measured {_mib(r['rss_kib'])} at "
+            f"{r['resident_users']:,} users + {missing:,} users × "
+            + " to ".join(f"{x:,.0f}" for x in sorted(slopes))
+            + " B (this run's slope; the marginal of the complete runs). The whole run would "
+            f"need ~{needs_s:,.0f} s at its {r.get('events_per_s_seen') or 0:,.0f} ev/s; the users "
+            f"reached had {r['events_done'] / max(r['resident_users'], 1):.2f} events each, "
+            f"{r['events'] / r['users']:.2f} at the end."
+        )
     for r in memory:
         if r["user_idle_ttl_s"] >= NO_EVICTION_TTL_S or "baseline_rss_kib" not in r:
             continue
-        same = next((f for f in full if f["users"] == r["users"]), None)
-        line = (
-            f"   ttl {r['user_idle_ttl_s']:g} s, {r['users']:,} users: at most "
-            f"{r['resident_users']:,} resident at once, RSS at most {_mib(r['max_rss_kib_during'])} "
-            f"(baseline {_mib(r['baseline_rss_kib'])}); {r['parked_states_in_redis']:,} parked in Redis"
+        stopped = "" if r["complete"] else f" (stopped at its {r['wall_s']:.0f} s cap)"
+        print(
+            f"   ttl {r['user_idle_ttl_s']:g} s, {r['users']:,} users{stopped}: over "
+            f"{r['events_done']:,} events at most {r['resident_users']:,} users resident at once, "
+            f"RSS at most {_mib(r['max_rss_kib_during'])} (baseline {_mib(r['baseline_rss_kib'])}); "
+            f"{r['parked_states_in_redis']:,} users parked in Redis"
         )
-        if same is not None:
-            line += (
-                f"; without eviction {same['resident_users']:,} resident, {_mib(same['rss_kib'])}"
+        same = next((f for f in full if f["users"] == r["users"]), None)
+        if same is None:
+            continue
+        # Same seed and user count: the run without eviction saw the very same events.
+        ref = max(
+            (
+                x
+                for x in same["samples"]
+                if x["label"] in ("progress", "slice end", "drained")
+                and x["events_sent"] <= r["events_done"]
+            ),
+            key=lambda x: x["events_sent"],
+            default=None,
+        )
+        if ref is not None:
+            print(
+                f"   the same events without eviction, after {ref['events_sent']:,}: "
+                f"{ref['resident_users']:,} users resident, RSS {_mib(ref['rss_kib'])}"
             )
-        print(line)
     for text in skipped:
         print(f"   skipped: {text}")
 
@@ -1140,7 +1210,8 @@ def print_dedup(d: dict[str, Any], user_state: dict[str, Any] | None) -> None:
     )
     if user_state is not None:
         print(
-            f"   whole UserState of a Taobao user (window, seen, dedup, session, vector): "
+            f"   whole UserState of a Taobao user (window, seen, dedup, session, vector; "
+            f"{user_state['taobao_users']} users): "
             f"{user_state['bytes_per_user']:,.0f} B"
         )
 
@@ -1154,15 +1225,20 @@ def main() -> None:
     parser.add_argument("--events-per-user", type=float, default=2.5)
     parser.add_argument("--slices", type=int, default=10)
     parser.add_argument("--pause-s", type=float, default=1.5)
-    parser.add_argument("--budget-s", type=float, default=840.0, help="whole benchmark")
-    parser.add_argument("--skip-broker", action="store_true")
-    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--budget-s", type=float, default=780.0, help="whole benchmark")
+    parser.add_argument("--ttl-max-s", type=float, default=100.0, help="cap of the ttl run")
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help=f"subset of {','.join(SECTIONS)}"
+    )
     parser.add_argument("--json")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(json.loads(args.memory_child))
         return
+    sections = set(args.sections.split(","))
+    if not sections <= set(SECTIONS):
+        parser.error(f"--sections: unknown {sorted(sections - set(SECTIONS))}")
 
     began = time.perf_counter()
     deadline = began + args.budget_s
@@ -1196,6 +1272,16 @@ def main() -> None:
         + f"; {os.cpu_count()} cpus"
     )
     prefixes: list[str] = []
+    phases: dict[str, float] = {}
+    result["phases_s"] = phases
+    mark = time.perf_counter()
+
+    def phase_done(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        phases[name] = now - mark
+        mark = now
+
     environ = {k: v for k, v in os.environ.items() if k != "FRESHREC_REDIS_URL"}
     stack = LocalStack(settings)
     stack.start(environ=environ)
@@ -1206,24 +1292,31 @@ def main() -> None:
             kafka_bootstrap=stack.info.kafka_bootstrap,
             redis_url=stack.info.redis_url,
         )
-        result["throughput"] = measure_in_process(
-            settings, messages, user_ids, args.rounds, args.repeats, prefixes
-        )
-        print_throughput(result["throughput"])
-        if not args.skip_broker:
+        if "throughput" in sections:
+            result["throughput"] = measure_in_process(
+                settings, messages, user_ids, args.rounds, args.repeats, prefixes
+            )
+            print_throughput(result["throughput"])
+            phase_done("throughput")
+        if "broker" in sections:
             result["broker"] = measure_broker(
                 settings, events, user_ids, run_dir, prefixes, timeout_s=300
             )
             print_broker(result["broker"])
-        result["profile"] = profile_full_flow(settings, messages, prefixes)
-        print_profile(result["profile"])
-        result["dedup"] = measure_dedup(settings, events)
-        try:
-            result["user_state"] = measure_user_state(settings, events)
-        except Exception as exc:  # noqa: BLE001 - an optional extra; report, go on
-            print(f"   (UserState size not measured: {type(exc).__name__}: {exc})")
-            result["user_state"] = None
-        if not args.skip_memory:
+            phase_done("broker")
+        if "profile" in sections:
+            result["profile"] = profile_full_flow(settings, messages, prefixes)
+            print_profile(result["profile"])
+            phase_done("profile")
+        if "dedup" in sections:
+            result["dedup"] = measure_dedup(settings, events)
+            try:
+                result["user_state"] = measure_user_state(settings, events)
+            except Exception as exc:  # noqa: BLE001 - an optional extra; report, go on
+                print(f"   (UserState size not measured: {type(exc).__name__}: {exc})")
+                result["user_state"] = None
+            phase_done("dedup")
+        if "memory" in sections:
             memory: list[dict[str, Any]] = []
             skipped: list[str] = []
             pool = run_dir / "item_pool.json"
@@ -1232,9 +1325,12 @@ def main() -> None:
             if args.ttl_users:
                 plan.insert(min(2, len(plan)), (args.ttl_users, 1.0))
             for users, ttl_s in plan:
-                remaining = deadline - time.perf_counter() - 20
+                remaining = deadline - time.perf_counter()
+                if ttl_s < NO_EVICTION_TTL_S:
+                    remaining = min(remaining, args.ttl_max_s)
                 if remaining < 20:
-                    skipped.append(f"{users:,} users, ttl {ttl_s:g} s (time budget spent)")
+                    ttl = "no eviction" if ttl_s >= NO_EVICTION_TTL_S else f"ttl {ttl_s:g} s"
+                    skipped.append(f"{users:,} users, {ttl} (time budget spent)")
                     continue
                 memory.append(
                     run_memory(settings, run_dir, prefixes, users, ttl_s, args, remaining, pool)
@@ -1242,18 +1338,27 @@ def main() -> None:
             result["memory"] = memory
             result["memory_skipped"] = skipped
             print_memory(memory, skipped, args.events_per_user)
-        print_dedup(result["dedup"], result["user_state"])
+            phase_done("memory")
+        if "dedup" in sections:
+            print_dedup(result["dedup"], result["user_state"])
         ok = True
     finally:
         for prefix in prefixes:
-            store_of(msgspec.structs.replace(settings, redis_prefix=prefix)).delete_namespace()
+            store = store_of(msgspec.structs.replace(settings, redis_prefix=prefix))
+            store.delete_namespace()
+            store.client.close()
         stack.stop()
+        phase_done("cleanup")
         if ok:
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
             print(f"logs kept in {run_dir}", file=sys.stderr)
     result["benchmark_s"] = time.perf_counter() - began
-    print(f"benchmark took {result['benchmark_s']:.0f} s")
+    print(
+        f"benchmark took {result['benchmark_s']:.0f} s ("
+        + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.items())
+        + ")"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 
