@@ -26,7 +26,12 @@ _DETECTOR_KINDS: Final[tuple[str, ...]] = get_args(GlobalDetectorKind)
 
 def _ramp(start: float, left: int, length: int) -> float:
     """A multiplier that is ``start`` with ``length`` events left and 1 with none, linearly."""
-    return 1.0 + (start - 1.0) * left / length if left > 0 else 1.0
+    if left <= 0:
+        return 1.0
+    if left >= length:
+        return start  # exactly: 1 + (start - 1) can round one ulp above start
+    value = 1.0 + (start - 1.0) * left / length
+    return min(max(value, min(start, 1.0)), max(start, 1.0))
 
 
 def refit_user_vector(

@@ -17,9 +17,16 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from freshrec.settings import Settings, load_settings
 from freshrec.stack import LocalStack, create_topics
+
+# CI runs hypothesis derandomized (a fixed seed per test: a red CI is reproducible, never a
+# lucky draw); local runs explore new examples each time (`--hypothesis-seed` to replay).
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
