@@ -50,18 +50,7 @@ BENCHES: dict[str, Bench] = {
     "pipeline": Bench(
         "bench_pipeline.py",
         [],
-        [
-            "--rounds",
-            "1",
-            "--repeats",
-            "2",
-            "--users",
-            "10000",
-            "--ttl-users",
-            "0",
-            "--budget-s",
-            "240",
-        ],
+        ["--rounds", "1", "--repeats", "2", "--sections", "throughput,dedup", "--budget-s", "120"],
     ),
     "serving": Bench(
         "bench_serving.py", [], ["--seconds", "5", "--wrk-seconds", "5", "--recall-users", "200"]
