@@ -19,6 +19,7 @@ import numpy as np
 from dataflows.item_replica import ItemReplica
 from freshrec import metrics
 from operators.isgd import Vector
+from operators.model_validation import sampled_negatives
 from operators.prequential import PrequentialEvaluator
 from operators.recalibration import GlobalRecalibration, GlobalWarmup
 
@@ -45,10 +46,7 @@ class LiveQuality:
         ids = replica.ids
         if len(ids) <= self.negatives:
             return None
-        seed = int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
-        rng = np.random.default_rng(seed)
-        picks = [ids[i] for i in rng.choice(len(ids), self.negatives, replace=False)]
-        candidates = [item_id, *(i for i in picks if i != item_id)]
+        candidates = [item_id, *sampled_negatives(event_id, ids, self.negatives, item_id)]
         vectors = np.stack([replica.get(i) for i in candidates])
         scores = vectors @ user_vector
         order = np.argsort(-scores, kind="stable")

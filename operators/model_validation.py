@@ -51,6 +51,20 @@ class Validation:
         }
 
 
+def sampled_negatives(
+    key: str, catalogue: Sequence[str], count: int, exclude: str
+) -> list[str]:
+    """``count`` distinct items drawn with a seed derived from ``key``, minus ``exclude``.
+
+    The same key always draws the same items, so two models (or the live flow and the
+    lifecycle) rank a held-out interaction against the same candidates.
+    """
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    rng = np.random.default_rng(int.from_bytes(digest, "little"))
+    picks = [catalogue[i] for i in rng.choice(len(catalogue), count, replace=False)]
+    return [p for p in picks if p != exclude]
+
+
 def validate(
     held_out: Sequence[HeldOut],
     item_vector: Callable[[str], Vector | None],
@@ -68,10 +82,7 @@ def validate(
     for h in held_out:
         if n_items <= negatives:
             break
-        digest = hashlib.blake2b(h.key.encode(), digest_size=8).digest()
-        rng = np.random.default_rng(int.from_bytes(digest, "little"))
-        picks = [catalogue[i] for i in rng.choice(n_items, negatives, replace=False)]
-        picks = [p for p in picks if p != h.item_id]
+        picks = sampled_negatives(h.key, catalogue, negatives, h.item_id)
         true_score = _score(item_vector(h.item_id), h.user_vector)
         scores = np.array([_score(item_vector(p), h.user_vector) for p in picks])
         better = int((scores > true_score).sum())
