@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -122,6 +122,17 @@ def _redis_answers(url: str, timeout_s: float) -> bool:
         client.close()
 
 
+def _poll_until(answers: Callable[[float], bool], timeout_s: float, failure: str) -> None:
+    """Call ``answers(wait_s)`` until it is true; raise TimeoutError(failure) at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if answers(min(1.0, deadline - time.monotonic())):
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(failure)
+        time.sleep(_POLL_INTERVAL_S)
+
+
 def wait_for_kafka(bootstrap: str, timeout_s: float = READY_TIMEOUT_S) -> None:
     """Return once a broker at ``bootstrap`` answers a metadata request.
 
@@ -130,14 +141,11 @@ def wait_for_kafka(bootstrap: str, timeout_s: float = READY_TIMEOUT_S) -> None:
 
     """
     admin = _admin_client(bootstrap)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        remaining_s = deadline - time.monotonic()
-        if _kafka_answers(admin, min(1.0, remaining_s)):
-            return
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"no Kafka broker answered at {bootstrap} within {timeout_s} s")
-        time.sleep(_POLL_INTERVAL_S)
+    _poll_until(
+        lambda wait_s: _kafka_answers(admin, wait_s),
+        timeout_s,
+        f"no Kafka broker answered at {bootstrap} within {timeout_s} s",
+    )
 
 
 def wait_for_redis(url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
@@ -147,14 +155,11 @@ def wait_for_redis(url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
         TimeoutError: nothing answered within ``timeout_s``.
 
     """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        remaining_s = deadline - time.monotonic()
-        if _redis_answers(url, min(1.0, remaining_s)):
-            return
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"no Redis answered PING at {url} within {timeout_s} s")
-        time.sleep(_POLL_INTERVAL_S)
+    _poll_until(
+        lambda wait_s: _redis_answers(url, wait_s),
+        timeout_s,
+        f"no Redis answered PING at {url} within {timeout_s} s",
+    )
 
 
 def create_topics(
