@@ -132,3 +132,18 @@ def running_pipeline(
     finally:
         for proc in reversed(started):
             processes.stop(proc)
+
+
+def run_flow_on(settings: Settings, events: list, batch_size: int) -> None:
+    """Run the real personalization flow in-process over ``events`` (TestingSource)."""
+    from bytewax.connectors.kafka import KafkaSourceMessage
+    from bytewax.testing import TestingSource, run_main
+
+    from dataflows.personalize import build_flow
+    from freshrec.events import encode_event
+
+    messages = [
+        KafkaSourceMessage(key=None, value=encode_event(e), topic="t", partition=0, offset=n)
+        for n, e in enumerate(events)
+    ]
+    run_main(build_flow(settings, TestingSource(messages, batch_size=batch_size)))

@@ -5,13 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from bytewax.connectors.kafka import KafkaSourceMessage
-from bytewax.testing import TestingSource, run_main
 
-from dataflows.personalize import build_flow
-from freshrec.events import Event, encode_event
+from freshrec.events import Event
 from state.store import RedisStore
-from tests.conftest import unique_settings
+from tests.conftest import run_flow_on, unique_settings
 
 pytestmark = pytest.mark.integration
 
@@ -52,11 +49,7 @@ def taste_flip_events() -> list[Event]:
 def test_taste_flip_raises_a_user_alarm_and_refits(stack, tmp_path) -> None:
     settings = unique_settings(stack, tmp_path)
     events = taste_flip_events()
-    messages = [
-        KafkaSourceMessage(key=None, value=encode_event(e), topic="t", partition=0, offset=i)
-        for i, e in enumerate(events)
-    ]
-    run_main(build_flow(settings, TestingSource(messages, batch_size=40)))
+    run_flow_on(settings, events, 40)
     store = RedisStore.from_url(settings.redis_url, settings.redis_prefix, settings.factors)
     alarms = store.alarms(100)
     user_alarms = [a for a in alarms if a["scope"] == "user"]
@@ -68,10 +61,6 @@ def test_taste_flip_raises_a_user_alarm_and_refits(stack, tmp_path) -> None:
 
 def test_drift_detection_can_be_switched_off(stack, tmp_path) -> None:
     settings = unique_settings(stack, tmp_path, drift_detection=False)
-    messages = [
-        KafkaSourceMessage(key=None, value=encode_event(e), topic="t", partition=0, offset=i)
-        for i, e in enumerate(taste_flip_events())
-    ]
-    run_main(build_flow(settings, TestingSource(messages, batch_size=40)))
+    run_flow_on(settings, taste_flip_events(), 40)
     store = RedisStore.from_url(settings.redis_url, settings.redis_prefix, settings.factors)
     assert [a for a in store.alarms(100) if a["scope"] == "user"] == []

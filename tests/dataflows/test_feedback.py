@@ -5,15 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from bytewax.connectors.kafka import KafkaSourceMessage
-from bytewax.testing import TestingSource, run_main
 
-from dataflows.personalize import build_flow
-from freshrec.events import Event, encode_event
+from freshrec.events import Event
 from operators.enrich import enrich, segment_key
 from operators.feedback import FeedbackWindows, model_of
 from state.store import RedisStore
-from tests.conftest import unique_settings
+from tests.conftest import run_flow_on, unique_settings
 
 pytestmark = pytest.mark.integration
 
@@ -52,11 +49,7 @@ def feedback_events() -> list[Event]:
 def test_feedback_windows_in_redis(stack, tmp_path) -> None:
     settings = unique_settings(stack, tmp_path)
     events = feedback_events()
-    messages = [
-        KafkaSourceMessage(key=None, value=encode_event(e), topic="t", partition=0, offset=n)
-        for n, e in enumerate(events)
-    ]
-    run_main(build_flow(settings, TestingSource(messages, batch_size=7)))
+    run_flow_on(settings, events, 7)
     store = RedisStore.from_url(settings.redis_url, settings.redis_prefix, settings.factors)
     segment = segment_key(enrich(events[0]))
     assert {("v7", segment), ("v8", segment)} <= set(store.feedback_keys())

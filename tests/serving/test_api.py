@@ -12,17 +12,14 @@ from collections.abc import Iterator
 
 import msgspec
 import pytest
-from bytewax.connectors.kafka import KafkaSourceMessage
-from bytewax.testing import TestingSource, run_main
 from litestar.testing import TestClient
 
-from dataflows.personalize import build_flow
-from freshrec.events import Event, encode_event
+from freshrec.events import Event
 from freshrec.replay import iter_dataset_events
 from freshrec.settings import Settings
 from serving.app import create_app
 from state.store import RedisStore
-from tests.conftest import unique_settings
+from tests.conftest import run_flow_on, unique_settings
 
 pytestmark = pytest.mark.integration
 
@@ -33,11 +30,7 @@ ADMIN_KEY = "test-admin-key-0123456789"
 def served(stack, tmp_path_factory) -> Iterator[tuple[Settings, list[Event], TestClient]]:
     settings = unique_settings(stack, tmp_path_factory.mktemp("api"), admin_api_key=ADMIN_KEY)
     events = list(iter_dataset_events("taobao", limit=3000))
-    messages = [
-        KafkaSourceMessage(key=None, value=encode_event(e), topic="t", partition=0, offset=n)
-        for n, e in enumerate(events)
-    ]
-    run_main(build_flow(settings, TestingSource(messages, batch_size=500)))
+    run_flow_on(settings, events, 500)
     with TestClient(app=create_app(settings)) as client:
         deadline = time.monotonic() + 10
         while client.get("/health").json()["items_in_index"] == 0:
