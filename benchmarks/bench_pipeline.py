@@ -8,6 +8,10 @@ stack: an embedded Tansu broker and a private redis-server, started and stopped 
    ``KafkaSourceMessage`` objects from a ``TestingSource`` (no broker), in interleaved
    rounds; then the pass-through and the full flow as ``python -m bytewax.run`` processes
    reading the same events from a topic (``consumer_tail=False`` ends them at its end).
+1b. floors: the per-event cost of each stage the pipeline must run (decode + validate,
+   enrichment, the user state, the item side), each alone over the same events with no
+   stream engine at all, next to the keyed counter's whole per-event cost in the same run:
+   the sum is a lower bound of this implementation's cost per event.
 2. cProfile of the full flow: top 25 by tottime (saved to ``benchmarks/out/``) and the time
    per part of the flow (a library's time is charged to our code that called it).
 3. resident memory of a worker process (the full flow on a ``TestingSource``) at 10k / 100k /
@@ -17,7 +21,7 @@ stack: an embedded Tansu broker and a private redis-server, started and stopped 
 4. ``EventDedup`` bytes per remembered event id and per user at the default horizon.
 
     python benchmarks/bench_pipeline.py [--rounds 3] [--users 10000,100000,1000000]
-        [--sections throughput,broker,profile,dedup,memory] [--budget-s 780] [--json OUT]
+        [--sections throughput,floors,broker,profile,dedup,memory] [--budget-s 780] [--json OUT]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import argparse
 import contextlib
 import cProfile
 import ctypes
+import functools
 import gc
 import io
 import json
@@ -58,16 +63,18 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import TestingSource, run_main
 
 from dataflows import kafka_io, steps
-from dataflows.personalize import build_flow, isgd_params, user_config
+from dataflows.personalize import build_flow, enrich_event, isgd_params, item_config, user_config
 from freshrec import processes
 from freshrec.datasets import TAOBAO_WINDOW_END_S, TAOBAO_WINDOW_START_S, load_taobao
 from freshrec.events import INTERACTION_TYPES, Event, encode_event
 from freshrec.replay import iter_dataset_events, send_to_kafka
 from freshrec.settings import Settings, load_settings
 from freshrec.stack import LocalStack, create_topics
+from operators import popularity
 from operators.dedup import EventDedup
 from operators.isgd import initial_vector
-from operators.user_state import UserState
+from operators.item_state import ItemState
+from operators.user_state import ItemUpdate, UserState
 from state.keys import Keys
 from state.store import RedisStore
 
@@ -76,7 +83,7 @@ OUT_DIR = Path(__file__).resolve().parent / "out"
 BATCH_SIZE = 1000
 PASSTHROUGH_TAG = "BENCH-PASSTHROUGH "
 GOAL_FULL_OVER_KEYED = 0.5
-SECTIONS = ("throughput", "broker", "profile", "dedup", "memory")
+SECTIONS = ("throughput", "floors", "broker", "profile", "dedup", "memory")
 NO_EVICTION_TTL_S = 1e9
 
 
@@ -140,6 +147,20 @@ def passthrough_flow(source: Source[Any], sink: CountingSink) -> Dataflow:
     flow = Dataflow("bench_passthrough")
     raw = op.input("in", flow, source)
     op.output("out", op.map("identity", raw, _identity), sink)
+    return flow
+
+
+def decode_only_flow(source: Source[Any], sink: CountingSink, settings: Settings) -> Dataflow:
+    """input → map(decode + validate, as the full flow's first step) → no-op sink.
+
+    The least any flow that looks inside the events does: it bounds the full flow's rate.
+    """
+    flow = Dataflow("bench_decode_only")
+    raw = op.input("in", flow, source)
+    decode = functools.partial(
+        kafka_io.decode_arrival, max_future_skew_s=settings.max_future_skew_s
+    )
+    op.output("out", op.map("decode", raw, decode), sink)
     return flow
 
 
@@ -240,7 +261,12 @@ def measure_in_process(
 ) -> dict[str, Any]:
     """Interleaved rounds of pass-through, keyed counter and full flow over the same messages."""
     n = len(messages)
-    runs: dict[str, list[float]] = {"passthrough": [], "keyed_counter": [], "full": []}
+    runs: dict[str, list[float]] = {
+        "passthrough": [],
+        "keyed_counter": [],
+        "decode_only": [],
+        "full": [],
+    }
     per_round: list[dict[str, float]] = []
     for _ in range(rounds):
         medians: dict[str, float] = {}
@@ -253,6 +279,8 @@ def measure_in_process(
                     flow = passthrough_flow(TestingSource(messages, BATCH_SIZE), sink)
                 elif name == "keyed_counter":
                     flow = keyed_counter_flow(TestingSource(messages, BATCH_SIZE), sink)
+                elif name == "decode_only":
+                    flow = decode_only_flow(TestingSource(messages, BATCH_SIZE), sink, settings)
                 else:
                     full_settings = isolated(settings, prefixes)
                     flow = build_flow(full_settings, TestingSource(messages, BATCH_SIZE))
@@ -282,8 +310,127 @@ def measure_in_process(
         "full_over_passthrough": median["full"] / median["passthrough"],
         "full_over_keyed_counter": median["full"] / median["keyed_counter"],
         "full_over_keyed_counter_per_round": [r["full"] / r["keyed_counter"] for r in per_round],
+        "decode_only_over_keyed_counter": median["decode_only"] / median["keyed_counter"],
         "full_over_passthrough_per_round": [r["full"] / r["passthrough"] for r in per_round],
     }
+
+
+def _best_us_per_event(run: Callable[[], object], n: int, repeats: int) -> float:
+    best = math.inf
+    for _ in range(repeats):
+        gc.collect()
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return best / n * 1e6
+
+
+def measure_floors(
+    settings: Settings, messages: list[KafkaSourceMessage[bytes, bytes]], repeats: int
+) -> dict[str, Any]:
+    """Per-event µs of each required stage alone (no Bytewax) vs the keyed counter's."""
+    n = len(messages)
+    params = isgd_params(settings)
+    config = user_config(settings)
+    item_cfg = item_config(settings)
+    decode = functools.partial(
+        kafka_io.decode_arrival, max_future_skew_s=settings.max_future_skew_s
+    )
+    arrived = [decode(m) for m in messages]
+    enriched = [enrich_event(a) for a in arrived if isinstance(a, kafka_io.Arrived)]
+
+    def user_side() -> list[Any]:
+        # What UserModelLogic does per event, minus Bytewax, Redis and live sampling.
+        users: dict[str, UserState] = {}
+        item_vectors: dict[str, Any] = {}
+        out: list[Any] = []
+        for e in enriched:
+            event = e.event
+            state = users.get(event.user_id)
+            if state is None:
+                state = users[event.user_id] = UserState(event.user_id, params, config)
+            if state.is_duplicate(event.event_id, event.ts_s):
+                continue
+            if event.type not in INTERACTION_TYPES:
+                state.observe(event.item_id, event.type, event.ts_s)
+                continue
+            vec = item_vectors.get(event.item_id)
+            if vec is None:
+                vec = item_vectors[event.item_id] = initial_vector(event.item_id, "item", params)
+            update, covisits = state.learn(
+                event.item_id, vec, event.type, event.ts_s, event.category_id
+            )
+            state.check_drift(item_vectors.get)
+            out.append(update)
+            out.extend(covisits)
+            out.append(steps.SegmentHit(e.segment, event.item_id, update.weight, event.ts_s))
+        return out
+
+    item_messages = user_side()
+
+    def item_side() -> None:
+        # What ItemModelLogic and SegmentPopularityLogic do per message, minus Bytewax.
+        items: dict[str, ItemState] = {}
+        segments: dict[tuple[str, str], float] = {}
+        half_life_s = settings.popularity_half_life_s
+        for msg in item_messages:
+            if isinstance(msg, steps.SegmentHit):
+                key = (msg.segment, msg.item_id)
+                segments[key] = popularity.add_event(
+                    segments.get(key, popularity.NO_POPULARITY), msg.weight, msg.ts_s, half_life_s
+                )
+                continue
+            state = items.get(msg.item_id)
+            if state is None:
+                state = items[msg.item_id] = ItemState(msg.item_id, params, item_cfg)
+            if isinstance(msg, ItemUpdate):
+                user_vec = np.frombuffer(msg.user_vector, dtype=np.float32)
+                state.learn(user_vec, msg.weight, msg.ts_s, msg.category_id)
+            else:
+                for other_id, weight in zip(msg.other_ids, msg.weights, strict=True):
+                    state.covisit(other_id, weight, msg.ts_s)
+
+    def counter() -> None:
+        sink = CountingSink()
+        run_main(keyed_counter_flow(TestingSource(messages, BATCH_SIZE), sink))
+
+    floors = {
+        "decode + validate (msgspec)": _best_us_per_event(
+            lambda: [decode(m) for m in messages], n, repeats
+        ),
+        "enrichment": _best_us_per_event(lambda: [enrich_event(a) for a in arrived], n, repeats),
+        "user state (dedup, session, window, ISGD user half, drift)": _best_us_per_event(
+            user_side, n, repeats
+        ),
+        "item side (ISGD item half, popularity, segments, co-visits)": _best_us_per_event(
+            item_side, n, repeats
+        ),
+    }
+    counter_us = _best_us_per_event(counter, n, repeats)
+    return {
+        "events": n,
+        "repeats": repeats,
+        "stage_us_per_event": floors,
+        "sum_us_per_event": sum(floors.values()),
+        "keyed_counter_us_per_event": counter_us,
+        "goal_budget_us_per_event": counter_us / GOAL_FULL_OVER_KEYED,
+    }
+
+
+def print_floors(f: dict[str, Any]) -> None:
+    print(
+        f"1b. floors: µs per event of each required stage alone (no stream engine, best of "
+        f"{f['repeats']}), {f['events']:,} events"
+    )
+    for name, us in f["stage_us_per_event"].items():
+        print(f"   {us:8.2f} µs  {name}")
+    print(f"   {f['sum_us_per_event']:8.2f} µs  sum: this implementation's floor per event")
+    print(f"   {f['keyed_counter_us_per_event']:8.2f} µs  keyed counter flow, whole, same run")
+    print(
+        f"   {f['goal_budget_us_per_event']:8.2f} µs  budget per event of a full flow at "
+        f"{GOAL_FULL_OVER_KEYED}× the counter's rate; the floor is "
+        f"{f['sum_us_per_event'] / f['goal_budget_us_per_event']:.1f}× the budget"
+    )
 
 
 def _run_worker_process(
@@ -1024,6 +1171,7 @@ def print_throughput(t: dict[str, Any]) -> None:
     )
     print(f"   pass-through  (map → no-op sink)           {m['passthrough']:>12,.0f} ev/s")
     print(f"   keyed counter (key_on + stateful_map)      {m['keyed_counter']:>12,.0f} ev/s")
+    print(f"   decode only   (map(decode) → no-op sink)   {m['decode_only']:>12,.0f} ev/s")
     print(f"   full build_flow (real Redis)               {m['full']:>12,.0f} ev/s")
     rounds = " ".join(f"{r:.4f}" for r in t["full_over_keyed_counter_per_round"])
     print(f"   full / pass-through   {t['full_over_passthrough']:.4f}")
@@ -1036,6 +1184,10 @@ def print_throughput(t: dict[str, Any]) -> None:
         f"≥ {need:,.0f} ev/s, is {m['full']:,.0f} ({need / m['full']:.0f}× short)"
         if verdict == "MISSED"
         else f"   goal full ≥ {GOAL_FULL_OVER_KEYED}× keyed counter: MET"
+    )
+    print(
+        f"   decoding alone / keyed counter  {t['decode_only_over_keyed_counter']:.3f}  "
+        "(an upper bound of full / keyed counter for any flow that reads the events)"
     )
 
 
@@ -1298,6 +1450,10 @@ def main() -> None:
             )
             print_throughput(result["throughput"])
             phase_done("throughput")
+        if "floors" in sections:
+            result["floors"] = measure_floors(settings, messages, repeats=args.repeats)
+            print_floors(result["floors"])
+            phase_done("floors")
         if "broker" in sections:
             result["broker"] = measure_broker(
                 settings, events, user_ids, run_dir, prefixes, timeout_s=300
