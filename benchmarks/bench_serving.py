@@ -66,9 +66,11 @@ async def _request(reader, writer, path: bytes) -> int:  # type: ignore[no-untyp
     return int(head[9:12])
 
 
-async def _generate(port: int, template: str, rate: float, seconds: float, conns: int) -> dict:
+async def _generate(
+    port: int, template: str, rate: float, seconds: float, conns: int, seed: int
+) -> dict:
     loop = asyncio.get_running_loop()
-    rng = np.random.default_rng(SEED + 1)
+    rng = np.random.default_rng(seed)
     users = rng.integers(0, N_USERS, 1_000_000)
     latencies: list[float] = []
     errors = 0
@@ -127,8 +129,14 @@ async def _generate(port: int, template: str, rate: float, seconds: float, conns
     }
 
 
-def run_generator(port: int, template: str, rate: float, seconds: float, conns: int) -> dict:
-    """Fixed-rate (rate > 0) or closed-loop (rate 0) load from a child process."""
+def run_generator(
+    port: int, template: str, rate: float, seconds: float, conns: int, seed: int = SEED + 1
+) -> dict:
+    """Fixed-rate (rate > 0) or closed-loop (rate 0) load from a child process.
+
+    ``seed`` draws the users: the warm-up uses other users than the measured runs, so no
+    measured request is answered from a result cached by the warm-up.
+    """
     out = subprocess.run(
         [
             sys.executable,
@@ -139,6 +147,7 @@ def run_generator(port: int, template: str, rate: float, seconds: float, conns: 
             str(rate),
             str(seconds),
             str(conns),
+            str(seed),
         ],
         check=True,
         capture_output=True,
@@ -212,9 +221,9 @@ def get_json(url: str) -> dict:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--generate":
-        port, template, rate, seconds, conns = sys.argv[2:7]
+        port, template, rate, seconds, conns, seed = sys.argv[2:8]
         result = asyncio.run(
-            _generate(int(port), template, float(rate), float(seconds), int(conns))
+            _generate(int(port), template, float(rate), float(seconds), int(conns), int(seed))
         )
         print(json.dumps(result))
         return
@@ -276,13 +285,21 @@ def main() -> None:
                 time.sleep(0.05)
             report["graph_ready_s"] = round(time.perf_counter() - t0, 1)
             time.sleep(1.5)  # popular lists refreshed
-            run_generator(port, ENDPOINTS["recommendations"], args.rate, 3, args.connections)
+            run_generator(
+                port, ENDPOINTS["recommendations"], args.rate, 3, args.connections, SEED + 3
+            )
             report["generator_ceiling_hello"] = run_generator(
                 port, ENDPOINTS["hello"], 0, 5, args.connections
             )
             for name, template in ENDPOINTS.items():
+                before = result_cache_counts(url)
                 fixed = run_generator(port, template, args.rate, args.seconds, args.connections)
+                between = result_cache_counts(url)
                 fixed.update(run_wrk(port, template, args.wrk_seconds, run_dir))
+                after = result_cache_counts(url)
+                if name == "recommendations":
+                    fixed["result_cache_hit_share_fixed"] = hit_share(before, between)
+                    fixed["result_cache_hit_share_wrk"] = hit_share(between, after)
                 report[name] = fixed
                 print(name, fixed, flush=True)
             report["recall_at_10"] = recall(store, url, args.recall_users)
@@ -297,6 +314,24 @@ def main() -> None:
     print_table(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+def result_cache_counts(url: str) -> dict[int, tuple[int, int]]:
+    """Per worker (pid): personal answers served from the result cache, and computed."""
+    counts: dict[int, tuple[int, int]] = {}
+    for _ in range(200):  # each request lands on either worker
+        state = get_json(url + "/v1/bench/index")
+        counts[state["pid"]] = (state["result_cache_hits"], state["result_cache_misses"])
+        if len(counts) == 2:
+            break
+    return counts
+
+
+def hit_share(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> float:
+    """Share of personal answers served from the result cache between two counts."""
+    hits = sum(after[p][0] - before.get(p, (0, 0))[0] for p in after)
+    misses = sum(after[p][1] - before.get(p, (0, 0))[1] for p in after)
+    return round(hits / max(1, hits + misses), 4)
 
 
 def recall(store: RedisStore, url: str, n_users: int) -> float:
@@ -343,7 +378,9 @@ def print_table(report: dict) -> None:
         f"recommendations max req/s = {rec['max_ratio_to_user_record']:.2f} x user-record, "
         f"{rec['max_ratio_to_hello']:.2f} x hello; recall@10 vs brute force "
         f"{report['recall_at_10']:.3f}; generator ceiling (closed loop, hello) "
-        f"{report['generator_ceiling_hello']['achieved_req_s']:,.0f} req/s"
+        f"{report['generator_ceiling_hello']['achieved_req_s']:,.0f} req/s; answers from "
+        f"the per-user result cache: {rec['result_cache_hit_share_fixed']:.1%} at fixed rate, "
+        f"{rec['result_cache_hit_share_wrk']:.1%} under wrk"
     )
 
 

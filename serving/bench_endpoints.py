@@ -7,6 +7,8 @@ to these, measured in the same run on the same server.
 
 from __future__ import annotations
 
+import os
+
 import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
@@ -34,6 +36,11 @@ class IndexState(msgspec.Struct, frozen=True):
     items: int
     graph_items: int
     delta_rows: int
+    pid: int
+    result_cache_hits: int
+    """Personal answers this worker served from its per-user result cache..."""
+    result_cache_misses: int
+    """... and computed (the benchmark reports the share, so cached answers are visible)."""
 
 
 class BenchController(Controller):
@@ -59,4 +66,7 @@ class BenchController(Controller):
             matrix.size,
             0 if graph is None else graph.snapshot_size,
             0 if graph is None else int(graph.delta_rows.size),
+            os.getpid(),
+            recommender.result_cache_hits,
+            recommender.result_cache_misses,
         )

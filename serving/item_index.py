@@ -105,7 +105,7 @@ class ItemIndex:
         self.store = store
         self.candidates = CandidateMaintainer(ann_min_items)
         self.lists_generation = 0
-        """Bumped whenever the popular / trending lists are replaced."""
+        """Bumped whenever the popular / trending lists change."""
         self.refresh_interval_s = refresh_interval_s
         self.current = _empty_matrix(store.factors)
         self.catalogue = Catalogue()
@@ -255,11 +255,12 @@ class ItemIndex:
 
     def refresh_lists(self) -> None:
         """Reload the popular and trending lists (kept as fallbacks when Redis goes away)."""
-        popular = self.store.popular(POPULAR_LIST_SIZE)
-        if popular:
-            self.popular = popular
-        self.trending = self.store.trending(100)
-        self.lists_generation += 1
+        popular = self.store.popular(POPULAR_LIST_SIZE) or self.popular
+        trending = self.store.trending(100)
+        # Only a real change invalidates: the per-user result cache is stamped with this.
+        if popular != self.popular or trending != self.trending:
+            self.popular, self.trending = popular, trending
+            self.lists_generation += 1
 
     def segment_popular(self, segment: str) -> list[tuple[str, float]]:
         """Popular items within a context segment (cached for a couple of seconds)."""

@@ -43,6 +43,8 @@ TRENDING_SHARE = 0.2
 CANDIDATE_FACTOR = 4
 RESULT_CACHE_SIZE = 50_000
 """Users whose last answer is kept (LRU); an entry is valid while its stamp matches."""
+RECENT_HISTORY = 20
+"""Recent items the explanations (and co-visitation sources) are drawn from."""
 ANN_FETCH_MIN = 50
 ANN_FETCH_ROUNDS = 2
 
@@ -160,7 +162,15 @@ class Recommender:
     ) -> Recommendations:
         user_vector = vector_from_bytes(user.vector)
         evidence = user.version / (user.version + EVIDENCE_HALF)
-        recent = [i for i in user.recent if i in matrix.rows][:20]
+        recent: list[str] = []  # the recent items that have factors, and their rows
+        recent_rows: list[int] = []
+        for item_id in user.recent:
+            row = matrix.rows.get(item_id)
+            if row is not None:
+                recent.append(item_id)
+                recent_rows.append(row)
+                if len(recent) == RECENT_HISTORY:
+                    break
         boost, covisited_from = self._covisitation_boost(matrix, recent[:COVISIT_SOURCES])
         derived = self._derived(matrix)
         picked = None
@@ -180,7 +190,9 @@ class Recommender:
             rows = self._pick(scores, matrix, k, filters, np.flatnonzero(blocked))
             picked = rows, [float(scores[row]) for row in rows]
         rows, row_scores = picked
-        items = self._explain(rows, row_scores, matrix, derived, user, recent, covisited_from)
+        items = self._explain(
+            rows, row_scores, matrix, derived, user, (recent, recent_rows), covisited_from
+        )
         if len(items) < k:  # tiny or heavily filtered catalogue: top up with popular items
             have = {it.item_id for it in items} | excluded
             fill = self._popular_list(rec_id, k - len(items), filters, have, fallback=False)
@@ -217,8 +229,13 @@ class Recommender:
             graph_rows, graph_bound = candidates.candidate_rows(user_vector, fetch)
             popular_rows, popular_bound = derived.popular.best(user_vector, evidence, fetch)
             rows = np.concatenate((graph_rows, popular_rows, covisited))
-            rows.sort()  # dedupe by sort: ~10x cheaper than np.unique's extra passes at this size
-            rows = rows[(np.diff(rows, prepend=-1) != 0) & (rows < matrix.size)]
+            rows.sort()  # dedupe by sort: cheaper than np.unique's extra passes at this size
+            fresh = np.empty(rows.size, np.bool_)
+            fresh[:1] = True
+            np.not_equal(rows[1:], rows[:-1], out=fresh[1:])
+            rows = rows[fresh]
+            if rows.size and rows[-1] >= matrix.size:  # a graph of a larger, older matrix
+                rows = rows[rows < matrix.size]
             row_scores = (
                 evidence * (matrix.matrix[rows] @ user_vector)
                 + (1.0 - evidence) * derived.popularity[rows]
@@ -396,20 +413,21 @@ class Recommender:
         matrix: ItemMatrix,
         derived: _ItemDerived,
         user: UserRecord,
-        recent: list[str],
+        history: tuple[list[str], list[int]],
         covisited_from: dict[int, str],
     ) -> list[RecommendedItem]:
         """Each picked row as an item with its score and reason."""
+        recent, recent_rows = history
         similar_to: list[str | None] = [None] * len(rows)
         if recent and rows:
-            history = matrix.matrix[[matrix.rows[i] for i in recent]]
-            best, similarity = explain_by_similarity(matrix.matrix[rows], history)
+            vectors = matrix.matrix
+            best, similarity = explain_by_similarity(vectors[rows], vectors[recent_rows])
             similar_to = [
                 recent[b] if s >= SIMILARITY_REASON_MIN else None
                 for b, s in zip(best.tolist(), similarity.tolist(), strict=True)
             ]
         catalogue = self.index.catalogue
-        user_categories = {catalogue.category_of(i) for i in user.recent}
+        user_categories: set[str | None] | None = None  # only needed past the other reasons
         items = []
         for row, score, similar in zip(rows, scores, similar_to, strict=True):
             item_id = matrix.item_ids[row]
@@ -418,10 +436,13 @@ class Recommender:
                 reason = f"because you viewed {because}"
             elif item_id in derived.trending:
                 reason = "trending"
-            elif catalogue.category_of(item_id) not in user_categories:
-                reason = "new for you"
             else:
-                reason = "recommended for you"
+                if user_categories is None:
+                    user_categories = {catalogue.category_of(i) for i in user.recent}
+                if catalogue.category_of(item_id) not in user_categories:
+                    reason = "new for you"
+                else:
+                    reason = "recommended for you"
             items.append(RecommendedItem(item_id, round(score, 6), reason))
         return items
 

@@ -149,3 +149,85 @@ def test_result_cache_is_invalidated_by_the_user_version(served) -> None:
     fresh = graph.recommend("u5", 10)
     assert fresh.items is not first.items
     assert [i.item_id for i in fresh.items] == _ids(exact, "u5")
+
+
+# --- bounded candidates on a planted example --------------------------------------------------
+PLANTED_ITEMS, PLANTED_FACTORS, PLANTED_SEEN = 3_000, 16, 80
+
+
+@pytest.fixture(scope="module")
+def planted(stack, tmp_path_factory) -> Iterator[tuple[RedisStore, Recommender, Recommender]]:
+    """Popularity strictly by id (i0 the most popular); users whose answer lies deep in it.
+
+    ``heavy-seen`` has almost no evidence (version 1: popularity weighs 5/6) and has seen the
+    80 most popular items, so every popular candidate of the first round is excluded and only
+    the popular bound can tell that the graph's rows are not the answer. ``planted`` has
+    plenty of evidence and a vector pointing at one unpopular item.
+    """
+    settings = unique_settings(stack, tmp_path_factory.mktemp("planted"), factors=PLANTED_FACTORS)
+    store = RedisStore.from_url(settings.redis_url, settings.redis_prefix, PLANTED_FACTORS)
+    rng = np.random.default_rng(SEED + 1)
+    vectors = (0.1 * rng.normal(size=(PLANTED_ITEMS, PLANTED_FACTORS))).astype(np.float32)
+    store.write_items(
+        [
+            ItemWrite(f"i{n}", 1, vector_to_bytes(vectors[n]), float(PLANTED_ITEMS - n), None)
+            for n in range(PLANTED_ITEMS)
+        ]
+    )
+    most_popular = [f"i{n}" for n in range(PLANTED_SEEN)]
+    random_vector = (0.1 * rng.normal(size=PLANTED_FACTORS)).astype(np.float32)
+    users = [
+        (
+            "heavy-seen",
+            UserRecord(1, 0.0, 0.0, vector_to_bytes(random_vector), [], most_popular, {}),
+        ),
+        ("planted", UserRecord(10_000, 0.0, 0.0, vector_to_bytes(30 * vectors[2500]), [], [], {})),
+        (
+            "middle",
+            UserRecord(5, 0.0, 0.0, vector_to_bytes(random_vector), [], most_popular[:20], {}),
+        ),
+    ]
+    store.write_users(users)
+    graph_index = ItemIndex(store, 0.1, ann_min_items=1000)
+    exact_index = ItemIndex(store, 0.1, ann_min_items=10**9)
+    for index in (graph_index, exact_index):
+        index.refresh()
+        index.refresh_lists()
+    _wait_graph(graph_index)
+    yield store, Recommender(store, graph_index), Recommender(store, exact_index)
+    store.delete_namespace()
+
+
+@pytest.mark.parametrize("user_id", ["heavy-seen", "planted", "middle"])
+def test_bounded_candidates_return_the_brute_force_top_k(planted, monkeypatch, user_id) -> None:
+    _, graph, exact = planted
+    answers: list[object] = []
+    pick = graph._pick_from_candidates
+
+    def spy(*args: object) -> object:
+        answers.append(pick(*args))
+        return answers[-1]
+
+    monkeypatch.setattr(graph, "_pick_from_candidates", spy)
+    graph._results.clear()
+    got = _ids(graph, user_id)
+    assert answers and answers[0] is not None, "served by brute force, not the candidates"
+    assert got == _ids(exact, user_id), f"{user_id} (seed {SEED + 1})"
+
+
+def test_popular_bound_reaches_past_the_first_round(planted) -> None:
+    _, graph, _ = planted
+    got = _ids(graph, "heavy-seen")
+    ranks = sorted(int(i[1:]) for i in got)
+    # Popularity dominates: the next most popular items the user has not seen.
+    assert ranks[0] >= PLANTED_SEEN and ranks[-1] < PLANTED_SEEN + 30, ranks
+    assert _ids(graph, "planted")[0] == "i2500"
+
+
+def test_unchanged_lists_keep_the_result_cache(planted) -> None:
+    _, graph, _ = planted
+    first = graph.recommend("middle", 10)
+    generation = graph.index.lists_generation
+    graph.index.refresh_lists()  # same popular and trending lists
+    assert graph.index.lists_generation == generation
+    assert graph.recommend("middle", 10).items is first.items
