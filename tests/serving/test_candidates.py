@@ -137,8 +137,10 @@ def test_filters_hold_exactly(served, filters) -> None:
 def test_result_cache_is_invalidated_by_the_user_version(served) -> None:
     store, graph, exact = served
     first = graph.recommend("u5", 10)
+    hits = graph.result_cache_hits
     again = graph.recommend("u5", 10)
-    assert again.items is first.items  # served from the per-user cache
+    assert graph.result_cache_hits == hits + 1  # served from the per-user cache
+    assert again.items == first.items
     assert again.recommendation_id != first.recommendation_id
     old = store.get_user("u5")
     flipped = -np.frombuffer(old.vector, np.float32)
@@ -147,7 +149,7 @@ def test_result_cache_is_invalidated_by_the_user_version(served) -> None:
     )
     assert store.write_users([("u5", newer)]) == 1
     fresh = graph.recommend("u5", 10)
-    assert fresh.items is not first.items
+    assert graph.result_cache_hits == hits + 1
     assert [i.item_id for i in fresh.items] == _ids(exact, "u5")
 
 
@@ -227,7 +229,8 @@ def test_popular_bound_reaches_past_the_first_round(planted) -> None:
 def test_unchanged_lists_keep_the_result_cache(planted) -> None:
     _, graph, _ = planted
     first = graph.recommend("middle", 10)
-    generation = graph.index.lists_generation
+    generation, hits = graph.index.lists_generation, graph.result_cache_hits
     graph.index.refresh_lists()  # same popular and trending lists
     assert graph.index.lists_generation == generation
-    assert graph.recommend("middle", 10).items is first.items
+    assert graph.recommend("middle", 10).items == first.items
+    assert graph.result_cache_hits == hits + 1
