@@ -188,8 +188,9 @@ class PopularCandidates:
         if n >= self.rows.size:
             return self.rows, float("-inf")
         blended = evidence * (self.vectors @ user_vector) + (1.0 - evidence) * self.popularity
-        order = np.argpartition(blended, -n)
-        return self.rows[order[-n:]], float(blended[order[:-n]].max())
+        # Partitioned at the (n+1)-th best: it is the best left out, the n after it are taken.
+        order = np.argpartition(blended, -(n + 1))
+        return self.rows[order[-n:]], float(blended[order[-(n + 1)]])
 
 
 def build_popular_candidates(
