@@ -6,6 +6,7 @@ production server (granian) calls in each worker process.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -65,6 +66,9 @@ def create_app(settings: Settings) -> Litestar:
         index.start()
         stop_monitor = threading.Event()
         start_api_monitor(index.store, stop_monitor)
+        # Everything built so far lives as long as the process: keep it out of the cyclic
+        # collector's full passes (one cost ~50 ms, a stalled request, every ~25k requests).
+        gc.freeze()
         try:
             yield
         finally:
@@ -147,7 +151,9 @@ class MetricsController(PrometheusController):
 def _only_admin(guard):  # type: ignore[no-untyped-def]
     """Apply ``guard`` to handlers marked ``opt={"admin": True}``."""
 
-    def check(connection, handler):  # type: ignore[no-untyped-def]
+    # async: Litestar runs a plain-function guard in a worker thread, on every request of
+    # every endpoint (measured: half of a hello-world request's CPU). The guard never blocks.
+    async def check(connection, handler):  # type: ignore[no-untyped-def]
         if handler.opt.get("admin"):
             guard(connection, handler)
 
