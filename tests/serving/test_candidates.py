@@ -42,6 +42,18 @@ def _wait_graph(index: ItemIndex) -> None:
         assert time.monotonic() < deadline, f"graph not built (seed {SEED})"
 
 
+def _graph_and_exact(store: RedisStore) -> tuple[Recommender, Recommender]:
+    """A recommender on the HNSW graph (built, waited for) and one on brute force."""
+    graph_index = ItemIndex(store, 0.1, ann_min_items=1000)
+    exact_index = ItemIndex(store, 0.1, ann_min_items=10**9)
+    for index in (graph_index, exact_index):
+        index.refresh()
+        index.refresh_lists()
+    _wait_graph(graph_index)
+    assert exact_index.current.candidates is None
+    return Recommender(store, graph_index), Recommender(store, exact_index)
+
+
 @pytest.fixture(scope="module")
 def served(stack, tmp_path_factory) -> Iterator[tuple[RedisStore, Recommender, Recommender]]:
     settings = unique_settings(stack, tmp_path_factory.mktemp("cand"), factors=FACTORS)
@@ -66,14 +78,7 @@ def served(stack, tmp_path_factory) -> Iterator[tuple[RedisStore, Recommender, R
         store.write_items(writes[start : start + 1000])
     users = [(f"u{n}", _user(rng, centers, int(rng.integers(1, 50)))) for n in range(N_USERS)]
     store.write_users(users)
-    graph_index = ItemIndex(store, 0.1, ann_min_items=1000)
-    exact_index = ItemIndex(store, 0.1, ann_min_items=10**9)
-    for index in (graph_index, exact_index):
-        index.refresh()
-        index.refresh_lists()
-    _wait_graph(graph_index)
-    assert exact_index.current.candidates is None
-    yield store, Recommender(store, graph_index), Recommender(store, exact_index)
+    yield store, *_graph_and_exact(store)
     store.delete_namespace()
 
 
@@ -191,13 +196,7 @@ def planted(stack, tmp_path_factory) -> Iterator[tuple[RedisStore, Recommender, 
         ),
     ]
     store.write_users(users)
-    graph_index = ItemIndex(store, 0.1, ann_min_items=1000)
-    exact_index = ItemIndex(store, 0.1, ann_min_items=10**9)
-    for index in (graph_index, exact_index):
-        index.refresh()
-        index.refresh_lists()
-    _wait_graph(graph_index)
-    yield store, Recommender(store, graph_index), Recommender(store, exact_index)
+    yield store, *_graph_and_exact(store)
     store.delete_namespace()
 
 
