@@ -52,8 +52,11 @@ def test_worker_and_api_metrics(make_settings, tmp_path: Path) -> None:
                 text = httpx.get(url, timeout=1).text
             except httpx.HTTPError:
                 return None
-            done = sample(text, "freshrec_events_total", 'outcome="applied"') == 500
-            return text if done else None
+            # Events are counted in the user step, freshness when the sink has written them
+            # (a later step): a scrape between the two saw the count but no freshness yet.
+            applied = sample(text, "freshrec_events_total", 'outcome="applied"') == 500
+            written = (sample(text, "freshrec_freshness_seconds_count") or 0) > 0
+            return text if applied and written else None
 
         text = wait_until(worker_metrics, 60, 0.2)
         assert sample(text, "freshrec_events_total", 'outcome="dead_letter"') == 7
