@@ -117,9 +117,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_port: int = 8000
     api_workers: int = 1
     max_k: int = 100
-    ingest_rate_limit_per_s: int = 500
-    """Ingest requests per second per client address; 0: no limit. Each
+    ingest_rate_limit_per_s: float = 500
+    """Sustained ingest requests per second per client address; 0: no limit. Each
     API process counts for itself (in memory), so the limit is per process."""
+    ingest_rate_burst: int = 0
+    """Most ingest requests a client may send at once; 0: one second's worth of the rate."""
     admin_api_key: str = ""
     """Key for admin endpoints; empty disables them."""
     bench_endpoints: bool = False

@@ -7,14 +7,13 @@ production server (granian) calls in each worker process.
 from __future__ import annotations
 
 import gc
+import math
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from litestar import Litestar, Request, Router, get
+from litestar import Litestar, Router, get
 from litestar.di import Provide
-from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
@@ -30,6 +29,7 @@ from serving.items import ItemsController
 from serving.models import ModelsController
 from serving.monitoring import MonitoringController, latency_middleware, start_api_monitor
 from serving.producer import EventProducer
+from serving.rate_limit import RateLimitMiddleware, TokenBucketLimiter, client_address
 from serving.recommendations import RecommendationsController
 from serving.recommender import Recommender
 from serving.schemas import Health
@@ -123,22 +123,12 @@ def create_app(settings: Settings) -> Litestar:
 
 def ingest_router(settings: Settings) -> Router:
     """The ingest endpoint, rate-limited per client when a limit is set."""
-    limit = settings.ingest_rate_limit_per_s
+    rate = settings.ingest_rate_limit_per_s
+    burst = settings.ingest_rate_burst or max(1, math.ceil(rate))
     middleware = (
-        [RateLimitConfig(rate_limit=("second", limit), identifier_for_request=client_id).middleware]
-        if limit
-        else []
+        [RateLimitMiddleware(TokenBucketLimiter(rate, burst), client_address)] if rate else []
     )
     return Router(path="/", route_handlers=[EventsController], middleware=middleware)
-
-
-def client_id(request: Request[Any, Any, Any]) -> str:
-    """Who a rate limit applies to: the client address.
-
-    Behind a proxy, put the limit there or trust its X-Forwarded-For via a proxy-headers
-    middleware: an unchecked header would let anyone pick a fresh identity per request.
-    """
-    return request.client.host if request.client else "unknown"
 
 
 class MetricsController(PrometheusController):
