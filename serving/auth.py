@@ -21,7 +21,8 @@ def admin_guard(settings: Settings):  # type: ignore[no-untyped-def]
     """A Litestar guard that admits requests carrying the admin key."""
     expected = settings.admin_api_key.encode()
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    # A coroutine: Litestar runs a plain-function guard in a worker thread.
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         if not expected:
             raise PermissionDeniedException("Admin endpoints are disabled (no admin key set)")
         given = connection.headers.get(API_KEY_HEADER, "").encode()

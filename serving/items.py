@@ -48,13 +48,19 @@ class ItemsController(Controller):
     ) -> SimilarItems:
         return recommender.similar(item_id, k)
 
+
+class CatalogueController(Controller):
+    """The catalogue (admin: header X-API-Key; the app mounts it behind the admin guard)."""
+
+    path = "/v1/items"
+    tags = ["items"]
+
     @put(
         "/",
         summary="Create or replace catalogue entries (admin; header X-API-Key)",
         description="Category, title, price and availability of up to 1,000 items. Items "
         "are recommendable as soon as they have events; `available: false` hides them.",
         sync_to_thread=False,
-        opt={"admin": True},
     )
     def put_items(
         self, data: JSONBody[list[CatalogueEntry]], store: NamedDependency[RedisStore]

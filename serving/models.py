@@ -32,11 +32,10 @@ VersionId = Annotated[str, PathParameter(max_length=64, pattern=r"^[A-Za-z0-9_.-
 
 
 class ModelsController(Controller):
-    """Model versions (admin: header X-API-Key)."""
+    """Model versions (admin: header X-API-Key; the app mounts it behind the admin guard)."""
 
     path = "/v1/models"
     tags = ["models"]
-    opt = {"admin": True}
 
     @get("/", summary="List model versions", sync_to_thread=False)
     def list_versions(self, lifecycle: NamedDependency[Lifecycle]) -> ModelList:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from state.records import NeighboursRecord, UserRecord, vector_to_bytes
 from state.store import ItemWrite, RedisStore
@@ -103,6 +106,68 @@ def test_large_versions_compare_correctly(store: RedisStore) -> None:
 
 def test_write_users_with_nothing_to_write(store: RedisStore) -> None:
     assert store.write_users([]) == 0
+
+
+_fresh_user = (f"h{n}" for n in itertools.count())
+_item_ids = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    version=st.integers(1, 2**63 - 1),
+    event_ts=st.one_of(st.floats(allow_nan=False), st.integers(-(2**63), 2**63 - 1)),
+    written_at=st.one_of(st.floats(allow_nan=False), st.integers(0, 2**32)),
+    vector_bytes=st.sampled_from([0, 4, 256, 255 * 4, 256 * 4, 16_384 * 4, 17_000 * 4]),
+    recent=st.lists(_item_ids, max_size=25, unique=True),
+    listed=st.sets(st.integers(0, 24)),
+    sources=st.integers(0, 8),
+)
+def test_user_with_neighbours_reads_the_record_and_its_recent_lists(
+    store: RedisStore,
+    version: int,
+    event_ts: float,
+    written_at: float,
+    vector_bytes: int,
+    recent: list[str],
+    listed: set[int],
+    sources: int,
+) -> None:
+    """The script skips every msgpack encoding the fields before ``recent`` can take."""
+    user_id = next(_fresh_user)
+    record = user_record(
+        version,
+        event_ts_s=event_ts,
+        written_at_s=written_at,
+        vector=bytes(vector_bytes),
+        recent=recent,
+    )
+    store.write_users([(user_id, record)])
+    lists = {
+        recent[n]: NeighboursRecord(1, [f"x{n}", "y"], [3.0, float(n)])
+        for n in listed
+        if n < len(recent)
+    }
+    store.write_neighbours(list(lists.items()))
+    fetched = store.get_user_with_neighbours(user_id, sources)
+    # (as get_user decodes it: an int given for a float field comes back a float)
+    assert fetched is not None and fetched.user == store.get_user(user_id)
+    assert fetched.user.vector == record.vector and fetched.user.recent == recent
+    assert fetched.sources == recent[:sources]
+    assert fetched.neighbours == [lists.get(item) for item in recent[:sources]]
+    store.client.delete(*(store.keys.neighbours(item) for item in lists), store.keys.user(user_id))
+
+
+def test_user_with_neighbours_of_unknown_user_and_after_a_script_flush(
+    store: RedisStore,
+) -> None:
+    assert store.get_user_with_neighbours("nobody", 5) is None
+    store.write_users([("u1", user_record(2))])
+    store.client.script_flush()  # as after a server restart: the script is loaded again
+    fetched = store.get_user_with_neighbours("u1", 5)
+    assert fetched is not None and fetched.sources == ["i2", "i0"]
+    assert fetched.neighbours == [None, None]
 
 
 def test_parked_state_round_trips_and_expires(store: RedisStore) -> None:
