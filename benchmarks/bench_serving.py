@@ -1,10 +1,11 @@
 """Serving latency and throughput under load, next to reference endpoints on the same server.
 
-Starts its own embedded stack, writes 100,000 items x 64 factors and 100,000 users through
-``RedisStore.write_items`` / ``write_users`` (synthetic: 256 gaussian clusters in factor
-space, item norms log-normal, users drawn around a cluster with 10-30 seen items of it), starts
-the API under granian with 2 workers and the bench endpoints, and loads it from SEPARATE
-processes on loopback:
+Starts its own embedded stack, writes 100,000 items x 64 factors, their co-visitation lists
+(20 neighbours each) and 100,000 users through ``RedisStore`` (synthetic: 256 gaussian
+clusters in factor space, item norms log-normal, neighbours from the item's cluster, users
+drawn around a cluster with 10-30 seen items of it), starts the API under granian with 2
+workers (``--workers``) and the bench endpoints, and loads it from SEPARATE processes on
+loopback:
 
 - fixed rate (open loop, default 2,000 req/s): this script's own asyncio generator in a child
   process; every request is due at ``start + i / rate`` and its latency counts from then, so
@@ -43,12 +44,13 @@ from freshrec.settings import load_settings  # noqa: E402
 from freshrec.stack import LocalStack  # noqa: E402
 from serving.item_index import ItemIndex  # noqa: E402
 from serving.recommender import Recommender  # noqa: E402
-from state.records import UserRecord, vector_to_bytes  # noqa: E402
+from state.records import NeighboursRecord, UserRecord, vector_to_bytes  # noqa: E402
 from state.store import ItemWrite, RedisStore  # noqa: E402
 
 N_ITEMS = N_USERS = 100_000
 FACTORS = 64
 CLUSTERS = 256
+NEIGHBOURS = 20
 SEED = 7
 ENDPOINTS = {
     "hello": "/v1/bench/hello",
@@ -201,6 +203,24 @@ def write_synthetic(store: RedisStore) -> None:
             ]
         )
     by_cluster = [np.flatnonzero(cluster == c) for c in range(CLUSTERS)]
+    # Co-visitation as the dataflow stores it: 20 neighbours per item (from its cluster, so
+    # they agree with the factors, as real co-visits mostly do), strongest first. Drawn from
+    # their own generator: the items and users stay those of earlier runs.
+    covisit_rng = np.random.default_rng(SEED + 100)
+    for start in range(0, N_ITEMS, 2000):
+        store.write_neighbours(
+            [
+                (
+                    f"i{n}",
+                    NeighboursRecord(
+                        1,
+                        [f"i{m}" for m in covisit_rng.choice(by_cluster[cluster[n]], NEIGHBOURS)],
+                        sorted(covisit_rng.uniform(0, 6, NEIGHBOURS).tolist(), reverse=True),
+                    ),
+                )
+                for n in range(start, min(start + 2000, N_ITEMS))
+            ]
+        )
     for start in range(0, N_USERS, 2000):
         batch = []
         for n in range(start, min(start + 2000, N_USERS)):
@@ -239,6 +259,7 @@ def main() -> None:
         default=",".join(ENDPOINTS),
         help="comma-separated subset of " + ", ".join(ENDPOINTS) + " (quick A/B runs)",
     )
+    parser.add_argument("--workers", type=int, default=2, help="granian worker processes")
     parser.add_argument("--no-fixed", action="store_true", help="max req/s (wrk) only")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -257,6 +278,7 @@ def main() -> None:
         "users": N_USERS,
         "factors": FACTORS,
         "rate": args.rate,
+        "workers": args.workers,
     }
     with LocalStack(base) as stack:
         port = _free_port()
@@ -265,7 +287,7 @@ def main() -> None:
             kafka_bootstrap=stack.info.kafka_bootstrap,
             redis_url=stack.info.redis_url,
             factors=FACTORS,
-            api_workers=2,
+            api_workers=args.workers,
             api_port=port,
             bench_endpoints=True,
         )
@@ -277,14 +299,14 @@ def main() -> None:
             processes.api_argv(),
             settings,
             run_dir / "logs" / "api.log",
-            {"FRESHREC_API_WORKERS": "2", "FRESHREC_FACTORS": str(FACTORS)},
+            {"FRESHREC_API_WORKERS": str(args.workers), "FRESHREC_FACTORS": str(FACTORS)},
         )
         try:
             url = f"http://127.0.0.1:{port}"
             processes.wait_http(url + "/health", 60, api)
             t0 = time.perf_counter()
             ready = 0
-            while ready < 20:  # both workers (requests land on either) report the graph
+            while ready < 20:  # every worker (requests land on any) reports the graph
                 state = get_json(url + "/v1/bench/index")
                 ready = ready + 1 if state["graph_items"] == N_ITEMS else 0
                 assert time.perf_counter() - t0 < 180, f"graph not built: {state}"
@@ -301,15 +323,15 @@ def main() -> None:
                 )
             for name in args.endpoints.split(","):
                 template = ENDPOINTS[name]
-                before = result_cache_counts(url)
+                before = result_cache_counts(url, args.workers)
                 fixed = (
                     {}
                     if args.no_fixed
                     else run_generator(port, template, args.rate, args.seconds, args.connections)
                 )
-                between = result_cache_counts(url)
+                between = result_cache_counts(url, args.workers)
                 fixed.update(run_wrk(port, template, args.wrk_seconds, run_dir))
-                after = result_cache_counts(url)
+                after = result_cache_counts(url, args.workers)
                 if name == "recommendations":
                     fixed["result_cache_hit_share_fixed"] = hit_share(before, between)
                     fixed["result_cache_hit_share_wrk"] = hit_share(between, after)
@@ -333,13 +355,13 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(report, indent=2))
 
 
-def result_cache_counts(url: str) -> dict[int, tuple[int, int]]:
+def result_cache_counts(url: str, workers: int) -> dict[int, tuple[int, int]]:
     """Per worker (pid): personal answers served from the result cache, and computed."""
     counts: dict[int, tuple[int, int]] = {}
     for _ in range(200):  # each request lands on either worker
         state = get_json(url + "/v1/bench/index")
         counts[state["pid"]] = (state["result_cache_hits"], state["result_cache_misses"])
-        if len(counts) == 2:
+        if len(counts) == workers:
             break
     return counts
 
@@ -377,7 +399,7 @@ def _free_port() -> int:
 def print_table(report: dict) -> None:
     print(
         f"\n{report['items']:,} items x {report['factors']} factors, {report['users']:,} users; "
-        f"granian 2 workers on {report['cpus']} CPUs; open loop at {report['rate']:,.0f} req/s"
+        f"granian {report['workers']} workers on {report['cpus']} CPUs; open loop at {report['rate']:,.0f} req/s"
     )
     print(
         f"{'endpoint':<16}{'achieved':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"

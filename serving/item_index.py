@@ -49,6 +49,9 @@ class ItemMatrix:
     """Graph + delta for candidate generation; None while brute force serves."""
     model_version: str = ""
     """The promoted model version whose item vectors are served ("" = the live stream)."""
+    rows_epoch: int = 0
+    """Bumped when items are renumbered (a model version swap rebuilds the matrix); between
+    bumps an item keeps its row, new items only append."""
 
     @property
     def size(self) -> int:
@@ -168,6 +171,7 @@ class ItemIndex:
             cur.generation + 1,
             self.candidates.published(),
             active,
+            cur.rows_epoch + 1,
         )
         log.info("serving item vectors from %s", active or "the live stream")
         return True
@@ -236,6 +240,7 @@ class ItemIndex:
             cur.generation + 1,
             self.candidates.published(),
             cur.model_version,
+            cur.rows_epoch,
         )
         return len(touched)
 

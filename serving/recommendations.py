@@ -83,7 +83,9 @@ class RecommendationsController(Controller):
             available_only=available_only,
             max_per_category=max_per_category,
         )
-        ctx = context_from_request(user_agent, device, country, region, datetime.now(UTC))
-        return recommender.recommend(
-            user_id, k, filters, RequestContext(segment_key(ctx), ctx.country)
-        )
+
+        def context() -> RequestContext:
+            ctx = context_from_request(user_agent, device, country, region, datetime.now(UTC))
+            return RequestContext(segment_key(ctx), ctx.country)
+
+        return recommender.recommend(user_id, k, filters, context)

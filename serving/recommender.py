@@ -11,9 +11,10 @@ failing): the last good popular list kept in process, flagged ``fallback``.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -36,6 +37,8 @@ EVIDENCE_HALF = 5.0
 """Events after which a user's own vector weighs as much as popularity."""
 COVISIT_WEIGHT = 0.3
 COVISIT_SOURCES = 5
+NEIGHBOUR_ROWS_MEMO_SIZE = 100_000
+"""Co-visitation lists kept mapped to matrix rows (~600 B each)."""
 """The user's most recent items whose co-visitation lists boost (and explain) candidates."""
 SIMILARITY_REASON_MIN = 0.3
 TRENDING_SHARE = 0.2
@@ -84,6 +87,34 @@ class _ItemDerived:
     trending: frozenset[str]
 
 
+@dataclass(frozen=True, slots=True)
+class _Covisits:
+    """Co-visitation evidence of one request: boosted rows, their boost and first source."""
+
+    rows: npt.NDArray[np.intp]
+    """Matrix rows co-visited with the user's recent items, ascending, unique."""
+    boost: npt.NDArray[np.float32]
+    """Summed over sources: ``COVISIT_WEIGHT`` x 2^(score - the source's top score)."""
+    source: npt.NDArray[np.intp]
+    """Index into ``sources`` of the most recent source that led to each row."""
+    sources: Sequence[str]
+
+    def sources_of(self, rows: Sequence[int]) -> list[str | None]:
+        """The source that led to each of ``rows`` (None: not co-visited)."""
+        if not self.rows.size or not rows:
+            return [None] * len(rows)
+        wanted = np.asarray(rows, np.intp)
+        at = np.minimum(np.searchsorted(self.rows, wanted), self.rows.size - 1)
+        found = self.rows[at] == wanted
+        return [
+            self.sources[s] if hit else None
+            for s, hit in zip(self.source[at].tolist(), found.tolist(), strict=True)
+        ]
+
+
+_NO_COVISITS = _Covisits(np.empty(0, np.intp), np.empty(0, np.float32), np.empty(0, np.intp), ())
+
+
 @dataclass
 class _Picked:
     rows: list[int] = field(default_factory=list)
@@ -96,6 +127,10 @@ class Recommender:
     def __init__(self, store: RedisStore, index: ItemIndex) -> None:
         self.store = store
         self.index = index
+        self._neighbour_rows_memo: dict[
+            str,
+            tuple[int, int, int, bool, npt.NDArray[np.intp], npt.NDArray[np.float64]],
+        ] = {}
         self._results: OrderedDict[str, tuple[tuple[object, ...], bytes]] = OrderedDict()
         self._derived_memo: _ItemDerived | None = None
         self.result_cache_hits = 0
@@ -106,16 +141,22 @@ class Recommender:
         user_id: str,
         k: int,
         filters: Filters = Filters(),
-        context: RequestContext = RequestContext(),
+        context: RequestContext | Callable[[], RequestContext] = RequestContext(),
     ) -> Recommendations:
-        """Top-``k`` items for ``user_id``; never raises for a missing or unreachable state."""
+        """Top-``k`` items for ``user_id``; never raises for a missing or unreachable state.
+
+        ``context`` may be a function: only unknown users need it, so it is derived (user
+        agent parsed, segment keyed) only for them.
+        """
         rec_id = f"{MODEL_ID}.{uuid.uuid4().hex}"
         try:
             # The record and its co-visitation lists in one round trip: two cost ~40% more.
             fetched = self.store.get_user_with_neighbours(user_id, COVISIT_SOURCES)
             matrix = self.index.current
             if fetched is None or fetched.user.version == 0:
-                return self._cold(rec_id, k, filters, context, set())
+                return self._cold(
+                    rec_id, k, filters, context() if callable(context) else context, set()
+                )
             excluded = self._excluded(fetched.user, filters)
             if matrix.size == 0:
                 metrics.FALLBACKS.labels("no_model").inc()
@@ -187,29 +228,24 @@ class Recommender:
                 recent_rows.append(row)
                 if len(recent) == RECENT_HISTORY:
                     break
-        boost, covisited_from = self._covisitation_boost(
-            matrix, fetched.sources, fetched.neighbours
-        )
+        covisits = self._covisitation_boost(matrix, fetched.sources, fetched.neighbours)
         derived = self._derived(matrix)
         picked = None
         if matrix.candidates is not None:
             picked = self._pick_from_candidates(
-                matrix, derived, user_vector, evidence, boost, k, filters, excluded
+                matrix, derived, user_vector, evidence, covisits, k, filters, excluded
             )
         if picked is None:  # brute force: small catalogue, or filters left too few candidates
             scores = (
                 evidence * (matrix.vectors() @ user_vector) + (1.0 - evidence) * derived.popularity
             )
-            if boost:
-                scores[np.fromiter(boost, np.intp, len(boost))] += np.fromiter(
-                    boost.values(), np.float32, len(boost)
-                )
+            scores[covisits.rows] += covisits.boost
             blocked = self._blocked_rows(matrix, filters, excluded)
             rows = self._pick(scores, matrix, k, filters, np.flatnonzero(blocked))
             picked = rows, [float(scores[row]) for row in rows]
         rows, row_scores = picked
         items = self._explain(
-            rows, row_scores, matrix, derived, user, (recent, recent_rows), covisited_from
+            rows, row_scores, matrix, derived, user, (recent, recent_rows), covisits
         )
         if len(items) < k:  # tiny or heavily filtered catalogue: top up with popular items
             have = {it.item_id for it in items} | excluded
@@ -223,7 +259,7 @@ class Recommender:
         derived: _ItemDerived,
         user_vector: npt.NDArray[np.float32],
         evidence: float,
-        boost: dict[int, float],
+        covisits: _Covisits,
         k: int,
         filters: Filters,
         excluded: set[str],
@@ -241,7 +277,7 @@ class Recommender:
         assert candidates is not None
         rows_of = matrix.rows
         excluded_rows = {rows_of[i] for i in excluded if i in rows_of}
-        covisited = np.fromiter(boost, np.intp, len(boost))
+        covisited = covisits.rows
         fetch = max(ANN_FETCH_MIN, 2 * k + len(excluded_rows) // 4)
         for _ in range(ANN_FETCH_ROUNDS):
             graph_rows, graph_bound = candidates.candidate_rows(user_vector, fetch)
@@ -258,10 +294,8 @@ class Recommender:
                 evidence * (matrix.matrix[rows] @ user_vector)
                 + (1.0 - evidence) * derived.popularity[rows]
             )
-            if boost:
-                row_scores[np.searchsorted(rows, covisited)] += np.fromiter(
-                    boost.values(), np.float32, len(boost)
-                )
+            if covisited.size:
+                row_scores[np.searchsorted(rows, covisited)] += covisits.boost
             positions = self._walk(rows, row_scores, matrix, k, filters, excluded_rows)
             bound = max(evidence * graph_bound, popular_bound)
             if len(positions) == k and row_scores[positions[-1]] >= bound:
@@ -286,9 +320,12 @@ class Recommender:
         lower row, non-finite scores are never picked, ``max_per_category`` skips the rest of
         a full category. Walking the few candidates in Python is cheaper than masks.
         """
-        if not np.isfinite(row_scores).all():
-            row_scores = np.where(np.isfinite(row_scores), row_scores, -np.inf)
-        order = np.argsort(-row_scores, kind="stable")  # rows ascend: ties go to the lower row
+        # Rows ascend, so a stable sort sends ties to the lower row. -inf and NaN sort last
+        # (the walk stops there), +inf first (skipped).
+        order = np.argsort(-row_scores, kind="stable")
+        scores = row_scores.tolist()
+        row_of = rows.tolist()
+        unavailable = matrix.unavailable if filters.available_only else None
         catalogue = self.index.catalogue
         wanted = (
             {catalogue.category_code.get(c, -2) for c in filters.categories}
@@ -301,10 +338,15 @@ class Recommender:
         per_category: dict[int, int] = {}
         picked: list[int] = []
         for position in order.tolist():
-            if row_scores[position] == -np.inf:
+            score = scores[position]
+            if not score > -math.inf:
                 break
-            row = int(rows[position])
-            if row in excluded_rows or (filters.available_only and matrix.unavailable[row]):
+            row = row_of[position]
+            if (
+                score == math.inf
+                or row in excluded_rows
+                or (unavailable is not None and unavailable[row])
+            ):
                 continue
             if check_codes:
                 code = int(matrix.category_codes[row])
@@ -345,22 +387,59 @@ class Recommender:
         matrix: ItemMatrix,
         sources: Sequence[str],
         neighbours: Sequence[NeighboursRecord | None],
-    ) -> tuple[dict[int, float], dict[int, str]]:
-        """Co-visitation evidence per row, and row -> the item that led to it."""
-        boost: dict[int, float] = {}
-        led_by: dict[int, str] = {}
-        for source, record in zip(sources, neighbours, strict=True):
-            if record is None or not record.item_ids:
-                continue
-            top = record.scores[0]
-            for item_id, score in zip(record.item_ids, record.scores, strict=True):
-                row = matrix.rows.get(item_id)
-                if row is None:
-                    continue
-                # log2 scores: 1 for the strongest neighbour, halving per halving of weight.
-                boost[row] = boost.get(row, 0.0) + COVISIT_WEIGHT * float(2.0 ** (score - top))
-                led_by.setdefault(row, source)
-        return boost, led_by
+    ) -> _Covisits:
+        """Co-visitation evidence per row, and the most recent item that led to it."""
+        parts: list[tuple[int, npt.NDArray[np.intp], npt.NDArray[np.float64]]] = []
+        for n, (source, record) in enumerate(zip(sources, neighbours, strict=True)):
+            if record is not None and record.item_ids:
+                rows, weights = self._neighbour_rows(source, record, matrix)
+                if rows.size:
+                    parts.append((n, rows, weights))
+        if not parts:
+            return _NO_COVISITS
+        rows = np.concatenate([p[1] for p in parts])
+        weights = np.concatenate([p[2] for p in parts])
+        source = np.repeat([p[0] for p in parts], [p[1].size for p in parts])
+        # Stable: of a row's occurrences the first (most recent source) comes first.
+        order = np.argsort(rows, kind="stable")
+        rows = rows[order]
+        starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+        boost = np.add.reduceat(weights[order], starts).astype(np.float32)
+        return _Covisits(rows[starts], boost, source[order][starts], sources)
+
+    def _neighbour_rows(
+        self, item_id: str, record: NeighboursRecord, matrix: ItemMatrix
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        """An item's neighbours as matrix rows with their boost, memoised per list version.
+
+        Mapping ~100 neighbour ids to rows per request cost ~80 µs (random lookups in a
+        catalogue-sized dict); a list is re-mapped only when its version changes, the rows
+        are renumbered (model version swap), or it named items without factors and the
+        matrix has grown since.
+        """
+        cached = self._neighbour_rows_memo.get(item_id)
+        if cached is not None:
+            version, epoch, size, complete, rows, weights = cached
+            if (
+                version == record.version
+                and epoch == matrix.rows_epoch
+                and (complete or size == matrix.size)
+            ):
+                return rows, weights
+        rows_of = matrix.rows.get
+        all_rows = np.fromiter((rows_of(i, -1) for i in record.item_ids), np.intp)
+        # log2 scores: 1 for the strongest neighbour, halving per halving of weight.
+        all_weights = COVISIT_WEIGHT * np.exp2(np.subtract(record.scores, record.scores[0]))
+        known = all_rows >= 0
+        complete = bool(known.all())
+        rows, weights = (
+            (all_rows, all_weights) if complete else (all_rows[known], all_weights[known])
+        )
+        memo = self._neighbour_rows_memo
+        memo[item_id] = (record.version, matrix.rows_epoch, matrix.size, complete, rows, weights)
+        if len(memo) > NEIGHBOUR_ROWS_MEMO_SIZE:
+            del memo[next(iter(memo))]  # the oldest entry (insertion order)
+        return rows, weights
 
     def _blocked_rows(
         self, matrix: ItemMatrix, filters: Filters, excluded: set[str]
@@ -416,7 +495,7 @@ class Recommender:
         derived: _ItemDerived,
         user: UserRecord,
         history: tuple[list[str], list[int]],
-        covisited_from: dict[int, str],
+        covisits: _Covisits,
     ) -> list[RecommendedItem]:
         """Each picked row as an item with its score and reason."""
         recent, recent_rows = history
@@ -431,9 +510,12 @@ class Recommender:
         catalogue = self.index.catalogue
         user_categories: set[str | None] | None = None  # only needed past the other reasons
         items = []
-        for row, score, similar in zip(rows, scores, similar_to, strict=True):
+        covisited_from = covisits.sources_of(rows)
+        for row, score, similar, covisit_source in zip(
+            rows, scores, similar_to, covisited_from, strict=True
+        ):
             item_id = matrix.item_ids[row]
-            because = covisited_from.get(row) or similar
+            because = covisit_source or similar
             if because is not None:
                 reason = f"because you viewed {because}"
             elif item_id in derived.trending:
