@@ -16,7 +16,9 @@ FloatArray = npt.NDArray[np.float32]
 IndexArray = npt.NDArray[np.intp]
 
 
-def top_k(scores: FloatArray, k: int, exclude_rows: Sequence[int] = ()) -> IndexArray:
+def top_k(
+    scores: FloatArray, k: int, exclude_rows: Sequence[int] | IndexArray = ()
+) -> IndexArray:
     """Row indices of the ``k`` highest finite scores, best first, skipping ``exclude_rows``.
 
     Ties are broken by row (lower first), also at the cut-off, so asking for more never

@@ -16,18 +16,19 @@ from litestar import Litestar, Router, get
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusController
 
 from freshrec.lifecycle import build_lifecycle
 from freshrec.settings import Settings, load_settings
 from serving.auth import admin_guard
 from serving.bench_endpoints import BenchController
 from serving.errors import EXCEPTION_HANDLERS, JsonBodyRequest
+from serving.http_metrics import http_metrics_middleware
 from serving.ingest import EventsController
 from serving.item_index import ItemIndex
 from serving.items import CatalogueController, ItemsController
 from serving.models import ModelsController
-from serving.monitoring import MonitoringController, latency_middleware, start_api_monitor
+from serving.monitoring import MonitoringController, start_api_monitor
 from serving.producer import EventProducer
 from serving.rate_limit import RateLimitMiddleware, TokenBucketLimiter, client_address
 from serving.recommendations import RecommendationsController
@@ -81,12 +82,6 @@ def create_app(settings: Settings) -> Litestar:
         matrix = index.current
         return Health("ok", index.redis_ok, matrix.size, matrix.seq, matrix.model_version)
 
-    prometheus = PrometheusConfig(
-        app_name="freshrec",
-        prefix="freshrec_http",
-        group_path=True,  # label by route template, not by raw path (bounded cardinality)
-        exclude=["/metrics", "/docs"],
-    )
     return Litestar(
         route_handlers=[
             ingest_router(settings),
@@ -104,7 +99,8 @@ def create_app(settings: Settings) -> Litestar:
             MonitoringController,
             *([BenchController] if settings.bench_endpoints else []),
         ],
-        middleware=[prometheus.middleware, latency_middleware],
+        # Labelled by route template, not by raw path (bounded cardinality).
+        middleware=[http_metrics_middleware(exclude=("/metrics", "/docs"))],
         dependencies={
             "store": Provide(lambda: store, sync_to_thread=False),
             "lifecycle": Provide(lambda: lifecycle, sync_to_thread=False),

@@ -12,7 +12,6 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -159,22 +158,3 @@ def start_api_monitor(store: RedisStore, stop: threading.Event, interval_s: floa
                 log.debug("api monitor sample not written: %s", exc)
 
     threading.Thread(target=loop, name="freshrec-api-monitor", daemon=True).start()
-
-
-def latency_middleware(app: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-    """Record the duration of every recommendation and similar-items request."""
-
-    async def middleware(scope: Any, receive: Any, send: Any) -> None:
-        path = scope.get("path", "")
-        timed = scope["type"] == "http" and (
-            path.endswith("/recommendations") or path.endswith("/similar")
-        )
-        started = time.perf_counter()
-        try:
-            await app(scope, receive, send)
-        finally:
-            if timed:
-                metrics.RECENT_REQUESTS.add(time.perf_counter() - started)
-                metrics.REQUESTS_SERVED.inc()
-
-    return middleware

@@ -276,7 +276,8 @@ class Recommender:
         candidates = matrix.candidates
         assert candidates is not None
         rows_of = matrix.rows
-        excluded_rows = {rows_of[i] for i in excluded if i in rows_of}
+        row_of = rows_of.get
+        excluded_rows = {row for i in excluded if (row := row_of(i)) is not None}
         covisited = covisits.rows
         fetch = max(ANN_FETCH_MIN, 2 * k + len(excluded_rows) // 4)
         for _ in range(ANN_FETCH_ROUNDS):
@@ -390,9 +391,9 @@ class Recommender:
     ) -> _Covisits:
         """Co-visitation evidence per row, and the most recent item that led to it."""
         parts: list[tuple[int, npt.NDArray[np.intp], npt.NDArray[np.float64]]] = []
-        for n, (source, record) in enumerate(zip(sources, neighbours, strict=True)):
+        for n, (source_id, record) in enumerate(zip(sources, neighbours, strict=True)):
             if record is not None and record.item_ids:
-                rows, weights = self._neighbour_rows(source, record, matrix)
+                rows, weights = self._neighbour_rows(source_id, record, matrix)
                 if rows.size:
                     parts.append((n, rows, weights))
         if not parts:
@@ -499,25 +500,24 @@ class Recommender:
     ) -> list[RecommendedItem]:
         """Each picked row as an item with its score and reason."""
         recent, recent_rows = history
-        similar_to: list[str | None] = [None] * len(rows)
-        if recent and rows:
+        # Co-visitation explains first; factor similarity only what it leaves unexplained.
+        because: list[str | None] = covisits.sources_of(rows)
+        unexplained = [n for n, source in enumerate(because) if source is None]
+        if recent and unexplained:
             vectors = matrix.matrix
-            best, similarity = explain_by_similarity(vectors[rows], vectors[recent_rows])
-            similar_to = [
-                recent[b] if s >= SIMILARITY_REASON_MIN else None
-                for b, s in zip(best.tolist(), similarity.tolist(), strict=True)
-            ]
+            best, similarity = explain_by_similarity(
+                vectors[[rows[n] for n in unexplained]], vectors[recent_rows]
+            )
+            for n, b, s in zip(unexplained, best.tolist(), similarity.tolist(), strict=True):
+                if s >= SIMILARITY_REASON_MIN:
+                    because[n] = recent[b]
         catalogue = self.index.catalogue
         user_categories: set[str | None] | None = None  # only needed past the other reasons
         items = []
-        covisited_from = covisits.sources_of(rows)
-        for row, score, similar, covisit_source in zip(
-            rows, scores, similar_to, covisited_from, strict=True
-        ):
+        for row, score, viewed in zip(rows, scores, because, strict=True):
             item_id = matrix.item_ids[row]
-            because = covisit_source or similar
-            if because is not None:
-                reason = f"because you viewed {because}"
+            if viewed is not None:
+                reason = f"because you viewed {viewed}"
             elif item_id in derived.trending:
                 reason = "trending"
             else:
