@@ -3,7 +3,7 @@
 The worker's metrics live in the default registry, which Bytewax's own dataflow API server
 exposes on ``/metrics`` (``BYTEWAX_DATAFLOW_API_ENABLED``), next to Bytewax's metrics such
 as ``bytewax_kafka_consumer_lag``. The API exposes the same registry (multi-process aware)
-through Litestar's Prometheus plugin.
+through Litestar's PrometheusController; its request metrics come from serving/http_metrics.py.
 """
 
 from __future__ import annotations
