@@ -32,7 +32,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -44,7 +46,7 @@ from freshrec.settings import load_settings  # noqa: E402
 from freshrec.stack import LocalStack  # noqa: E402
 from serving.item_index import ItemIndex  # noqa: E402
 from serving.recommender import Recommender  # noqa: E402
-from state.records import NeighboursRecord, UserRecord, vector_to_bytes  # noqa: E402
+from state.records import NeighboursRecord, UserRecord, vector_from_bytes, vector_to_bytes  # noqa: E402
 from state.store import ItemWrite, RedisStore  # noqa: E402
 
 N_ITEMS = N_USERS = 100_000
@@ -341,6 +343,8 @@ def main() -> None:
                 report["recall_at_10"] = recall(store, url, args.recall_users)
         finally:
             processes.stop(api)
+        if full:
+            report["stages_us"] = stage_costs(settings)
         store.delete_namespace()
     if not full:  # a quick A/B run: what was measured, no summary
         print(json.dumps(report))
@@ -351,8 +355,117 @@ def main() -> None:
     )
     rec["max_ratio_to_hello"] = round(rec["max_req_s"] / report["hello"]["max_req_s"], 3)
     print_table(report)
+    print("\nCPU per request by stage, in process (µs, one thread):")
+    for label, us in report["stages_us"].items():
+        print(f"  {label:<55}{us:>8.1f}")
+    print(
+        f"  {'machine CPU per request at max req/s (CPUs / max)':<55}"
+        f"{report['cpus'] * 1e6 / rec['max_req_s']:>8.1f}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+async def _asgi_get(app: Any, path: str) -> None:
+    """One GET through the ASGI app in this process (no HTTP server, no socket)."""
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        pass
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"bench")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    await app(scope, receive, send)
+
+
+def stage_costs(settings: Any, n: int = 2000) -> dict[str, float]:
+    """CPU per request (µs, this thread) of each stage of a recommendation, in this process.
+
+    Where the time of a request goes, measured on the same data right after the load runs:
+    the framework alone (hello; the recommendations route with its recommender stubbed),
+    the one Redis round trip, the graph query, the whole recommender and the whole request.
+    Each stage runs over ``n`` users that no earlier stage or load run asked for.
+    """
+    from litestar.testing import TestClient
+
+    from serving.app import create_app
+    from serving.recommender import COVISIT_SOURCES, Filters, RequestContext
+
+    app = create_app(settings)
+    rng = np.random.default_rng(SEED + 4)
+    users = [f"u{u}" for u in rng.choice(N_USERS, 5 * n, replace=False)]
+    batches = iter([users[i * n : (i + 1) * n] for i in range(5)])
+    loop = asyncio.new_event_loop()
+    costs: dict[str, float] = {}
+
+    def clock(label: str, calls: Iterable[Callable[[], object]]) -> None:
+        calls = list(calls)
+        started = time.thread_time()
+        for call in calls:
+            call()
+        costs[label] = round((time.thread_time() - started) / len(calls) * 1e6, 1)
+
+    def asgi(path: str) -> Callable[[], object]:
+        return lambda: loop.run_until_complete(_asgi_get(app, path))
+
+    with TestClient(app=app):
+        recommender: Recommender = app.dependencies["recommender"].dependency()
+        deadline = time.monotonic() + 180
+        while (graph := recommender.index.current.candidates) is None or (
+            graph.snapshot_size < N_ITEMS
+        ):
+            assert time.monotonic() < deadline, "graph not built"
+            time.sleep(0.1)
+        time.sleep(1.5)  # popular lists
+        for _ in range(300):  # warm up
+            asgi("/v1/bench/hello")()
+        clock("framework: hello route", [asgi("/v1/bench/hello")] * n)
+        fixed = recommender.recommend("u0", 10)
+        real = recommender.recommend
+        recommender.recommend = lambda *args, **kwargs: fixed  # type: ignore[method-assign]
+        clock(
+            "framework: recommendations route, recommender stubbed",
+            [asgi(f"/v1/users/{u}/recommendations") for u in next(batches)],
+        )
+        recommender.recommend = real  # type: ignore[method-assign]
+        store = recommender.store
+        clock(
+            "redis: user record + co-visitation lists (one script)",
+            [lambda u=u: store.get_user_with_neighbours(u, COVISIT_SOURCES) for u in next(batches)],
+        )
+        vectors = [
+            vector_from_bytes(f.user.vector)
+            for u in next(batches)
+            if (f := store.get_user_with_neighbours(u, 0)) is not None
+        ]
+        clock(
+            "ann: HNSW query (30 candidates)", [lambda v=v: graph.nearest(v, 30) for v in vectors]
+        )
+        clock(
+            "recommender: whole personal path (incl. redis, ann)",
+            [lambda u=u: real(u, 10, Filters(), RequestContext()) for u in next(batches)],
+        )
+        clock(
+            "whole request in process (route + recommender)",
+            [asgi(f"/v1/users/{u}/recommendations") for u in next(batches)],
+        )
+    loop.close()
+    return costs
 
 
 def result_cache_counts(url: str, workers: int) -> dict[int, tuple[int, int]]:

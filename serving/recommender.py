@@ -127,10 +127,10 @@ class Recommender:
     def __init__(self, store: RedisStore, index: ItemIndex) -> None:
         self.store = store
         self.index = index
-        self._neighbour_rows_memo: dict[
+        self._neighbour_rows_memo: OrderedDict[
             str,
             tuple[int, int, int, bool, npt.NDArray[np.intp], npt.NDArray[np.float64]],
-        ] = {}
+        ] = OrderedDict()
         self._results: OrderedDict[str, tuple[tuple[object, ...], bytes]] = OrderedDict()
         self._derived_memo: _ItemDerived | None = None
         self.result_cache_hits = 0
@@ -426,6 +426,7 @@ class Recommender:
                 and epoch == matrix.rows_epoch
                 and (complete or size == matrix.size)
             ):
+                self._neighbour_rows_memo.move_to_end(item_id)
                 return rows, weights
         rows_of = matrix.rows.get
         all_rows = np.fromiter((rows_of(i, -1) for i in record.item_ids), np.intp)
@@ -438,8 +439,9 @@ class Recommender:
         )
         memo = self._neighbour_rows_memo
         memo[item_id] = (record.version, matrix.rows_epoch, matrix.size, complete, rows, weights)
+        memo.move_to_end(item_id)
         if len(memo) > NEIGHBOUR_ROWS_MEMO_SIZE:
-            del memo[next(iter(memo))]  # the oldest entry (insertion order)
+            memo.popitem(last=False)  # least recently used
         return rows, weights
 
     def _blocked_rows(
