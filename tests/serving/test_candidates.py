@@ -16,7 +16,7 @@ import pytest
 from serving.candidates import build_popular_candidates
 from serving.item_index import ItemIndex
 from serving.recommender import Filters, Recommender
-from state.records import UserRecord, vector_to_bytes
+from state.records import NeighboursRecord, UserRecord, vector_to_bytes
 from state.store import ItemWrite, RedisStore
 from tests.conftest import unique_settings
 
@@ -253,3 +253,36 @@ def test_best_popular_candidates_and_the_bound_on_the_rest(evidence) -> None:
     assert bound == pytest.approx(blended[expected[25]], abs=1e-5)
     every, nothing_left = popular.best(user_vector, evidence, 500)
     assert every is popular.rows and nothing_left == float("-inf")
+
+
+def test_co_visitation_boosts_and_explains_by_the_most_recent_source(served) -> None:
+    """Boosts of one item from several sources add up; its reason names the most recent."""
+    store, graph, exact = served
+    recent = ["i101", "i202"]  # most recent first
+    store.write_neighbours(
+        [
+            # ghost: no factors (ignored); i303: seen (excluded); i404 from both sources.
+            ("i101", NeighboursRecord(1, ["i404", "ghost", "i303"], [5.0, 4.0, 3.0])),
+            ("i202", NeighboursRecord(1, ["i505", "i404"], [9.0, 6.0])),
+        ]
+    )
+    # A zero vector with much evidence: only co-visitation separates items.
+    user = UserRecord(
+        1000,
+        0.0,
+        0.0,
+        vector_to_bytes(np.zeros(FACTORS, np.float32)),
+        recent,
+        [*recent, "i303"],
+        {},
+    )
+    store.write_users([("u-covisit", user)])
+    for recommender in (graph, exact):
+        items = recommender.recommend("u-covisit", 5).items
+        top = {i.item_id: i for i in items[:2]}
+        assert set(top) == {"i404", "i505"}, items
+        assert top["i404"].reason == "because you viewed i101"
+        assert top["i505"].reason == "because you viewed i202"
+        # i404: 0.3 (top of i101's list) + 0.3 * 2^(6 - 9); i505: 0.3 (top of i202's list).
+        assert top["i404"].score - top["i505"].score == pytest.approx(0.0375, abs=0.01)
+        assert "i303" not in {i.item_id for i in items}
