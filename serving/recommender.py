@@ -38,7 +38,7 @@ EVIDENCE_HALF = 5.0
 COVISIT_WEIGHT = 0.3
 COVISIT_SOURCES = 5
 NEIGHBOUR_ROWS_MEMO_SIZE = 100_000
-"""Co-visitation lists kept mapped to matrix rows (~600 B each)."""
+"""Co-visitation lists kept mapped to matrix rows (~750 B each: ~75 MB per API process full)."""
 """The user's most recent items whose co-visitation lists boost (and explain) candidates."""
 SIMILARITY_REASON_MIN = 0.3
 TRENDING_SHARE = 0.2
