@@ -311,3 +311,13 @@ def test_namespaces_do_not_see_each_other(store: RedisStore, make_settings) -> N
     finally:
         other.delete_namespace()
         other.client.close()
+
+
+def test_user_with_neighbours_survives_a_dropped_connection(store: RedisStore) -> None:
+    """The serving read keeps its own connection; one the server closed is reopened."""
+    store.write_users([("u1", user_record(2))])
+    assert store.get_user_with_neighbours("u1", 5) is not None
+    host, port = store._hot.connection._sock.getsockname()[:2]  # that connection's end
+    assert store.client.client_kill_filter(addr=f"{host}:{port}") == 1
+    fetched = store.get_user_with_neighbours("u1", 5)
+    assert fetched is not None and fetched.user == user_record(2)
