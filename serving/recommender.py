@@ -37,9 +37,10 @@ EVIDENCE_HALF = 5.0
 """Events after which a user's own vector weighs as much as popularity."""
 COVISIT_WEIGHT = 0.3
 COVISIT_SOURCES = 5
-NEIGHBOUR_ROWS_MEMO_SIZE = 100_000
-"""Co-visitation lists kept mapped to matrix rows (~750 B each: ~75 MB per API process full)."""
 """The user's most recent items whose co-visitation lists boost (and explain) candidates."""
+NEIGHBOUR_ROWS_MEMO_SIZE = 100_000
+"""Co-visitation lists kept mapped to matrix rows (~750 B each: ~75 MB per API process full;
+entries hold ints and arrays only, so the cyclic collector stops tracking them)."""
 SIMILARITY_REASON_MIN = 0.3
 TRENDING_SHARE = 0.2
 CANDIDATE_FACTOR = 4

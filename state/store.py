@@ -346,13 +346,6 @@ class RedisStore:
         blob = self.client.get(self.keys.neighbours(item_id))
         return None if blob is None else decode_neighbours(blob)
 
-    def neighbours_many(self, item_ids: Sequence[str]) -> list[NeighboursRecord | None]:
-        """Neighbours of several items in one round trip."""
-        if not item_ids:
-            return []
-        blobs = self.client.mget([self.keys.neighbours(i) for i in item_ids])
-        return [None if b is None else decode_neighbours(b) for b in blobs]
-
     def write_segment_popularity(self, writes: Sequence[SegmentPopularityWrite]) -> None:
         """Set items' popularity within their segments and trim each segment's list."""
         if not writes:
