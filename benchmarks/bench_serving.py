@@ -236,6 +236,14 @@ def write_synthetic(store: RedisStore) -> None:
         store.write_users(batch)
 
 
+def _endpoint_list(text: str) -> list[str]:
+    names = [n for n in text.split(",") if n]
+    unknown = sorted(set(names) - set(ENDPOINTS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown endpoints {unknown}; known: {list(ENDPOINTS)}")
+    return names
+
+
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.loads(response.read())
@@ -258,7 +266,8 @@ def main() -> None:
     parser.add_argument("--json")
     parser.add_argument(
         "--endpoints",
-        default=",".join(ENDPOINTS),
+        type=_endpoint_list,
+        default=list(ENDPOINTS),
         help="comma-separated subset of " + ", ".join(ENDPOINTS) + " (quick A/B runs)",
     )
     parser.add_argument("--workers", type=int, default=2, help="granian worker processes")
@@ -318,12 +327,12 @@ def main() -> None:
             run_generator(
                 port, ENDPOINTS["recommendations"], args.rate, 3, args.connections, SEED + 3
             )
-            full = not args.no_fixed and args.endpoints == ",".join(ENDPOINTS)
+            full = not args.no_fixed and set(args.endpoints) == set(ENDPOINTS)
             if full:
                 report["generator_ceiling_hello"] = run_generator(
                     port, ENDPOINTS["hello"], 0, 5, args.connections
                 )
-            for name in args.endpoints.split(","):
+            for name in args.endpoints:
                 template = ENDPOINTS[name]
                 before = result_cache_counts(url, args.workers)
                 fixed = (

@@ -49,8 +49,7 @@ def http_metrics_middleware(
     ``recent_latency_suffixes`` also feed ``metrics.RECENT_REQUESTS`` (the dashboard's p50/p99).
     """
     excluded = re.compile("|".join(f"(?:{re.escape(p)})" for p in exclude)) if exclude else None
-    duration: dict[tuple[str, str, int], Any] = {}
-    count: dict[tuple[str, str, int], Any] = {}
+    finished: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # histogram, counter
     in_progress: dict[tuple[str, str], Any] = {}
 
     def middleware(app: ASGIApp) -> ASGIApp:
@@ -87,12 +86,14 @@ def http_metrics_middleware(
                 elapsed = time.perf_counter() - started
                 gauge.dec()
                 key = (method, route, status)
-                histogram = duration.get(key)
-                if histogram is None:
-                    histogram = duration[key] = REQUEST_DURATION.labels(*key, APP_NAME)
-                    count[key] = REQUESTS.labels(*key, APP_NAME)
-                histogram.observe(elapsed)
-                count[key].inc()
+                children = finished.get(key)
+                if children is None:
+                    children = finished[key] = (
+                        REQUEST_DURATION.labels(*key, APP_NAME),
+                        REQUESTS.labels(*key, APP_NAME),
+                    )
+                children[0].observe(elapsed)
+                children[1].inc()
                 if status >= 500:
                     REQUEST_ERRORS.labels(*key, APP_NAME).inc()
                 if path.endswith(recent_latency_suffixes):
