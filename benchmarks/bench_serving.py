@@ -408,7 +408,10 @@ def stage_costs(settings: Any, n: int = 2000) -> dict[str, float]:
     Where the time of a request goes, measured on the same data right after the load runs:
     the framework alone (hello; the recommendations route with its recommender stubbed),
     the one Redis round trip, the graph query, the whole recommender and the whole request.
-    Each stage runs over ``n`` users that no earlier stage or load run asked for.
+    Each stage runs over ``n`` users that no earlier stage or load run asked for. The app is
+    new, so the recommender maps each co-visitation list to rows the first time it meets it
+    (a server under load has most lists mapped already): the two recommender stages are an
+    upper bound of the steady state.
     """
     from litestar.testing import TestClient
 
