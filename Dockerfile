@@ -69,9 +69,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     FRESHREC_API_HOST=0.0.0.0 \
     FRESHREC_API_PORT=8000 \
     FRESHREC_RUN_DIR=/var/lib/freshrec/run \
-    FRESHREC_DATA_DIR=/data
+    FRESHREC_DATA_DIR=/data \
+    NUMBA_CACHE_DIR=/var/lib/freshrec/numba
 
 WORKDIR /var/lib/freshrec
+
+# numba compiles the serving kernels for the host's CPU on the first start (~20 s, inside the
+# health check's start period) and caches them in NUMBA_CACHE_DIR for the next starts.
 
 # The worker's Bytewax recovery store lives in /var/lib/freshrec/recovery (`-r`): keep it on a
 # volume or every restart replays the events topic from the beginning.
@@ -89,7 +93,7 @@ STOPSIGNAL SIGINT
 # For the API (the default command). The worker serves no /health: compose overrides this
 # check for the worker services with a probe of Bytewax's API server (GET :3030+i/dataflow).
 # python:slim has no curl, hence urllib; urlopen raises (exit 1) on anything but 2xx/3xx.
-HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
+HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('FRESHREC_API_PORT', '8000') + '/health', timeout=2)"]
 
 ENTRYPOINT ["freshrec"]

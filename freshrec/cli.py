@@ -66,6 +66,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     workers = args.workers or settings.api_workers
+    # A worker serves one request at a time on one core: BLAS threads of its own would only
+    # spin against the other workers (numpy reads this when the worker imports it).
+    for threads in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(threads, "1")
     if workers > 1:
         # Several server processes: Prometheus metrics are aggregated through files.
         prom_dir = Path(settings.run_dir) / "prometheus-api"

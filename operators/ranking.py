@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -16,9 +17,7 @@ FloatArray = npt.NDArray[np.float32]
 IndexArray = npt.NDArray[np.intp]
 
 
-def top_k(
-    scores: FloatArray, k: int, exclude_rows: Sequence[int] | IndexArray = ()
-) -> IndexArray:
+def top_k(scores: FloatArray, k: int, exclude_rows: Sequence[int] | IndexArray = ()) -> IndexArray:
     """Row indices of the ``k`` highest finite scores, best first, skipping ``exclude_rows``.
 
     Ties are broken by row (lower first), also at the cut-off, so asking for more never
@@ -46,15 +45,39 @@ def top_k(
     return candidates[order][:k]
 
 
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def explain_by_similarity(
-    recommended: FloatArray, history: FloatArray
+    vectors: FloatArray, rows: IndexArray, history_rows: IndexArray
 ) -> tuple[IndexArray, FloatArray]:
-    """For each recommended vector, the most similar history vector (cosine) and its value."""
-    if history.shape[0] == 0 or recommended.shape[0] == 0:
-        empty_idx = np.full(recommended.shape[0], -1, dtype=np.intp)
-        return empty_idx, np.zeros(recommended.shape[0], dtype=np.float32)
-    rec_norm = recommended / (np.linalg.norm(recommended, axis=1, keepdims=True) + 1e-12)
-    hist_norm = history / (np.linalg.norm(history, axis=1, keepdims=True) + 1e-12)
-    sims = rec_norm @ hist_norm.T
-    best = np.argmax(sims, axis=1)
-    return best.astype(np.intp), sims[np.arange(sims.shape[0]), best].astype(np.float32)
+    """For each of ``rows``, the most similar of ``history_rows`` (cosine): index, value.
+
+    Indices point into ``history_rows`` (-1 and 0.0 when the history is empty); the first
+    of equally similar history items wins. Compiled: a request explains ~10 items against
+    ~20, which as numpy calls cost ~45 µs in the API and here a few.
+    """
+    n_rows, n_history, dim = rows.size, history_rows.size, vectors.shape[1]
+    best = np.full(n_rows, -1, np.intp)
+    similarity = np.zeros(n_rows, np.float32)
+    if n_history == 0:
+        return best, similarity
+    history_norms = np.empty(n_history, np.float32)
+    for h in range(n_history):
+        total = np.float32(0.0)
+        for j in range(dim):
+            total += vectors[history_rows[h], j] * vectors[history_rows[h], j]
+        history_norms[h] = np.sqrt(total) + np.float32(1e-12)
+    for r in range(n_rows):
+        row = rows[r]
+        total = np.float32(0.0)
+        for j in range(dim):
+            total += vectors[row, j] * vectors[row, j]
+        norm = np.sqrt(total) + np.float32(1e-12)
+        for h in range(n_history):
+            dot = np.float32(0.0)
+            for j in range(dim):
+                dot += vectors[row, j] * vectors[history_rows[h], j]
+            cosine = dot / (norm * history_norms[h])
+            if best[r] < 0 or cosine > similarity[r]:
+                best[r] = h
+                similarity[r] = cosine
+    return best, similarity

@@ -25,6 +25,7 @@ import hnswlib
 import numpy as np
 import numpy.typing as npt
 
+from operators.candidate_ranking import best_popular
 from state.records import Vector
 
 Rows = npt.NDArray[np.intp]
@@ -186,12 +187,7 @@ class PopularCandidates:
 
     def best(self, user_vector: Vector, evidence: float, n: int) -> tuple[Rows, float]:
         """Rows of the ``n`` best blended scores, and the best score left out (-inf: none)."""
-        if n >= self.rows.size:
-            return self.rows, float("-inf")
-        blended = evidence * (self.vectors @ user_vector) + (1.0 - evidence) * self.popularity
-        # Partitioned at the (n+1)-th best: it is the best left out, the n after it are taken.
-        order = np.argpartition(blended, -(n + 1))
-        return self.rows[order[-n:]], float(blended[order[-(n + 1)]])
+        return best_popular(self.rows, self.vectors, self.popularity, user_vector, evidence, n)
 
 
 def build_popular_candidates(

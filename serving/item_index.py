@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from operators.candidate_ranking import NO_CATEGORY
 from serving.candidates import ANN_MIN_ITEMS, CandidateIndex, CandidateMaintainer
 from state.model_registry import ModelRegistry
 from state.records import CatalogueItem, Vector
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 
 POPULAR_LIST_SIZE = 1000
 SEGMENT_CACHE_S = 2.0
-NO_CATEGORY = -1
 
 
 @dataclass(frozen=True, slots=True)

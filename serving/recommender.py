@@ -11,7 +11,6 @@ failing): the last good popular list kept in process, flagged ``fallback``.
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -23,9 +22,15 @@ import numpy.typing as npt
 import redis
 
 from freshrec import metrics
+from operators.candidate_ranking import (
+    NO_CATEGORY,
+    best_popular,
+    combine_covisits,
+    rank_candidates,
+)
 from operators.ranking import explain_by_similarity, top_k
 from serving.candidates import PopularCandidates, build_popular_candidates
-from serving.item_index import NO_CATEGORY, ItemIndex, ItemMatrix
+from serving.item_index import ItemIndex, ItemMatrix
 from serving.schemas import Recommendations, RecommendedItem, SimilarItems
 from state.records import NeighboursRecord, UserRecord, vector_from_bytes
 from state.store import RedisStore, UserWithNeighbours
@@ -113,6 +118,16 @@ class _Covisits:
         ]
 
 
+_NO_CODES = np.empty(0, np.int32)
+
+
+def _codes(category_code: dict[str, int], categories: frozenset[str]) -> npt.NDArray[np.int32]:
+    """The categories' codes, ascending (-2 for a category no item has)."""
+    if not categories:
+        return _NO_CODES
+    return np.array(sorted({category_code.get(c, -2) for c in categories}), np.int32)
+
+
 _NO_COVISITS = _Covisits(np.empty(0, np.intp), np.empty(0, np.float32), np.empty(0, np.intp), ())
 
 
@@ -120,6 +135,27 @@ _NO_COVISITS = _Covisits(np.empty(0, np.intp), np.empty(0, np.float32), np.empty
 class _Picked:
     rows: list[int] = field(default_factory=list)
     per_category: dict[int, int] = field(default_factory=dict)
+
+
+def compile_kernels(factors: int) -> None:
+    """Compile the ranking kernels (or load them from numba's cache) before any request.
+
+    A numba function compiles on its first call for each combination of argument types, in
+    seconds: called here with arrays built as requests build theirs, so a worker pays that
+    at start, not a customer on its first request.
+    """
+    matrix = np.zeros((2, factors), np.float32)
+    rows = np.arange(2, dtype=np.intp)
+    user_vector = vector_from_bytes(matrix[0].tobytes())
+    codes = np.zeros(2, np.int32)
+    covisit_rows, boost, source = combine_covisits(rows, np.ones(2), rows)
+    popular_rows, _ = best_popular(rows, matrix, np.ones(2, np.float32), user_vector, 0.5, 1)
+    rank_candidates(
+        matrix, 2, user_vector, 0.5, np.ones(2, np.float32), rows, popular_rows,
+        covisit_rows, boost, source, rows[:0].copy(), np.zeros(2, np.bool_), True,
+        codes, codes, False, _NO_CODES, 1, 1,
+    )  # fmt: skip
+    explain_by_similarity(matrix, rows, rows)
 
 
 class Recommender:
@@ -243,11 +279,9 @@ class Recommender:
             scores[covisits.rows] += covisits.boost
             blocked = self._blocked_rows(matrix, filters, excluded)
             rows = self._pick(scores, matrix, k, filters, np.flatnonzero(blocked))
-            picked = rows, [float(scores[row]) for row in rows]
-        rows, row_scores = picked
-        items = self._explain(
-            rows, row_scores, matrix, derived, user, (recent, recent_rows), covisits
-        )
+            picked = rows, [float(scores[row]) for row in rows], covisits.sources_of(rows)
+        rows, row_scores, because = picked
+        items = self._explain(rows, row_scores, because, matrix, derived, user, recent, recent_rows)
         if len(items) < k:  # tiny or heavily filtered catalogue: top up with popular items
             have = {it.item_id for it in items} | excluded
             fill = self._popular_list(rec_id, k - len(items), filters, have, fallback=False)
@@ -264,7 +298,7 @@ class Recommender:
         k: int,
         filters: Filters,
         excluded: set[str],
-    ) -> tuple[list[int], list[float]] | None:
+    ) -> tuple[list[int], list[float], list[str | None]] | None:
         """Top-k over graph ∪ delta ∪ best popular ∪ co-visited candidates, scored exactly.
 
         A row outside the candidates has no co-visitation term; if it is not popular its
@@ -272,96 +306,54 @@ class Recommender:
         it is, at most the best popular score left out. The answer is exact (up to the
         graph's recall) once the k-th pick reaches both bounds; otherwise over-fetch, then
         give up (None: brute force). Filters are checked on the candidates only, so no
-        request allocates anything the size of the catalogue.
+        request allocates anything the size of the catalogue. Returns rows, scores and the
+        co-visitation source of each pick.
         """
         candidates = matrix.candidates
         assert candidates is not None
-        rows_of = matrix.rows
-        row_of = rows_of.get
-        excluded_rows = {row for i in excluded if (row := row_of(i)) is not None}
-        covisited = covisits.rows
-        fetch = max(ANN_FETCH_MIN, 2 * k + len(excluded_rows) // 4)
+        row_of = matrix.rows.get
+        excluded_rows = np.fromiter(
+            sorted(row for i in excluded if (row := row_of(i)) is not None), np.intp
+        )
+        catalogue = self.index.catalogue
+        wanted = _codes(catalogue.category_code, filters.categories)
+        unwanted = _codes(catalogue.category_code, filters.exclude_categories)
+        fetch = max(ANN_FETCH_MIN, 2 * k + excluded_rows.size // 4)
         for _ in range(ANN_FETCH_ROUNDS):
             graph_rows, graph_bound = candidates.candidate_rows(user_vector, fetch)
             popular_rows, popular_bound = derived.popular.best(user_vector, evidence, fetch)
-            rows = np.concatenate((graph_rows, popular_rows, covisited))
-            rows.sort()  # dedupe by sort: cheaper than np.unique's extra passes at this size
-            fresh = np.empty(rows.size, np.bool_)
-            fresh[:1] = True
-            np.not_equal(rows[1:], rows[:-1], out=fresh[1:])
-            rows = rows[fresh]
-            if rows.size and rows[-1] >= matrix.size:  # a graph of a larger, older matrix
-                rows = rows[rows < matrix.size]
-            row_scores = (
-                evidence * (matrix.matrix[rows] @ user_vector)
-                + (1.0 - evidence) * derived.popularity[rows]
+            rows, scores, sources = rank_candidates(
+                matrix.matrix,
+                matrix.size,
+                user_vector,
+                evidence,
+                derived.popularity,
+                graph_rows,
+                popular_rows,
+                covisits.rows,
+                covisits.boost,
+                covisits.source,
+                excluded_rows,
+                matrix.unavailable,
+                filters.available_only,
+                matrix.category_codes,
+                wanted,
+                bool(filters.categories),
+                unwanted,
+                filters.max_per_category or 0,
+                k,
             )
-            if covisited.size:
-                row_scores[np.searchsorted(rows, covisited)] += covisits.boost
-            positions = self._walk(rows, row_scores, matrix, k, filters, excluded_rows)
             bound = max(evidence * graph_bound, popular_bound)
-            if len(positions) == k and row_scores[positions[-1]] >= bound:
-                return [int(rows[p]) for p in positions], [float(row_scores[p]) for p in positions]
+            if rows.size == k and scores[-1] >= bound:
+                return (
+                    rows.tolist(),
+                    scores.tolist(),
+                    [covisits.sources[s] if s >= 0 else None for s in sources.tolist()],
+                )
             if graph_bound == float("-inf"):
                 return None
             fetch *= 8
         return None
-
-    def _walk(
-        self,
-        rows: npt.NDArray[np.intp],
-        row_scores: npt.NDArray[np.float32],
-        matrix: ItemMatrix,
-        k: int,
-        filters: Filters,
-        excluded_rows: set[int],
-    ) -> list[int]:
-        """Positions of the best ``k`` candidates that pass the filters, best first.
-
-        The same rules as the brute-force path (``_blocked_rows`` + ``_pick``): ties go to the
-        lower row, non-finite scores are never picked, ``max_per_category`` skips the rest of
-        a full category. Walking the few candidates in Python is cheaper than masks.
-        """
-        # Rows ascend, so a stable sort sends ties to the lower row. -inf and NaN sort last
-        # (the walk stops there), +inf first (skipped).
-        order = np.argsort(-row_scores, kind="stable")
-        scores = row_scores.tolist()
-        row_of = rows.tolist()
-        unavailable = matrix.unavailable if filters.available_only else None
-        catalogue = self.index.catalogue
-        wanted = (
-            {catalogue.category_code.get(c, -2) for c in filters.categories}
-            if filters.categories
-            else None
-        )
-        unwanted = {catalogue.category_code.get(c, -2) for c in filters.exclude_categories}
-        check_codes = wanted is not None or bool(unwanted) or filters.max_per_category is not None
-        cap = filters.max_per_category
-        per_category: dict[int, int] = {}
-        picked: list[int] = []
-        for position in order.tolist():
-            score = scores[position]
-            if not score > -math.inf:
-                break
-            row = row_of[position]
-            if (
-                score == math.inf
-                or row in excluded_rows
-                or (unavailable is not None and unavailable[row])
-            ):
-                continue
-            if check_codes:
-                code = int(matrix.category_codes[row])
-                if (wanted is not None and code not in wanted) or code in unwanted:
-                    continue
-                if cap is not None and code != NO_CATEGORY:
-                    if per_category.get(code, 0) >= cap:
-                        continue
-                    per_category[code] = per_category.get(code, 0) + 1
-            picked.append(position)
-            if len(picked) == k:
-                break
-        return picked
 
     def _derived(self, matrix: ItemMatrix) -> _ItemDerived:
         """What every request derives from the items and lists, once per version of either."""
@@ -399,15 +391,12 @@ class Recommender:
                     parts.append((n, rows, weights))
         if not parts:
             return _NO_COVISITS
-        rows = np.concatenate([p[1] for p in parts])
-        weights = np.concatenate([p[2] for p in parts])
-        source = np.repeat([p[0] for p in parts], [p[1].size for p in parts])
-        # Stable: of a row's occurrences the first (most recent source) comes first.
-        order = np.argsort(rows, kind="stable")
-        rows = rows[order]
-        starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
-        boost = np.add.reduceat(weights[order], starts).astype(np.float32)
-        return _Covisits(rows[starts], boost, source[order][starts], sources)
+        rows, boost, source = combine_covisits(
+            np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]),
+            np.repeat(np.array([p[0] for p in parts], np.intp), [p[1].size for p in parts]),
+        )
+        return _Covisits(rows, boost, source, sources)
 
     def _neighbour_rows(
         self, item_id: str, record: NeighboursRecord, matrix: ItemMatrix
@@ -495,21 +484,25 @@ class Recommender:
         self,
         rows: list[int],
         scores: list[float],
+        because: list[str | None],
         matrix: ItemMatrix,
         derived: _ItemDerived,
         user: UserRecord,
-        history: tuple[list[str], list[int]],
-        covisits: _Covisits,
+        recent: list[str],
+        recent_rows: list[int],
     ) -> list[RecommendedItem]:
-        """Each picked row as an item with its score and reason."""
-        recent, recent_rows = history
-        # Co-visitation explains first; factor similarity only what it leaves unexplained.
-        because: list[str | None] = covisits.sources_of(rows)
+        """Each picked row as an item with its score and reason.
+
+        ``because``: the co-visitation source of each row (None: none), which explains
+        first; factor similarity to ``recent`` explains only what it leaves unexplained.
+        """
+        because = list(because)
         unexplained = [n for n, source in enumerate(because) if source is None]
         if recent and unexplained:
-            vectors = matrix.matrix
             best, similarity = explain_by_similarity(
-                vectors[[rows[n] for n in unexplained]], vectors[recent_rows]
+                matrix.matrix,
+                np.array([rows[n] for n in unexplained], np.intp),
+                np.array(recent_rows, np.intp),
             )
             for n, b, s in zip(unexplained, best.tolist(), similarity.tolist(), strict=True):
                 if s >= SIMILARITY_REASON_MIN:

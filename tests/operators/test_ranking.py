@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -102,10 +102,18 @@ def test_non_finite_scores_are_never_returned(bad: float) -> None:
 # --- explanations ------------------------------------------------------------------------------
 
 
+def _explain(recommended: np.ndarray, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """explain_by_similarity over rows of one matrix: the recommended on top of the history."""
+    vectors = np.concatenate((history, recommended)).astype(np.float32)
+    n_hist = history.shape[0]
+    rows = np.arange(n_hist, n_hist + recommended.shape[0], dtype=np.intp)
+    return explain_by_similarity(vectors, rows, np.arange(n_hist, dtype=np.intp))
+
+
 def test_explain_picks_the_most_similar_history_item() -> None:
     history = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=np.float32)
     recommended = np.array([[10.0, 0.5], [-0.1, 3.0], [2.0, 2.1], [-1.0, -1.0]], dtype=np.float32)
-    best, sims = explain_by_similarity(recommended, history)
+    best, sims = _explain(recommended, history)
     assert best.tolist() == [0, 1, 2, 0]
     assert best.dtype == np.intp and sims.dtype == np.float32
     # Cosine, so the length of a vector does not matter: [10, .5] is closest to [1, 0].
@@ -121,9 +129,10 @@ vectors = hnp.arrays(
 )
 
 
+@settings(deadline=None)  # the first call compiles
 @given(recommended=vectors, history=vectors)
 def test_explain_returns_an_argmax_of_cosine(recommended: np.ndarray, history: np.ndarray) -> None:
-    best, sims = explain_by_similarity(recommended, history)
+    best, sims = _explain(recommended, history)
     for row, vec in enumerate(recommended.astype(np.float64)):
         cosines = [
             float(vec @ h) / ((np.linalg.norm(vec) + 1e-12) * (np.linalg.norm(h) + 1e-12))
@@ -137,7 +146,7 @@ def test_explain_returns_an_argmax_of_cosine(recommended: np.ndarray, history: n
 
 @pytest.mark.parametrize(("n_rec", "n_hist"), [(3, 0), (0, 3), (0, 0)])
 def test_explain_with_nothing_to_compare(n_rec: int, n_hist: int) -> None:
-    best, sims = explain_by_similarity(
+    best, sims = _explain(
         np.ones((n_rec, 4), dtype=np.float32), np.ones((n_hist, 4), dtype=np.float32)
     )
     assert best.tolist() == ([-1] * n_rec if n_hist == 0 else [])
