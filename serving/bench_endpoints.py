@@ -1,8 +1,10 @@
 """Reference endpoints for the serving benchmark, mounted only when ``bench_endpoints`` is on.
 
 ``/v1/bench/hello`` measures the server and framework alone; ``/v1/bench/user-record/{id}``
-adds the one Redis GET every recommendation needs. Recommendations are reported as a ratio
-to these, measured in the same run on the same server.
+adds the one Redis GET every recommendation needs; ``/v1/bench/floor/{id}`` does what no
+personal answer can skip (the one Redis read of record and co-visitation lists, the graph
+query) and nothing else, so its latency bounds what any ranking on top of it can reach.
+Recommendations are reported as a ratio to these, measured in the same run on the same server.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
 
-from serving.recommender import Recommender
+from serving.recommender import ANN_FETCH_MIN, COVISIT_SOURCES, Recommender
+from state.records import vector_from_bytes
 from state.store import RedisStore
 
 
@@ -28,6 +31,14 @@ class UserRecordVersion(msgspec.Struct, frozen=True):
 
     user_id: str
     version: int
+
+
+class FloorAnswer(msgspec.Struct, frozen=True):
+    """What the floor endpoint returns: how many graph candidates and co-visitation lists."""
+
+    user_id: str
+    candidates: int
+    covisitation_lists: int
 
 
 class IndexState(msgspec.Struct, frozen=True):
@@ -57,6 +68,16 @@ class BenchController(Controller):
     def user_record(self, user_id: str, store: NamedDependency[RedisStore]) -> UserRecordVersion:
         user = store.get_user(user_id)
         return UserRecordVersion(user_id, 0 if user is None else user.version)
+
+    @get("/floor/{user_id:str}", sync_to_thread=False)
+    def floor(self, user_id: str, recommender: NamedDependency[Recommender]) -> FloorAnswer:
+        fetched = recommender.store.get_user_with_neighbours(user_id, COVISIT_SOURCES)
+        graph = recommender.index.current.candidates
+        if fetched is None or graph is None:
+            return FloorAnswer(user_id, 0, 0)
+        rows, _ = graph.nearest(vector_from_bytes(fetched.user.vector), ANN_FETCH_MIN)
+        lists = sum(n is not None for n in fetched.neighbours)
+        return FloorAnswer(user_id, int(rows.size), lists)
 
     @get("/index", sync_to_thread=False)
     def index(self, recommender: NamedDependency[Recommender]) -> IndexState:
