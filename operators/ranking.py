@@ -81,3 +81,40 @@ def explain_by_similarity(
                 best[r] = h
                 similarity[r] = cosine
     return best, similarity
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def top_cosine(
+    vectors: FloatArray, size: int, norms: FloatArray, row: int, k: int
+) -> tuple[IndexArray, FloatArray]:
+    """The ``k`` rows of ``vectors[:size]`` most similar to ``row`` (cosine), best first.
+
+    ``norms`` holds each row's norm (kept by the caller, so no request touches the matrix
+    twice). ``row`` itself and non-finite similarities are left out; ties go to the lower
+    row. One pass with a k-sized buffer: no catalogue-sized temporaries.
+    """
+    best_rows = np.empty(max(k, 0), np.intp)
+    best = np.empty(max(k, 0), np.float32)
+    n = 0
+    if k <= 0:
+        return best_rows, best
+    query_norm = norms[row] + np.float32(1e-9)
+    for r in range(size):
+        if r == row:
+            continue
+        dot = np.float32(0.0)
+        for j in range(vectors.shape[1]):
+            dot += vectors[r, j] * vectors[row, j]
+        cosine = dot / ((norms[r] + np.float32(1e-9)) * query_norm)
+        if not np.isfinite(cosine) or (n == k and not cosine > best[n - 1]):
+            continue
+        at = n if n < k else k - 1
+        while at > 0 and best[at - 1] < cosine:  # equal stays ahead: lower row first
+            best[at] = best[at - 1]
+            best_rows[at] = best_rows[at - 1]
+            at -= 1
+        best[at] = cosine
+        best_rows[at] = r
+        if n < k:
+            n += 1
+    return best_rows[:n], best[:n]

@@ -52,6 +52,9 @@ class ItemMatrix:
     rows_epoch: int = 0
     """Bumped when items are renumbered (a model version swap rebuilds the matrix); between
     bumps an item keeps its row, new items only append."""
+    norms: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
+    """Euclidean norm of each row, kept with the rows it describes (cosine similarity
+    without touching the whole matrix per request)."""
 
     @property
     def size(self) -> int:
@@ -71,6 +74,7 @@ def _empty_matrix(factors: int) -> ItemMatrix:
         np.zeros(0, np.int32),
         np.zeros(0, np.bool_),
         0,
+        norms=np.zeros(0, np.float32),
     )
 
 
@@ -172,6 +176,7 @@ class ItemIndex:
             self.candidates.published(),
             active,
             cur.rows_epoch + 1,
+            _row_norms(matrix),
         )
         log.info("serving item vectors from %s", active or "the live stream")
         return True
@@ -197,6 +202,7 @@ class ItemIndex:
                 cat.item_category[item_id] = cat.code_of(category)
         new_ids = [i for i in changes.item_ids if i not in cur.rows]
         matrix, codes, unavailable = cur.matrix, cur.category_codes, cur.unavailable
+        norms = cur.norms
         rows, ids = cur.rows, cur.item_ids
         if new_ids:
             needed = cur.size + len(new_ids)
@@ -205,6 +211,7 @@ class ItemIndex:
                 matrix = _grow(matrix, capacity)
                 codes = _grow(codes, capacity, NO_CATEGORY)
                 unavailable = _grow(unavailable, capacity)
+                norms = _grow(norms, capacity)
             rows = dict(rows)
             for offset, item_id in enumerate(new_ids):
                 rows[item_id] = cur.size + offset
@@ -222,6 +229,7 @@ class ItemIndex:
             # Rows of existing items are overwritten in place: a request racing with this
             # sees either the old or the new vector of an item, both valid.
             matrix[target] = changes.vectors
+            norms[target] = _row_norms(changes.vectors)
             self.candidates.changed(target)
         touched = set(changes.item_ids) | changed
         for item_id in touched:
@@ -241,6 +249,7 @@ class ItemIndex:
             self.candidates.published(),
             cur.model_version,
             cur.rows_epoch,
+            norms,
         )
         return len(touched)
 
@@ -304,6 +313,11 @@ class ItemIndex:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
+
+
+def _row_norms(vectors: Vector) -> npt.NDArray[np.float32]:
+    """Euclidean norm of each row (float32; one row at a time, no matrix-sized temporary)."""
+    return np.sqrt(np.einsum("ij,ij->i", vectors, vectors)).astype(np.float32, copy=False)
 
 
 def _grow(

@@ -8,7 +8,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from operators.ranking import explain_by_similarity, top_k
+from operators.ranking import explain_by_similarity, top_cosine, top_k
 
 
 def reference_top_k(scores: np.ndarray, k: int, exclude: list[int]) -> list[int]:
@@ -151,3 +151,46 @@ def test_explain_with_nothing_to_compare(n_rec: int, n_hist: int) -> None:
     )
     assert best.tolist() == ([-1] * n_rec if n_hist == 0 else [])
     assert sims.tolist() == [0.0] * len(best)
+
+
+# --- most similar rows (cosine) ------------------------------------------------------------
+
+
+def _norms(vectors: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(vectors.astype(np.float64), axis=1).astype(np.float32)
+
+
+@settings(deadline=None)  # the first call compiles
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    size=st.integers(1, 60),
+    k=st.integers(0, 70),
+    data=st.data(),
+)
+def test_top_cosine_equals_a_full_sort(seed: int, size: int, k: int, data: st.DataObject) -> None:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(size + 3, 4)).astype(np.float32)  # rows past ``size``: unused
+    row = data.draw(st.integers(0, size - 1))
+    rows, cosines = top_cosine(vectors, size, _norms(vectors), row, k)
+    v = vectors[:size].astype(np.float64)
+    cosine = v @ v[row] / (np.linalg.norm(v, axis=1) * np.linalg.norm(v[row]))
+    # float32 sums may swap rows whose cosines differ by ~1e-7: compare up to that.
+    got = rows.tolist()
+    assert len(got) == min(k, size - 1) == len(set(got)) and row not in got, f"seed {seed}"
+    np.testing.assert_allclose(cosines, cosine[got], atol=1e-5)
+    assert all(np.diff(cosines) <= 0), "not best first"
+    left_out = [r for r in range(size) if r != row and r not in got]
+    if got and left_out:
+        assert cosine[left_out].max() <= cosine[got].min() + 1e-5, f"seed {seed}"
+
+
+def test_top_cosine_ties_go_to_the_lower_row_and_non_finite_rows_are_left_out() -> None:
+    vectors = np.array(
+        [[1, 0], [2, 0], [np.nan, 1], [0, 1], [3, 0], [1, 1], [0, 0]], dtype=np.float32
+    )
+    rows, cosines = top_cosine(vectors, 7, _norms(vectors), 0, 10)
+    # Rows 1 and 4 point the same way as row 0 (cosine 1): the lower first. Row 2 is NaN;
+    # row 6 has no direction (cosine 0, finite thanks to the epsilon).
+    assert rows.tolist() == [1, 4, 5, 3, 6]
+    assert cosines[:2].tolist() == pytest.approx([1.0, 1.0], rel=1e-6)
+    assert top_cosine(vectors, 7, _norms(vectors), 0, 2)[0].tolist() == [1, 4]

@@ -111,6 +111,43 @@ def test_updated_and_new_items_are_served_before_the_next_rebuild(served) -> Non
     assert _ids(graph, "u1", exclude="none") == _ids(exact, "u1", exclude="none")
 
 
+def test_row_norms_follow_updated_and_new_items(stack, tmp_path) -> None:
+    """Cosine similarity reads norms kept per row: updated, new and grown rows included."""
+    factors = 8
+    settings = unique_settings(stack, tmp_path, factors=factors)
+    store = RedisStore.from_url(settings.redis_url, settings.redis_prefix, factors)
+    rng = np.random.default_rng(SEED + 3)
+
+    def items(ids: list[str], version: int) -> list[ItemWrite]:
+        vectors = rng.normal(size=(len(ids), factors)).astype(np.float32)
+        return [
+            ItemWrite(i, version, vector_to_bytes(v), 0.0)
+            for i, v in zip(ids, vectors, strict=True)
+        ]
+
+    try:
+        index = ItemIndex(store, 0.1)
+        store.write_items(items([f"i{n}" for n in range(1000)], 1))
+        index.refresh()
+        capacity = index.current.matrix.shape[0]
+        # i9 updated; new items one past the arrays' capacity, so they grow.
+        grown = [f"new-{n}" for n in range(capacity - index.current.size + 1)]
+        store.write_items(items(["i9", *grown], 2))
+        index.refresh()
+        matrix = index.current
+        assert matrix.matrix.shape[0] > capacity, "the arrays did not grow"
+        expected = np.linalg.norm(matrix.vectors().astype(np.float64), axis=1)
+        np.testing.assert_allclose(matrix.norms[: matrix.size], expected, rtol=1e-5)
+        row = matrix.rows["i9"]
+        cosine = matrix.vectors() @ matrix.matrix[row] / (expected * expected[row])
+        cosine[row] = -np.inf
+        best = [matrix.item_ids[r] for r in np.argsort(-cosine)[:5]]
+        similar = Recommender(store, index).similar("i9", 5).items
+        assert [it.item_id for it in similar] == best, f"seed {SEED + 3}"
+    finally:
+        store.delete_namespace()
+
+
 @pytest.mark.parametrize(
     "filters",
     [
