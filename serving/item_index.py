@@ -56,6 +56,23 @@ class ItemMatrix:
     """Euclidean norm of each row, kept with the rows it describes (cosine similarity
     without touching the whole matrix per request)."""
 
+    def __post_init__(self) -> None:
+        # The compiled kernels index these arrays by row without bounds checks: a matrix
+        # whose per-row arrays are shorter than its items must never be published.
+        size = len(self.item_ids)
+        short = [
+            name
+            for name, array in (
+                ("matrix", self.matrix),
+                ("category_codes", self.category_codes),
+                ("unavailable", self.unavailable),
+                ("norms", self.norms),
+            )
+            if array.shape[0] < size
+        ]
+        if short:
+            raise ValueError(f"item matrix of {size} items has short per-row arrays: {short}")
+
     @property
     def size(self) -> int:
         """Number of items with factors."""
@@ -74,7 +91,6 @@ def _empty_matrix(factors: int) -> ItemMatrix:
         np.zeros(0, np.int32),
         np.zeros(0, np.bool_),
         0,
-        norms=np.zeros(0, np.float32),
     )
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from serving.candidates import build_popular_candidates
-from serving.item_index import ItemIndex
+from serving.item_index import ItemIndex, ItemMatrix
 from serving.recommender import Filters, Recommender
 from state.records import NeighboursRecord, UserRecord, vector_to_bytes
 from state.store import ItemWrite, RedisStore
@@ -109,6 +109,15 @@ def test_updated_and_new_items_are_served_before_the_next_rebuild(served) -> Non
     assert graph.index.current.candidates.generation == generation  # no rebuild yet
     assert _ids(graph, "u1", exclude="none")[:2] == ["i7", "brand-new"]
     assert _ids(graph, "u1", exclude="none") == _ids(exact, "u1", exclude="none")
+
+
+def test_a_matrix_with_short_per_row_arrays_is_refused() -> None:
+    ids = ("a", "b")
+    with pytest.raises(ValueError, match="norms"):
+        ItemMatrix(
+            ids, {"a": 0, "b": 1}, np.zeros((2, 4), np.float32), np.zeros(2, np.int32),
+            np.zeros(2, np.bool_), 0, norms=np.zeros(1, np.float32),
+        )  # fmt: skip
 
 
 def test_row_norms_follow_updated_and_new_items(stack, tmp_path) -> None:
