@@ -17,6 +17,8 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from operators.ranking import DOT_MATH, row_dot
+
 Rows = npt.NDArray[np.intp]
 Floats = npt.NDArray[np.float32]
 Codes = npt.NDArray[np.int32]
@@ -25,9 +27,6 @@ NO_CATEGORY = -1
 """Category code of an item without category (never capped)."""
 NO_SOURCE = -1
 """Co-visitation source of a row no recent item led to."""
-
-# Dot products may be reassociated (so they vectorise); NaN and inf keep their meaning.
-_DOT_MATH = {"reassoc", "contract"}
 
 
 @numba.njit(cache=True, nogil=True)
@@ -58,7 +57,7 @@ def combine_covisits(
     return out_rows[: m + 1], out_boost[: m + 1].astype(np.float32), out_source[: m + 1]
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_DOT_MATH)
+@numba.njit(cache=True, nogil=True, fastmath=DOT_MATH)
 def best_popular(
     rows: Rows,
     vectors: Floats,
@@ -79,10 +78,7 @@ def best_popular(
     weight = np.float32(evidence)
     rest = np.float32(1.0 - evidence)
     for i in range(size):
-        dot = np.float32(0.0)
-        for j in range(user_vector.size):
-            dot += vectors[i, j] * user_vector[j]
-        blended[i] = weight * dot + rest * popularity[i]
+        blended[i] = weight * row_dot(vectors[i], user_vector) + rest * popularity[i]
     # The (n+1)-th best is the best left out; the n taken are those above it, then ties.
     cut = np.partition(blended, size - n - 1)[size - n - 1]
     taken = np.empty(n, np.intp)
@@ -106,7 +102,7 @@ def _contains(sorted_values: npt.NDArray[np.generic], value: int) -> bool:
     return bool(at < sorted_values.size and sorted_values[at] == value)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_DOT_MATH)
+@numba.njit(cache=True, nogil=True, fastmath=DOT_MATH)
 def rank_candidates(
     matrix: Floats,
     size: int,
@@ -152,10 +148,7 @@ def rank_candidates(
     c = 0  # both ascend: merge the co-visitation boosts in
     for i in range(n):
         row = rows[i]
-        dot = np.float32(0.0)
-        for j in range(user_vector.size):
-            dot += matrix[row, j] * user_vector[j]
-        score = weight * dot + rest * popularity[row]
+        score = weight * row_dot(matrix[row], user_vector) + rest * popularity[row]
         while c < covisit_rows.size and covisit_rows[c] < row:
             c += 1
         if c < covisit_rows.size and covisit_rows[c] == row:

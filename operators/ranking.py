@@ -16,6 +16,20 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float32]
 IndexArray = npt.NDArray[np.intp]
 
+DOT_MATH = {"reassoc", "contract"}
+"""numba ``fastmath`` flags of the compiled kernels: sums may be reassociated (so dot products
+vectorise); NaN and inf keep their meaning. numba's on-disk cache does not notice a change
+made in another module: after changing this, delete the ``*.nbi``/``*.nbc`` cache files."""
+
+
+@numba.njit(cache=True, nogil=True, fastmath=DOT_MATH, inline="always")
+def row_dot(a: FloatArray, b: FloatArray) -> np.float32:
+    """<a, b> of two equal-length float32 vectors, summed in float32 (compiled code only)."""
+    total = np.float32(0.0)
+    for j in range(a.size):
+        total += a[j] * b[j]
+    return total
+
 
 def top_k(scores: FloatArray, k: int, exclude_rows: Sequence[int] | IndexArray = ()) -> IndexArray:
     """Row indices of the ``k`` highest finite scores, best first, skipping ``exclude_rows``.
@@ -45,7 +59,7 @@ def top_k(scores: FloatArray, k: int, exclude_rows: Sequence[int] | IndexArray =
     return candidates[order][:k]
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+@numba.njit(cache=True, nogil=True, fastmath=DOT_MATH)
 def explain_by_similarity(
     vectors: FloatArray, rows: IndexArray, history_rows: IndexArray
 ) -> tuple[IndexArray, FloatArray]:
@@ -55,35 +69,27 @@ def explain_by_similarity(
     of equally similar history items wins. Compiled: a request explains ~10 items against
     ~20, which as numpy calls cost ~45 µs in the API and here a few.
     """
-    n_rows, n_history, dim = rows.size, history_rows.size, vectors.shape[1]
+    n_rows, n_history = rows.size, history_rows.size
     best = np.full(n_rows, -1, np.intp)
     similarity = np.zeros(n_rows, np.float32)
     if n_history == 0:
         return best, similarity
     history_norms = np.empty(n_history, np.float32)
     for h in range(n_history):
-        total = np.float32(0.0)
-        for j in range(dim):
-            total += vectors[history_rows[h], j] * vectors[history_rows[h], j]
-        history_norms[h] = np.sqrt(total) + np.float32(1e-12)
+        vector = vectors[history_rows[h]]
+        history_norms[h] = np.sqrt(row_dot(vector, vector)) + np.float32(1e-12)
     for r in range(n_rows):
-        row = rows[r]
-        total = np.float32(0.0)
-        for j in range(dim):
-            total += vectors[row, j] * vectors[row, j]
-        norm = np.sqrt(total) + np.float32(1e-12)
+        vector = vectors[rows[r]]
+        norm = np.sqrt(row_dot(vector, vector)) + np.float32(1e-12)
         for h in range(n_history):
-            dot = np.float32(0.0)
-            for j in range(dim):
-                dot += vectors[row, j] * vectors[history_rows[h], j]
-            cosine = dot / (norm * history_norms[h])
+            cosine = row_dot(vector, vectors[history_rows[h]]) / (norm * history_norms[h])
             if best[r] < 0 or cosine > similarity[r]:
                 best[r] = h
                 similarity[r] = cosine
     return best, similarity
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+@numba.njit(cache=True, nogil=True, fastmath=DOT_MATH)
 def top_cosine(
     vectors: FloatArray, size: int, norms: FloatArray, row: int, k: int
 ) -> tuple[IndexArray, FloatArray]:
@@ -98,14 +104,12 @@ def top_cosine(
     n = 0
     if k <= 0:
         return best_rows, best
+    query = vectors[row]
     query_norm = norms[row] + np.float32(1e-9)
     for r in range(size):
         if r == row:
             continue
-        dot = np.float32(0.0)
-        for j in range(vectors.shape[1]):
-            dot += vectors[r, j] * vectors[row, j]
-        cosine = dot / ((norms[r] + np.float32(1e-9)) * query_norm)
+        cosine = row_dot(vectors[r], query) / ((norms[r] + np.float32(1e-9)) * query_norm)
         if not np.isfinite(cosine) or (n == k and not cosine > best[n - 1]):
             continue
         at = n if n < k else k - 1
