@@ -64,7 +64,7 @@ def create_app(settings: Settings) -> Litestar:
                 timeout_s=settings.produce_timeout_s,
             )
         )
-        compile_kernels(settings.factors)  # seconds at start, not on the first request
+        compile_kernels()  # seconds at start, not on the first request
         index.start()
         stop_monitor = threading.Event()
         start_api_monitor(index.store, stop_monitor)

@@ -137,14 +137,14 @@ class _Picked:
     per_category: dict[int, int] = field(default_factory=dict)
 
 
-def compile_kernels(factors: int) -> None:
+def compile_kernels() -> None:
     """Compile the ranking kernels (or load them from numba's cache) before any request.
 
     A numba function compiles on its first call for each combination of argument types, in
-    seconds: called here with arrays built as requests build theirs, so a worker pays that
-    at start, not a customer on its first request.
+    seconds: called here with arrays built as requests build theirs (their sizes are not
+    part of the types), so a worker pays that at start, not a customer on its first request.
     """
-    matrix = np.zeros((2, factors), np.float32)
+    matrix = np.zeros((2, 4), np.float32)
     rows = np.arange(2, dtype=np.intp)
     user_vector = vector_from_bytes(matrix[0].tobytes())
     codes = np.zeros(2, np.int32)
