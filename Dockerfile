@@ -16,8 +16,15 @@ FROM ${PYTHON_IMAGE} AS builder
 
 # hnswlib is published as an sdist only: building it needs a C++ compiler.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential \
+    && apt-get install -y --no-install-recommends build-essential curl ca-certificates \
     && rm -rf /var/lib/apt/lists/*
+
+# The native operators (operators/, a PyO3 crate) are built by maturin with a Rust toolchain;
+# Debian's cargo is too old for the crate (edition 2024), so rustup installs a pinned one.
+ARG RUST_VERSION=1.95.0
+ENV RUSTUP_HOME=/opt/rustup CARGO_HOME=/opt/cargo PATH=/opt/cargo/bin:$PATH
+RUN curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
+    | sh -s -- -y --profile minimal --default-toolchain "${RUST_VERSION}" --no-modify-path
 
 # The uv release the lock file was written with (see ./dev: uv comes from pip there too).
 ARG UV_VERSION=0.13.9
@@ -39,9 +46,10 @@ COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-project
 
-# Then the project's packages (pyproject: [tool.hatch.build.targets.wheel] packages),
-# installed as a wheel into the venv (--no-editable), so the runtime stage copies the venv
-# and gets the packages with it; nothing under /src is needed at run time.
+# Then the project's packages (pyproject: [tool.maturin]: the crate and native module under
+# operators/, and the python-packages), built by maturin into a wheel installed into the venv
+# (--no-editable), so the runtime stage copies the venv and gets the packages with it;
+# nothing under /src (nor the Rust toolchain) is needed at run time.
 COPY README.md ./
 COPY freshrec ./freshrec
 COPY dataflows ./dataflows
@@ -49,6 +57,7 @@ COPY operators ./operators
 COPY serving ./serving
 COPY state ./state
 RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=cache,target=/opt/cargo/registry \
     uv sync --frozen --no-dev --no-editable
 
 # --- runtime -------------------------------------------------------------------------------
