@@ -8,14 +8,21 @@
 use pyo3::prelude::*;
 
 pub mod codec;
+pub mod covisitation;
+pub mod dedup;
 pub mod errors;
 pub mod events;
 pub mod intern;
 pub mod isgd;
+pub mod item_neighbours;
 pub mod popularity;
+pub mod sessions;
+pub mod user_window;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    covisitation::register(m)?;
+    dedup::register(m)?;
     isgd::register(m)?;
     popularity::register(m)?;
     Ok(())
