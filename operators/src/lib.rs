@@ -14,8 +14,13 @@ pub mod errors;
 pub mod events;
 pub mod intern;
 pub mod isgd;
+pub mod item_model;
 pub mod item_neighbours;
+pub mod item_state;
+pub mod item_vectors;
+pub mod messages;
 pub mod popularity;
+pub mod records;
 pub mod sessions;
 pub mod user_window;
 
@@ -24,6 +29,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     covisitation::register(m)?;
     dedup::register(m)?;
     isgd::register(m)?;
+    item_model::register(m)?;
+    item_state::register(m)?;
+    item_vectors::register(m)?;
+    messages::register(m)?;
     popularity::register(m)?;
     Ok(())
 }

@@ -1,0 +1,211 @@
+//! The dataflow's message vocabulary: what one keyed step hands the next, in one place.
+//!
+//! ```text
+//! Kafka messages ─ key_by_user ─ (user id, (user id, message)) ─ user model ─ UserDelta
+//! UserDelta ─ item_batches ─ (item id, ItemBatch) ─ item model ─ ItemOut
+//! UserDelta ─ feedback_batches ─ (model|segment, FeedbackBatch) ─ feedback model ─ FeedbackOut
+//! UserDelta ─ popularity_samples ─ ("all", PopularitySample) ─ popularity shift ─ Alarms
+//! UserDelta, ItemOut, FeedbackOut, Alarms ─ collect_writes ─ StateWrites ─ the Redis sink
+//! ```
+//!
+//! A keyed step emits ONE message per key and batch (one `UserDelta` per user, one
+//! `ItemOut` per item), and the routing steps emit one message per target key and batch
+//! (an item's updates, co-visits and segment hits of a whole batch travel together), because
+//! every message through a Bytewax step costs more than the work it carries. Messages that
+//! cross processes in a cluster (the keyed inputs) pickle as compact bytes (`__reduce__`).
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyTuple};
+
+use crate::codec::{Reader, Writer};
+use crate::errors::Invalid;
+use crate::intern::{self, Id};
+
+/// One interaction's share of an item's update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemLearn {
+    /// The user's vector before their own step (both halves start from the same pair).
+    pub user_vector: Box<[f32]>,
+    pub weight: f64,
+    pub ts_s: f64,
+    pub category: Option<Id>,
+    /// Context segment of the event (segment popularity).
+    pub segment: Id,
+}
+
+/// What happens to one item, in the order it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemOp {
+    Learn(ItemLearn),
+    /// Co-visited with `other` in a session.
+    CoVisit { other: Id, weight: f64, ts_s: f64 },
+}
+
+/// Everything one batch does to one item (the item model's input).
+#[pyclass(module = "operators._native", frozen, skip_from_py_object)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemBatch {
+    pub item: Id,
+    pub ops: Vec<ItemOp>,
+}
+
+impl ItemBatch {
+    const TAG: &'static [u8; 3] = b"FIB";
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_header(Self::TAG, 1);
+        w.str(intern::name(self.item));
+        w.len(self.ops.len());
+        for op in &self.ops {
+            match op {
+                ItemOp::Learn(l) => {
+                    w.u8(0);
+                    w.f32s(&l.user_vector);
+                    w.f64(l.weight);
+                    w.f64(l.ts_s);
+                    w.opt_str(l.category.map(intern::name));
+                    w.str(intern::name(l.segment));
+                }
+                ItemOp::CoVisit { other, weight, ts_s } => {
+                    w.u8(1);
+                    w.str(intern::name(*other));
+                    w.f64(*weight);
+                    w.f64(*ts_s);
+                }
+            }
+        }
+        w.finish()
+    }
+
+    pub fn from_bytes(data: &[u8]) -> Result<Self, Invalid> {
+        let mut r = Reader::with_header(data, Self::TAG, 1, "item batch")?;
+        let item = intern::intern(r.str()?);
+        let n = r.len()?;
+        let mut ops = Vec::with_capacity(n);
+        for _ in 0..n {
+            ops.push(match r.u8()? {
+                0 => ItemOp::Learn(ItemLearn {
+                    user_vector: r.f32s()?.into(),
+                    weight: r.f64()?,
+                    ts_s: r.f64()?,
+                    category: r.opt_str()?.map(intern::intern),
+                    segment: intern::intern(r.str()?),
+                }),
+                1 => ItemOp::CoVisit {
+                    other: intern::intern(r.str()?),
+                    weight: r.f64()?,
+                    ts_s: r.f64()?,
+                },
+                _ => return Err(Invalid::new("item batch is malformed")),
+            });
+        }
+        r.end()?;
+        Ok(ItemBatch { item, ops })
+    }
+}
+
+#[pymethods]
+impl ItemBatch {
+    #[getter]
+    fn item_id(&self) -> &'static str {
+        intern::name(self.item)
+    }
+
+    fn __len__(&self) -> usize {
+        self.ops.len()
+    }
+
+    #[staticmethod]
+    fn from_bytes_py(data: &[u8]) -> PyResult<Self> {
+        Ok(ItemBatch::from_bytes(data)?)
+    }
+
+    /// Pickles as its bytes: it crosses processes when its item lives on another worker.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        let rebuild = py.get_type::<ItemBatch>().getattr("from_bytes_py")?;
+        let bytes = PyBytes::new(py, &slf.get().to_bytes());
+        (rebuild, (bytes,)).into_pyobject(py)
+    }
+}
+
+/// A fresh item state bound for Redis (`state.store.ItemWrite`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemWrite {
+    pub version: u64,
+    pub vector: Box<[f32]>,
+    pub popularity_log2: f64,
+    pub trend_log2: Option<f64>,
+    pub category: Option<Id>,
+}
+
+/// What one batch changed of one item (the item model's output).
+#[pyclass(module = "operators._native", frozen, skip_from_py_object)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemOut {
+    pub item: Id,
+    pub write: Option<ItemWrite>,
+    /// (co-visitation version, encoded `NeighboursRecord`) when the neighbours changed.
+    pub neighbours: Option<(u64, Vec<u8>)>,
+    /// (segment, the item's log2 popularity in it) for each segment hit this batch.
+    pub segments: Vec<(Id, f64)>,
+}
+
+#[pymethods]
+impl ItemOut {
+    #[getter]
+    fn item_id(&self) -> &'static str {
+        intern::name(self.item)
+    }
+
+    /// (version, vector bytes, popularity_log2, trend_log2, category_id), or None.
+    #[getter]
+    fn item_write<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let Some(w) = &self.write else { return Ok(None) };
+        let vector = PyBytes::new(py, &crate::records::vector_bytes(&w.vector));
+        Ok(Some(
+            (w.version, vector, w.popularity_log2, w.trend_log2, w.category.map(intern::name))
+                .into_pyobject(py)?,
+        ))
+    }
+
+    /// (version, encoded NeighboursRecord), or None.
+    #[getter]
+    fn neighbours_record<'py>(&self, py: Python<'py>) -> Option<(u64, Bound<'py, PyBytes>)> {
+        self.neighbours.as_ref().map(|(v, blob)| (*v, PyBytes::new(py, blob)))
+    }
+
+    #[getter]
+    fn segment_scores(&self) -> Vec<(&'static str, f64)> {
+        self.segments.iter().map(|(s, v)| (intern::name(*s), *v)).collect()
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<ItemBatch>()?;
+    m.add_class::<ItemOut>()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_batch_bytes_round_trip() {
+        let batch = ItemBatch {
+            item: intern::intern("msg-item"),
+            ops: vec![
+                ItemOp::Learn(ItemLearn {
+                    user_vector: vec![1.0, -2.0].into(),
+                    weight: 2.0,
+                    ts_s: 10.5,
+                    category: Some(intern::intern("cat")),
+                    segment: intern::intern("mobile|evening|DE"),
+                }),
+                ItemOp::CoVisit { other: intern::intern("msg-other"), weight: 0.5, ts_s: 11.0 },
+            ],
+        };
+        assert_eq!(ItemBatch::from_bytes(&batch.to_bytes()).unwrap(), batch);
+    }
+}
