@@ -17,10 +17,35 @@ from pathlib import Path
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+import msgspec
+
+import operators
 from freshrec.archive import ArchiveWriter
 from freshrec.events import Event
 
 ArchiveItem = tuple[Event, Mapping[str, object] | None]
+_event: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
+
+
+def archive_rows(batch: list[object]) -> list[tuple[str, ArchiveItem]]:
+    """The archive's rows of a batch of user-model outputs, keyed by user (routes a row to an
+    archive partition). Payloads were validated by the user model, so they decode directly."""
+    return [
+        (
+            row.user_id,
+            (
+                _event.decode(row.payload),
+                {
+                    "device_class": row.device_class,
+                    "tod_bucket": row.tod_bucket,
+                    "weekday": row.weekday,
+                    "local_hour": row.local_hour,
+                    "segment": row.segment,
+                },
+            ),
+        )
+        for row in operators.archive_rows(batch)
+    ]
 
 
 class _ArchivePartition(StatefulSinkPartition[ArchiveItem, None]):

@@ -1,76 +1,50 @@
-"""A worker-local, read-only replica of the item factors for the user step.
+"""The worker's replica of the item factors: pulled from Redis, held natively for the user model.
 
-Item vectors have one owner: the item-keyed step, which applies every item update in order
-and writes the result to Redis. The user-keyed step needs item vectors too (the user half of
-an ISGD step moves the user towards the item), but a Bytewax flow is a DAG, so the owner's
-state cannot flow back upstream. Each worker process therefore keeps this replica, pulling
-only the items whose factors changed (from the store's change log) at most every
-``item_refresh_ms``. An item the replica has not seen yet starts from the same seeded vector
-the owner starts from (``initial_vector``), so a new item needs no round trip.
-
-Consequence, stated plainly: user vectors depend on how stale the replica was when the
-user's event was processed (bounded by ``item_refresh_ms`` plus the item step's lag), so
-they are not bit-for-bit reproducible across runs; item vectors, update counts, windows and
-everything else are.
+Item vectors have one owner, the item model, which writes them to Redis with a change log;
+the user model needs them too (the user half of an ISGD step moves the user towards the item)
+but cannot read its downstream step's state. So each worker process keeps one native
+:class:`operators.ItemVectors` and this feed pulls only the items whose factors changed since
+its last pull, at most every ``item_refresh_ms`` (the user model asks for it; see
+``operators/src/item_vectors.rs`` for what that staleness means for reproducibility).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 
-from operators.isgd import IsgdParams, Vector, initial_vector
+from dataflows.retry import retry_while_unreachable
+from operators import IsgdParams, ItemVectors
 from state.store import RedisStore
 
 
-class ItemReplica:
-    """Item vectors as last pulled from Redis, refreshed incrementally."""
+class ItemReplicaFeed:
+    """Pulls changed item factors from the store into one native replica."""
 
-    def __init__(self, store: RedisStore, params: IsgdParams, refresh_interval_s: float) -> None:
+    def __init__(self, store: RedisStore, params: IsgdParams) -> None:
         self.store = store
-        self.params = params
-        self.refresh_interval_s = refresh_interval_s
-        self.vectors: dict[str, Vector] = {}
-        self.ids: list[str] = []
-        """Every item id the replica holds, for sampling (append-only)."""
+        self.vectors = ItemVectors(params)
         self.seq = 0
-        self._next_refresh = 0.0
+        self._lock = threading.Lock()
 
-    def get(self, item_id: str) -> Vector:
-        """The item's vector as last seen (a copy is not needed: callers only read)."""
-        vec = self.vectors.get(item_id)
-        if vec is None:
-            vec = self.vectors[item_id] = initial_vector(item_id, "item", self.params)
-            self.ids.append(item_id)
-        return vec
-
-    def maybe_refresh(self) -> int:
-        """Pull changed items if the refresh interval has passed; return how many."""
-        now = time.monotonic()
-        if now < self._next_refresh:
-            return 0
-        self._next_refresh = now + self.refresh_interval_s
-        changes = self.store.read_item_changes(self.seq)
-        for row, item_id in enumerate(changes.item_ids):
-            if item_id not in self.vectors:
-                self.ids.append(item_id)
-            self.vectors[item_id] = changes.vectors[row]
-        self.seq = changes.max_seq
-        return len(changes.item_ids)
+    def refresh(self) -> int:
+        """Pull the items changed since the last pull; return how many (waits out outages)."""
+        with self._lock:  # worker threads of one process share the replica
+            changes = retry_while_unreachable(lambda: self.store.read_item_changes(self.seq))
+            self.vectors.apply(changes.item_ids, changes.vectors.tobytes())
+            self.seq = changes.max_seq
+            return len(changes.item_ids)
 
 
-_replicas: dict[tuple[str, str, int], ItemReplica] = {}
-_replicas_lock = threading.Lock()
+_feeds: dict[tuple[str, str, int], ItemReplicaFeed] = {}
+_feeds_lock = threading.Lock()
 
 
-def shared_replica(
-    redis_url: str, prefix: str, params: IsgdParams, refresh_interval_s: float
-) -> ItemReplica:
+def shared_replica(redis_url: str, prefix: str, params: IsgdParams) -> ItemReplicaFeed:
     """The one replica of this process for a namespace (worker threads share it)."""
     key = (redis_url, prefix, params.factors)
-    with _replicas_lock:
-        replica = _replicas.get(key)
-        if replica is None:
+    with _feeds_lock:
+        feed = _feeds.get(key)
+        if feed is None:
             store = RedisStore.from_url(redis_url, prefix, params.factors)
-            replica = _replicas[key] = ItemReplica(store, params, refresh_interval_s)
-        return replica
+            feed = _feeds[key] = ItemReplicaFeed(store, params)
+        return feed

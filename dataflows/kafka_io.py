@@ -1,45 +1,27 @@
-"""Kafka in and out of the dataflow: decode messages into good events and dead letters.
+"""Kafka in and out of the dataflow: the events source and the dead-letter sink.
 
 Nothing that arrives on the events topic can crash a worker: bytes that are not JSON, JSON
-that is not a valid event and broker-side errors all become :class:`DeadLetter` records that
-go to the dead-letter topic with the original payload, the reason and where they came from.
+that is not a valid event and broker-side errors all become dead letters (the native user
+model decides, with the reasons of ``freshrec/events.py``) that go to the dead-letter topic
+with the original payload, the reason and where they came from.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import UTC, datetime
-
 from bytewax.connectors.kafka import (
-    KafkaError,
     KafkaSink,
     KafkaSinkMessage,
     KafkaSource,
-    KafkaSourceMessage,
     _KafkaSourcePartition,
 )
 from confluent_kafka import TopicPartition
 
-from freshrec import metrics
-from freshrec.events import Event, bounded_dead_letter, decode_event, errors_as_reason
+from freshrec.events import bounded_dead_letter
 from freshrec.settings import Settings
+from operators import DeadLetter
 
 log = logging.getLogger(__name__)
-
-RawMessage = KafkaSourceMessage[bytes | None, bytes | None]
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A message that could not be used, and why."""
-
-    payload: bytes
-    reason: str
-    source_topic: str
-    source_partition: int
-    source_offset: int
-    key: bytes | None = None
 
 
 def consumer_config(settings: Settings) -> dict[str, str]:
@@ -127,59 +109,6 @@ def build_dlq_sink(settings: Settings) -> KafkaSink:
         topic=settings.dlq_topic,
         add_config={"enable.idempotence": "true", "acks": "all", "linger.ms": "5"},
     )
-
-
-def decode_message(
-    msg: RawMessage | KafkaError[bytes | None, bytes | None],
-    max_future_skew_s: float,
-    now: datetime | None = None,
-) -> Event | DeadLetter:
-    """One Kafka message to an event, or to a dead letter with the reason."""
-    if isinstance(msg, KafkaError):
-        inner = msg.msg
-        return DeadLetter(
-            payload=inner.value or b"",
-            reason=f"kafka error: {msg.err}",
-            source_topic=inner.topic or "",
-            source_partition=inner.partition if inner.partition is not None else -1,
-            source_offset=inner.offset if inner.offset is not None else -1,
-            key=inner.key,
-        )
-    payload = msg.value or b""
-    result = decode_event(
-        payload, now=now or datetime.now(UTC), max_future_skew_s=max_future_skew_s
-    )
-    if isinstance(result, Event):
-        return result
-    return DeadLetter(
-        payload=payload,
-        reason=errors_as_reason(result),
-        source_topic=msg.topic or "",
-        source_partition=msg.partition if msg.partition is not None else -1,
-        source_offset=msg.offset if msg.offset is not None else -1,
-        key=msg.key,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Arrived:
-    """A valid event and when it reached the broker (None when the broker gave no time)."""
-
-    event: Event
-    arrival_s: float | None
-
-
-def decode_arrival(
-    msg: RawMessage | KafkaError[bytes | None, bytes | None], max_future_skew_s: float
-) -> Arrived | DeadLetter:
-    """Like :func:`decode_message`, keeping the broker timestamp for freshness metrics."""
-    result = decode_message(msg, max_future_skew_s)
-    if isinstance(result, DeadLetter):
-        metrics.EVENTS.labels("dead_letter").inc()
-        return result
-    stamp = None if isinstance(msg, KafkaError) else msg.timestamp
-    arrival_s = stamp[1] / 1000 if stamp is not None and stamp[0] != 0 else None
-    return Arrived(result, arrival_s)
 
 
 def dead_letter_message(letter: DeadLetter) -> KafkaSinkMessage[bytes | None, bytes]:

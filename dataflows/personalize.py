@@ -1,24 +1,25 @@
 """The personalization dataflow: Kafka events in, fresh user and item state out to Redis.
 
-    events ─ decode ─┬─ dead letters ───────────────────────────────────────► events-dlq
-                     └─ enrich ─┬─ archive (Parquet, when FRESHREC_ARCHIVE_DIR is set)
-                                └─ key by user ─ user_model ─┬─ user records, parked ─► Redis
-                                   (dedup, session, window,  ├─ item updates, co-visits
-                                    ISGD user half)          │   ─ key by item ─ item_model
-                                                             │     (ISGD item half, popularity,
-                                                             │      trend, neighbours) ─► Redis
-                                                             └─ segment hits
-                                                                 ─ key by segment+item
-                                                                 ─ segment_popularity ─► Redis
+    events ─ key_by_user ─ user_model ─┬─ dead_letters ───────────────────────────► events-dlq
+             (Kafka key =   (decode,     ├─ archive_rows ─ Parquet archive (FRESHREC_ARCHIVE_DIR)
+              user id)       validate,   ├─ item_batches ─ item_model ─────────────┐
+                             enrich,     │  (one message per   (ISGD item half,     │
+                             dedup,      │   item and batch)    popularity, trend,   │
+                             session,    │                      neighbours, segment  │
+                             window,     │                      popularity)          │
+                             ISGD user   ├─ feedback_batches ─ feedback (CTR, drift) ─┤
+                             half, drift,├─ popularity_samples ─ popularity_shift ───┤
+                             HR@10)      └───────────────────────────────────────────┴─► Redis
 
-Run it with ``python -m bytewax.run dataflows.personalize:flow`` (settings from the
-environment, see ``freshrec.settings``). Step ids key the recovery state: renaming one
-discards its state, so treat them as a schema.
+Every step is one native call per batch (``operators/src/``; the message types are in
+``operators/src/messages.rs``); ``dataflows/steps.py`` adapts the keyed models. Run it with
+``python -m bytewax.run dataflows.personalize:flow`` (settings from the environment, see
+``freshrec.settings``). Step ids key the recovery state: renaming one discards its state, so
+treat them as a schema.
 """
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import bytewax.operators as op
@@ -26,16 +27,22 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 
 from dataflows import kafka_io, steps
-from dataflows.archive_sink import ArchiveItem, ArchiveSink
-from dataflows.item_replica import shared_replica
-from dataflows.live_quality import live_quality
+from dataflows.archive_sink import ArchiveSink, archive_rows
 from freshrec.settings import Settings, load_settings
-from operators.enrich import enrich, segment_key
-from operators.isgd import IsgdParams
-from operators.item_state import ItemConfig
-from operators.recalibration import UserRecalibrationConfig
-from operators.user_state import CoVisit, ItemUpdate, UserConfig
-from state.store import RedisStore
+from operators import (
+    FeedbackModelFactory,
+    IsgdParams,
+    ItemConfig,
+    ItemModelFactory,
+    PopularityShiftModelFactory,
+    UserConfig,
+    UserRecalibrationConfig,
+    dead_letters,
+    feedback_batches,
+    item_batches,
+    key_by_user,
+    popularity_samples,
+)
 
 
 def isgd_params(settings: Settings) -> IsgdParams:
@@ -71,150 +78,39 @@ def item_config(settings: Settings) -> ItemConfig:
     )
 
 
-def enrich_event(arrived: kafka_io.Arrived) -> steps.EnrichedEvent:
-    """Attach the event's context and segment."""
-    context = enrich(arrived.event)
-    return steps.EnrichedEvent(arrived.event, context, segment_key(context), arrived.arrival_s)
-
-
-def archive_row(e: steps.EnrichedEvent) -> tuple[str, ArchiveItem]:
-    """The archive's row for an event, keyed by user (routes it to an archive partition)."""
-    ctx = e.context
-    enrichment = {
-        "device_class": ctx.device_class,
-        "tod_bucket": ctx.tod_bucket,
-        "weekday": ctx.weekday,
-        "local_hour": ctx.local_hour,
-        "segment": e.segment,
-    }
-    return e.event.user_id, (e.event, enrichment)
-
-
-def _is_arrived(x: object) -> bool:
-    return isinstance(x, kafka_io.Arrived)
-
-
-def _is_item_message(x: object) -> bool:
-    return isinstance(x, ItemUpdate | CoVisit)
-
-
-def _is_segment_hit(x: object) -> bool:
-    return isinstance(x, steps.SegmentHit)
-
-
-def _holdout_item(x: object) -> str | None:
-    return x.item_id if isinstance(x, steps.HoldoutSample) else None
-
-
-def _is_feedback_hit(x: object) -> bool:
-    return isinstance(x, steps.FeedbackHit)
-
-
-def _segment_item_key(hit: steps.SegmentHit) -> str:
-    return f"{hit.segment}\x1f{hit.item_id}"
-
-
 def build_flow(settings: Settings, source: Source[object] | None = None) -> Dataflow:
     """Wire the personalization flow; ``source`` replaces Kafka in tests."""
     params = isgd_params(settings)
     flow = Dataflow("freshrec_personalize")
     raw = op.input("kafka_in", flow, source or kafka_io.build_source(settings))
-    decoded = op.map(
-        "decode",
-        raw,
-        partial(kafka_io.decode_arrival, max_future_skew_s=settings.max_future_skew_s),
+    by_user = op.flat_map_batch("key_by_user", raw, key_by_user)
+    users = op.stateful_batch(
+        "user_model", by_user, steps.build_user_model(settings, params, user_config(settings))
     )
-    valid = op.branch("split_dead_letters", decoded, _is_arrived)
-    letters = op.map("dead_letter_record", valid.falses, kafka_io.dead_letter_message)
+    letters = op.flat_map_batch("dead_letters", users, dead_letters)
     if source is None:
-        op.output("dlq_out", letters, kafka_io.build_dlq_sink(settings))
-
-    enriched = op.map("enrich", valid.trues, enrich_event)
+        records = op.map("dead_letter_record", letters, kafka_io.dead_letter_message)
+        op.output("dlq_out", records, kafka_io.build_dlq_sink(settings))
     if settings.archive_dir:
-        archived = op.map("archive_row", enriched, archive_row)
-        op.output("archive_out", archived, ArchiveSink(Path(settings.archive_dir)))
-
-    by_user = op.key_on("key_by_user", enriched, lambda e: e.event.user_id)
-    replica = shared_replica(
-        settings.redis_url, settings.redis_prefix, params, settings.item_refresh_ms / 1000
-    )
-    user_out = op.key_rm(
-        "unkey_user",
-        op.stateful_batch(
-            "user_model",
-            by_user,
-            partial(
-                steps.build_user_logic,
-                params=params,
-                config=user_config(settings),
-                replica=replica,
-                store=RedisStore.from_url(
-                    settings.redis_url, settings.redis_prefix, settings.factors
-                ),
-                idle_ttl_s=settings.user_idle_ttl_s,
-                quality=(
-                    live_quality(settings.prequential_sample_every)
-                    if settings.prequential_sample_every
-                    else None
-                ),
-            ),
-        ),
-    )
-    to_items = op.branch("split_item_messages", user_out, _is_item_message)
-    by_item = op.key_on("key_by_item", to_items.trues, lambda m: m.item_id)
-    item_out = op.stateful_batch(
+        rows = op.flat_map_batch("archive_rows", users, archive_rows)
+        op.output("archive_out", rows, ArchiveSink(Path(settings.archive_dir)))
+    items = op.stateful_batch(
         "item_model",
-        by_item,
-        partial(
-            steps.build_item_logic,
-            params=params,
-            config=item_config(settings),
-            top_m=settings.neighbours_per_item,
-        ),
+        op.flat_map_batch("item_batches", users, item_batches),
+        ItemModelFactory(params, item_config(settings), settings.neighbours_per_item),
     )
-    to_feedback = op.branch("split_feedback_hits", to_items.falses, _is_feedback_hit)
-    by_model_segment = op.key_on(
-        "key_by_model_segment", to_feedback.trues, lambda h: f"{h.model}|{h.segment}"
-    )
-    feedback_out = op.stateful_batch(
+    feedback = op.stateful_batch(
         "feedback",
-        by_model_segment,
-        lambda resume: steps.FeedbackLogic(
-            resume, settings.feedback_window_s, settings.feedback_windows_kept
-        ),
+        op.flat_map_batch("feedback_batches", users, feedback_batches),
+        FeedbackModelFactory(settings.feedback_window_s, settings.feedback_windows_kept),
     )
-    to_segments = op.branch("split_segment_hits", to_feedback.falses, _is_segment_hit)
-    sampled_items = op.filter_map("sampled_items", to_segments.falses, _holdout_item)
-    popularity_alarms = op.stateful_batch(
+    shift = op.stateful_batch(
         "popularity_shift",
-        op.key_on("key_all", sampled_items, lambda _: "all"),
-        lambda resume: steps.PopularityShiftLogic(resume, settings.popularity_shift_window),
+        op.flat_map_batch("popularity_samples", users, popularity_samples),
+        PopularityShiftModelFactory(settings.popularity_shift_window),
     )
-    by_segment_item = op.key_on("key_by_segment_item", to_segments.trues, _segment_item_key)
-    segment_out = op.stateful_batch(
-        "segment_popularity",
-        by_segment_item,
-        lambda resume: steps.SegmentPopularityLogic(resume, settings.popularity_half_life_s),
-    )
-    state_out = op.merge(
-        "state_out",
-        to_segments.falses,
-        op.key_rm("unkey_item", item_out),
-        op.key_rm("unkey_segment", segment_out),
-        op.key_rm("unkey_feedback", feedback_out),
-        op.key_rm("unkey_popularity_shift", popularity_alarms),
-    )
-    op.output(
-        "redis_out",
-        state_out,
-        steps.RedisSink(
-            settings.redis_url,
-            settings.redis_prefix,
-            settings.factors,
-            settings.parked_state_ttl_s,
-            settings.feedback_windows_kept,
-        ),
-    )
+    state_out = op.merge("state_out", users, items, feedback, shift)
+    op.output("redis_out", state_out, steps.RedisSink(settings))
     return flow
 
 

@@ -25,6 +25,11 @@ class Keys:
         return f"{self.prefix}:us:{user_id}"
 
     @property
+    def parked_users(self) -> str:
+        """Sorted set user_id -> unix time its parked state expires (workers load it at start)."""
+        return f"{self.prefix}:us:idx"
+
+    @property
     def item_factors(self) -> str:
         """Hash item_id -> float32 factor blob."""
         return f"{self.prefix}:if"

@@ -9,8 +9,10 @@ in the worker and in the API pull only what changed since their last refresh.
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -19,7 +21,7 @@ import numpy as np
 import redis
 from redis.commands.core import Script
 
-from operators.feedback import WindowCounts
+from operators import StateWrites, WindowCounts
 from operators.model_validation import HeldOut
 from state.keys import Keys
 from state.records import (
@@ -288,9 +290,26 @@ class RedisStore:
         if not states:
             return
         pipe = self.client.pipeline(transaction=False)
+        self._park(pipe, states, ttl_s)
+        pipe.execute()
+
+    def _park(self, pipe: Any, states: Sequence[tuple[str, bytes]], ttl_s: int) -> None:
+        # The index lets a worker ask Redis only for users it knows were parked; it is written
+        # after the state, so an indexed user always has a state (until both expire).
+        expires = time.time() + ttl_s
         for user_id, blob in states:
             pipe.set(self.keys.user_state(user_id), blob, ex=ttl_s)
-        pipe.execute()
+        pipe.zadd(self.keys.parked_users, {user_id: expires for user_id, _ in states})
+
+    def parked_user_ids(self, batch: int = 10_000) -> Iterator[list[str]]:
+        """Ids of users whose parked state has not expired, in batches (forgets expired ones)."""
+        now = time.time()
+        self.client.zremrangebyscore(self.keys.parked_users, "-inf", now)
+        for start in itertools.count(0, batch):
+            rows = self.client.zrange(self.keys.parked_users, start, start + batch - 1)
+            if not rows:
+                return
+            yield [r.decode() for r in rows]
 
     def parked_user_state(self, user_id: str) -> bytes | None:
         """The parked state of a user, if they were evicted.
@@ -300,6 +319,49 @@ class RedisStore:
         """
         blob = self.client.get(self.keys.user_state(user_id))
         return None if blob is None else bytes(blob)
+
+    # --- the dataflow's batch of writes ---------------------------------------------------
+    def write_batch(self, writes: StateWrites, parked_ttl_s: int, feedback_keep: int) -> None:
+        """Everything one dataflow batch writes (coalesced natively), in one pipeline.
+
+        Items first: a user record never points at item factors serving cannot see yet. Each
+        write is versioned or absolute (idempotent), so repeating the batch after a failure or
+        a resume from a checkpoint does no harm.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        k = self.keys
+        if writes.item_args:
+            keys = [k.item_factors, k.item_versions, k.item_changes, k.item_change_seq,
+                    k.popularity, k.trending, k.item_categories]  # fmt: skip
+            self._write_items(keys=keys, args=writes.item_args, client=pipe)
+        if writes.neighbour_ids:
+            keys = [k.neighbours(item_id) for item_id in writes.neighbour_ids]
+            self._versioned_set(keys=keys, args=writes.neighbour_args, client=pipe)
+        if writes.segment_scores:
+            by_segment: dict[str, dict[str, float]] = {}
+            for segment, item_id, score in writes.segment_scores:
+                by_segment.setdefault(segment, {})[item_id] = score
+            for segment, scores in by_segment.items():
+                key = k.segment_popularity(segment)
+                pipe.zadd(key, scores)
+                pipe.zremrangebyrank(key, 0, -(SEGMENT_POPULAR_MAX + 1))
+        for model, segment, start_s, impressions, clicks, conversions in writes.feedback:
+            counts = msgspec.msgpack.encode([impressions, clicks, conversions])
+            pipe.hset(k.feedback(model, segment), repr(start_s), counts)
+        if writes.user_ids:
+            keys = [k.user(user_id) for user_id in writes.user_ids]
+            self._versioned_set(keys=keys, args=writes.user_args, client=pipe)
+        if writes.parked:
+            self._park(pipe, writes.parked, parked_ttl_s)
+        for key, vector, item_id in writes.holdouts:
+            fields = {"key": key, "vector": vector, "item": item_id}
+            pipe.xadd(k.holdout, fields, maxlen=20_000, approximate=True)
+        for kind, scope, detail in writes.alarms:
+            fields = {"kind": kind, "scope": scope, "detail": detail}
+            pipe.xadd(k.alarms, fields, maxlen=10_000, approximate=True)
+        pipe.execute()
+        if writes.feedback:
+            self._trim_feedback({(m, s) for m, s, *_ in writes.feedback}, feedback_keep)
 
     # --- items -------------------------------------------------------------------------
     def write_items(self, items: Sequence[ItemWrite]) -> int:
@@ -370,7 +432,11 @@ class RedisStore:
             counts = [w.window.impressions, w.window.clicks, w.window.conversions]
             pipe.hset(key, repr(w.window.start_s), msgspec.msgpack.encode(counts))
         pipe.execute()
-        for key in {self.keys.feedback(w.model, w.segment) for w in writes}:
+        self._trim_feedback({(w.model, w.segment) for w in writes}, keep)
+
+    def _trim_feedback(self, pairs: set[tuple[str, str]], keep: int) -> None:
+        for model, segment in pairs:
+            key = self.keys.feedback(model, segment)
             fields = self.client.hkeys(key)
             if len(fields) > keep:
                 old = sorted(fields, key=float)[: len(fields) - keep]

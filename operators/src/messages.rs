@@ -181,9 +181,167 @@ impl ItemOut {
     }
 }
 
+
+// --- the user model's output -----------------------------------------------------------------
+
+/// A deduplicated event about a served recommendation (feedback counts, CTR drift).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackHit {
+    /// The model version that served it (from the recommendation id).
+    pub model: Id,
+    pub segment: Id,
+    pub event_type: crate::events::EventType,
+    pub ts_s: f64,
+}
+
+/// A sampled interaction with the user's vector before it: model validation data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holdout {
+    pub key: String,
+    pub user_vector: Box<[f32]>,
+    pub item: Id,
+}
+
+/// A drift alarm and the recalibration it caused (shown on the dashboard).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alarm {
+    pub kind: &'static str,
+    pub scope: &'static str,
+    pub detail: String,
+}
+
+/// A message that could not be used, and why (bound for the dead-letter topic).
+#[pyclass(module = "operators._native", frozen, get_all, skip_from_py_object)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub payload: Vec<u8>,
+    pub reason: String,
+    pub source_topic: String,
+    pub source_partition: i64,
+    pub source_offset: i64,
+    pub key: Option<Vec<u8>>,
+}
+
+#[pymethods]
+impl DeadLetter {
+    #[new]
+    #[pyo3(signature = (payload, reason, source_topic, source_partition, source_offset, key=None))]
+    fn new(
+        payload: Vec<u8>,
+        reason: String,
+        source_topic: String,
+        source_partition: i64,
+        source_offset: i64,
+        key: Option<Vec<u8>>,
+    ) -> Self {
+        DeadLetter { payload, reason, source_topic, source_partition, source_offset, key }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "DeadLetter(reason={:?}, source={}[{}]@{})",
+            self.reason, self.source_topic, self.source_partition, self.source_offset
+        )
+    }
+}
+
+/// A valid event for the Parquet archive: its canonical JSON and its enrichment.
+#[pyclass(module = "operators._native", frozen, get_all, skip_from_py_object)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchiveRow {
+    pub user_id: String,
+    pub payload: Vec<u8>,
+    pub device_class: &'static str,
+    pub tod_bucket: &'static str,
+    pub weekday: u8,
+    pub local_hour: u8,
+    pub segment: &'static str,
+}
+
+/// Everything one user's batch produced: the user model's single output per call.
+#[pyclass(module = "operators._native", frozen)]
+#[derive(Debug, Default)]
+pub struct UserDelta {
+    pub user_id: Box<str>,
+    /// (version, encoded `UserRecord`) when the record changed.
+    pub record: Option<(u64, Vec<u8>)>,
+    /// Latest broker arrival among the events this record reflects (freshness metric).
+    pub arrival_s: Option<f64>,
+    /// What item owners must do, per target item, in event order (taken by the router).
+    pub item_ops: std::sync::Mutex<Vec<(Id, ItemOp)>>,
+    pub feedback: Vec<FeedbackHit>,
+    pub holdouts: Vec<Holdout>,
+    pub alarms: Vec<Alarm>,
+    pub dead_letters: Vec<DeadLetter>,
+    /// The user's full state when they leave worker memory (idle), for Redis.
+    pub parked: Option<Vec<u8>>,
+    pub archive: Vec<ArchiveRow>,
+    pub applied: u32,
+    pub duplicates: u32,
+    pub user_alarms: u32,
+    pub global_alarms: u32,
+}
+
+impl UserDelta {
+    pub fn is_empty(&self) -> bool {
+        self.record.is_none()
+            && self.item_ops.lock().expect("delta poisoned").is_empty()
+            && self.feedback.is_empty()
+            && self.holdouts.is_empty()
+            && self.alarms.is_empty()
+            && self.dead_letters.is_empty()
+            && self.parked.is_none()
+            && self.archive.is_empty()
+    }
+}
+
+#[pymethods]
+impl UserDelta {
+    #[getter]
+    fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    /// (version, encoded UserRecord), or None.
+    #[getter]
+    fn record<'py>(&self, py: Python<'py>) -> Option<(u64, Bound<'py, PyBytes>)> {
+        self.record.as_ref().map(|(v, blob)| (*v, PyBytes::new(py, blob)))
+    }
+
+    #[getter]
+    fn parked<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.parked.as_ref().map(|blob| PyBytes::new(py, blob))
+    }
+
+    #[getter]
+    fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.dead_letters.clone()
+    }
+
+    #[getter]
+    fn archive_rows(&self) -> Vec<ArchiveRow> {
+        self.archive.clone()
+    }
+
+    /// (kind, scope, detail) of each alarm.
+    #[getter]
+    fn alarms(&self) -> Vec<(&'static str, &'static str, String)> {
+        self.alarms.iter().map(|a| (a.kind, a.scope, a.detail.clone())).collect()
+    }
+
+    /// (applied, duplicates, dead letters) of this batch.
+    #[getter]
+    fn counts(&self) -> (u32, u32, usize) {
+        (self.applied, self.duplicates, self.dead_letters.len())
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ItemBatch>()?;
     m.add_class::<ItemOut>()?;
+    m.add_class::<UserDelta>()?;
+    m.add_class::<DeadLetter>()?;
+    m.add_class::<ArchiveRow>()?;
     Ok(())
 }
 
@@ -209,3 +367,4 @@ mod tests {
         assert_eq!(ItemBatch::from_bytes(&batch.to_bytes()).unwrap(), batch);
     }
 }
+
