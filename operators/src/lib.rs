@@ -8,6 +8,7 @@
 use pyo3::prelude::*;
 
 pub mod codec;
+pub mod enrich;
 pub mod errors;
 pub mod events;
 pub mod intern;
@@ -16,6 +17,7 @@ pub mod popularity;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    enrich::register(m)?;
     isgd::register(m)?;
     popularity::register(m)?;
     Ok(())
