@@ -198,8 +198,10 @@ impl Zone {
             // The offset holds from the last transition at or before `utc_s` to the first
             // one after it (jiff's `preceding`/`following` are strict).
             let next_s = Timestamp::from_second(utc_s + 1).unwrap_or(at);
-            self.start_s = self.tz.preceding(next_s).next().map_or(i64::MIN, |t| t.timestamp().as_second());
-            self.end_s = self.tz.following(at).next().map_or(i64::MAX, |t| t.timestamp().as_second());
+            self.start_s =
+                self.tz.preceding(next_s).next().map_or(i64::MIN, |t| t.timestamp().as_second());
+            self.end_s =
+                self.tz.following(at).next().map_or(i64::MAX, |t| t.timestamp().as_second());
             self.offset_s = offset_s;
         }
         offset_s
@@ -546,7 +548,8 @@ fn segment_ids(country: Option<CountryCode>) -> [Id; 24] {
     let mut ids = [0; 24];
     for device in DeviceClass::ALL {
         for tod in TimeOfDay::ALL {
-            ids[device as usize * 4 + tod as usize] = intern::intern(&segment_key(device, tod, country));
+            ids[device as usize * 4 + tod as usize] =
+                intern::intern(&segment_key(device, tod, country));
         }
     }
     ids
@@ -585,7 +588,11 @@ struct BoundRules<'a, 'py> {
 impl Rules for BoundRules<'_, '_> {
     type Error = PyErr;
 
-    fn device_class(&mut self, user_agent: Option<&str>, device: Option<&str>) -> PyResult<DeviceClass> {
+    fn device_class(
+        &mut self,
+        user_agent: Option<&str>,
+        device: Option<&str>,
+    ) -> PyResult<DeviceClass> {
         let class = self.rules.device_class.bind(self.py).call1((user_agent, device))?;
         let name: &str = class.extract()?;
         DeviceClass::from_name(name).ok_or_else(|| {
@@ -597,12 +604,8 @@ impl Rules for BoundRules<'_, '_> {
         let py = self.py;
         let code: Option<String> =
             self.rules.normalise_country.bind(py).call1((country,))?.extract()?;
-        let region: Option<String> = self
-            .rules
-            .normalise_region
-            .bind(py)
-            .call1((region, code.as_deref()))?
-            .extract()?;
+        let region: Option<String> =
+            self.rules.normalise_region.bind(py).call1((region, code.as_deref()))?.extract()?;
         let zone: String = self
             .rules
             .timezone_name
@@ -612,7 +615,9 @@ impl Rules for BoundRules<'_, '_> {
         let country = match code {
             None => None,
             Some(code) => Some(CountryCode::new(&code).ok_or_else(|| {
-                PyValueError::new_err(format!("normalise_country returned {code:?}, not an alpha-2 code"))
+                PyValueError::new_err(format!(
+                    "normalise_country returned {code:?}, not an alpha-2 code"
+                ))
             })?),
         };
         Ok(PlaceAnswer { country, region, zone })
@@ -622,7 +627,11 @@ impl Rules for BoundRules<'_, '_> {
         // `operators.enrich._zone`: tzdata's file, not the OS's, pinned by uv.lock.
         let mut parts = vec!["zoneinfo"];
         parts.extend(name.split('/'));
-        let path = self.rules.tzdata.bind(self.py).call_method1("joinpath", PyTuple::new(self.py, parts)?)?;
+        let path = self
+            .rules
+            .tzdata
+            .bind(self.py)
+            .call_method1("joinpath", PyTuple::new(self.py, parts)?)?;
         let data = path.call_method0("read_bytes")?;
         Ok(Zone::from_tzif(name, data.cast::<PyBytes>()?.as_bytes())?)
     }
@@ -659,7 +668,15 @@ impl Enricher {
         utc_offset_s: i32,
     ) -> PyResult<EventContext> {
         let mut rules = BoundRules { py, rules: &self.rules };
-        self.caches.enrich_with(&mut rules, user_agent, device, country, region, ts_us, utc_offset_s)
+        self.caches.enrich_with(
+            &mut rules,
+            user_agent,
+            device,
+            country,
+            region,
+            ts_us,
+            utc_offset_s,
+        )
     }
 }
 
@@ -743,8 +760,290 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+
     use super::*;
 
+    const S: i64 = US_PER_S;
+
+    /// `tzdata`'s zoneinfo folder in the project's venv (`uv sync` made it).
+    fn tzdata_dir() -> PathBuf {
+        let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/lib");
+        let entries = std::fs::read_dir(&lib).expect("the venv is there: run `uv sync --frozen`");
+        entries
+            .map(|e| e.unwrap().path().join("site-packages/tzdata/zoneinfo"))
+            .find(|dir| dir.is_dir())
+            .expect("tzdata is installed in the venv")
+    }
+
+    fn zone(name: &str) -> Zone {
+        let bytes = std::fs::read(tzdata_dir().join(name)).unwrap();
+        Zone::from_tzif(name, &bytes).unwrap()
+    }
+
+    /// Seconds since the epoch of a UTC civil time, for readable test inputs.
+    fn utc_s(y: i64, mo: i64, d: i64, h: i64, mi: i64) -> i64 {
+        // Days from civil (Hinnant): jiff's timestamps stop a day before Python's.
+        let y = if mo <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (mo + if mo > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        days * 86_400 + h * 3600 + mi * 60
+    }
+
+    /// (weekday, hour, minute) of the wall clock where `utc` happened, in `zone`.
+    fn local(zone: &mut Zone, utc: i64, utc_offset_s: i32) -> (u8, u8, i64) {
+        let wall = local_wall_us(utc * S, utc_offset_s, zone);
+        let (weekday, hour) = weekday_and_hour(wall);
+        (weekday, hour, wall.rem_euclid(US_PER_HOUR) / (60 * S))
+    }
+
     #[test]
-    fn placeholder() {}
+    fn vocabulary_round_trips() {
+        for class in DeviceClass::ALL {
+            assert_eq!(DeviceClass::from_name(class.name()), Some(class));
+        }
+        assert_eq!(DeviceClass::from_name("Mobile"), None);
+        let buckets: Vec<_> = (0..24).map(|h| TimeOfDay::from_hour(h).name()).collect();
+        assert_eq!(buckets[5..7], ["night", "morning"]);
+        assert_eq!(buckets[17..19], ["afternoon", "evening"]);
+        assert_eq!(CountryCode::new("DE").map(|c| c.as_str().to_owned()), Some("DE".into()));
+        assert_eq!(CountryCode::new("de"), None);
+        assert_eq!(CountryCode::new("DEU"), None);
+        assert_eq!(CountryCode::new("É"), None);
+        assert_eq!(
+            segment_key(DeviceClass::Mobile, TimeOfDay::Evening, CountryCode::new("DE")),
+            "mobile|evening|DE"
+        );
+        assert_eq!(segment_key(DeviceClass::Desktop, TimeOfDay::Night, None), "desktop|night|--");
+        assert_eq!(std::mem::size_of::<EventContext>(), 32);
+    }
+
+    #[test]
+    fn weekday_and_hour_of_wall_clocks() {
+        assert_eq!(weekday_and_hour(0), (3, 0)); // 1970-01-01 was a Thursday
+        assert_eq!(weekday_and_hour(-1), (2, 23));
+        assert_eq!(weekday_and_hour(DATETIME_MIN_US), (0, 0)); // 0001-01-01, a Monday
+        assert_eq!(weekday_and_hour(DATETIME_MAX_US), (4, 23)); // 9999-12-31, a Friday
+    }
+
+    #[test]
+    fn local_time_across_daylight_saving_changes() {
+        let mut berlin = zone("Europe/Berlin");
+        // CET (+1) until 01:00 UTC on the last Sunday of March, CEST (+2) after.
+        assert_eq!(local(&mut berlin, utc_s(2024, 3, 31, 0, 59), 0), (6, 1, 59));
+        assert_eq!(local(&mut berlin, utc_s(2024, 3, 31, 1, 0), 0), (6, 3, 0));
+        assert_eq!(local(&mut berlin, utc_s(2024, 10, 27, 0, 59), 0), (6, 2, 59));
+        assert_eq!(local(&mut berlin, utc_s(2024, 10, 27, 1, 0), 0), (6, 2, 0));
+        // Past the TZif table (slim files end in 1996 for Berlin): the POSIX rule.
+        assert_eq!(local(&mut berlin, utc_s(2087, 3, 30, 1, 0), 0), (6, 3, 0));
+        // Before the first transition: local mean time, +00:53:28.
+        assert_eq!(local(&mut berlin, utc_s(1800, 1, 1, 0, 0), 0), (2, 0, 53));
+        let mut new_york = zone("America/New_York");
+        assert_eq!(local(&mut new_york, utc_s(2024, 3, 10, 6, 59), 0), (6, 1, 59));
+        assert_eq!(local(&mut new_york, utc_s(2024, 3, 10, 7, 0), 0), (6, 3, 0));
+        // The last day of the calendar, beyond jiff's own timestamps (looked up 400 years
+        // earlier): 05:00 UTC is midnight in New York, a Friday.
+        assert_eq!(local(&mut new_york, utc_s(9999, 12, 31, 5, 0), 0), (4, 0, 0));
+        assert_eq!(local(&mut new_york, utc_s(9999, 7, 1, 4, 0), 0), (3, 0, 0)); // EDT
+        let mut sydney = zone("Australia/Sydney");
+        assert_eq!(local(&mut sydney, utc_s(2024, 1, 15, 0, 0), 0).1, 11);
+        assert_eq!(local(&mut sydney, utc_s(2024, 7, 15, 0, 0), 0).1, 10);
+    }
+
+    #[test]
+    fn where_python_would_overflow_the_event_keeps_its_own_wall_clock() {
+        // Kiritimati (+14): 9999-12-31T10:00Z would be 10000-01-01 there.
+        let mut kiritimati = zone("Pacific/Kiritimati");
+        assert_eq!(local(&mut kiritimati, utc_s(9999, 12, 31, 9, 59), 0), (4, 23, 59));
+        assert_eq!(local(&mut kiritimati, utc_s(9999, 12, 31, 10, 0), 0), (4, 10, 0));
+        assert_eq!(local(&mut kiritimati, utc_s(9999, 12, 31, 10, 0), -3600), (4, 9, 0));
+        // 0001-01-01T03:00+05:00 is in year 0 in UTC: Python cannot even convert it.
+        let mut utc = Zone::utc();
+        let own = utc_s(1, 1, 1, 3, 0) - 5 * 3600;
+        assert_eq!(local(&mut utc, own, 5 * 3600), (0, 3, 0));
+        // Honolulu (-10) on the first day: 0001-01-01T05:00Z would be year 0 there.
+        let mut honolulu = zone("Pacific/Honolulu");
+        assert_eq!(local(&mut honolulu, utc_s(1, 1, 1, 5, 0), 0), (0, 5, 0));
+        // Any input gives an answer, even outside Python's range.
+        assert_eq!(weekday_and_hour(local_wall_us(i64::MAX, 86_399, &mut utc)).1, 4);
+    }
+
+    /// The remembered interval never changes an answer: for every zone of tzdata, every
+    /// transition (and a second either side), in time order and shuffled.
+    #[test]
+    fn cached_offsets_equal_direct_lookups_in_every_zone() {
+        let mut files = vec![tzdata_dir()];
+        let mut zones = 0;
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            if !bytes.starts_with(b"TZif") {
+                continue;
+            }
+            zones += 1;
+            let name = path.to_string_lossy().into_owned();
+            let mut cached = Zone::from_tzif(&name, &bytes).unwrap();
+            let start = Timestamp::from_second(utc_s(1800, 1, 1, 0, 0)).unwrap();
+            let end = utc_s(2100, 1, 1, 0, 0);
+            let mut instants: Vec<i64> = cached
+                .tz
+                .following(start)
+                .map(|t| t.timestamp().as_second())
+                .take_while(|&t| t < end)
+                .flat_map(|t| [t - 1, t, t + 1])
+                .collect();
+            instants.push(start.as_second());
+            let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+            for _ in 0..200 {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let span = (DATETIME_MAX_US - DATETIME_MIN_US) / S;
+                instants.push(DATETIME_MIN_US / S + (x >> 1) as i64 % span);
+            }
+            for pass in 0..2 {
+                if pass == 1 {
+                    instants.sort_unstable();
+                }
+                for &t in &instants {
+                    assert_eq!(cached.offset_at(t), cached.offset_uncached(t), "{name} at {t}");
+                }
+            }
+            // The 400-year shift: where jiff can look the far future up itself, same answer.
+            for t in (utc_s(9000, 1, 1, 0, 0)..utc_s(9999, 12, 29, 0, 0)).step_by(7_919_993) {
+                let direct = cached.tz.to_offset(Timestamp::from_second(t).unwrap()).seconds();
+                assert_eq!(cached.offset_uncached(t), direct, "{name} at {t}");
+            }
+        }
+        assert!(zones > 300, "{zones} zones");
+    }
+
+    #[test]
+    fn cache_is_bounded_and_gives_a_second_chance() {
+        let mut cache: PairCache<u32> = PairCache::new(3);
+        let keys = ["a", "b", "c", "d", "e"];
+        for (i, k) in keys[..3].iter().enumerate() {
+            let h = cache.hash(Some(k), None);
+            assert!(cache.get(h, Some(k), None).is_none());
+            cache.insert(h, Some(k), None, i as u32);
+        }
+        // "a" is used again, so the hand passes it and evicts "b" for "d".
+        let ha = cache.hash(Some("a"), None);
+        assert_eq!(cache.get(ha, Some("a"), None), Some(&0));
+        let hd = cache.hash(Some("d"), None);
+        cache.insert(hd, Some("d"), None, 3);
+        assert_eq!(cache.len(), 3);
+        let hb = cache.hash(Some("b"), None);
+        assert_eq!(cache.get(hb, Some("b"), None), None);
+        assert_eq!(cache.get(ha, Some("a"), None), Some(&0));
+        assert_eq!(cache.get(hd, Some("d"), None), Some(&3));
+        // None and "" are different keys, and so are (x, None) and (None, x).
+        let h1 = cache.hash(None, Some("a"));
+        assert_eq!(cache.get(h1, None, Some("a")), None);
+        let h2 = cache.hash(Some(""), None);
+        cache.insert(h2, Some(""), None, 9);
+        let h3 = cache.hash(None, None);
+        assert_eq!(cache.get(h3, None, None), None);
+        assert_eq!(cache.get(h2, Some(""), None), Some(&9));
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.counts(), (4, 5));
+        for i in 0..1000 {
+            let k = format!("k{i}");
+            let h = cache.hash(Some(&k), Some("x"));
+            if cache.get(h, Some(&k), Some("x")).is_none() {
+                cache.insert(h, Some(&k), Some("x"), i);
+            }
+            assert!(cache.len() <= 3 && cache.index.len() == cache.len());
+        }
+    }
+
+    /// Rules that count how often they are asked.
+    #[derive(Default)]
+    struct CountingRules {
+        asked: HashMap<&'static str, usize>,
+    }
+
+    impl Rules for CountingRules {
+        type Error = Invalid;
+
+        fn device_class(
+            &mut self,
+            ua: Option<&str>,
+            device: Option<&str>,
+        ) -> Result<DeviceClass, Invalid> {
+            *self.asked.entry("device").or_default() += 1;
+            Ok(match (ua, device) {
+                (_, Some("tablet")) => DeviceClass::Tablet,
+                (Some(ua), _) if ua.contains("iPhone") => DeviceClass::Mobile,
+                (Some(_), _) => DeviceClass::Desktop,
+                (None, _) => DeviceClass::Unknown,
+            })
+        }
+
+        fn place(
+            &mut self,
+            country: Option<&str>,
+            region: Option<&str>,
+        ) -> Result<PlaceAnswer, Invalid> {
+            *self.asked.entry("place").or_default() += 1;
+            let country = country.and_then(|c| CountryCode::new(&c.to_ascii_uppercase()));
+            let zone = match country.as_ref().map(CountryCode::as_str) {
+                Some("DE") => "Europe/Berlin",
+                Some("US") => "America/New_York",
+                _ => "UTC",
+            };
+            Ok(PlaceAnswer { country, region: region.map(str::to_uppercase), zone: zone.into() })
+        }
+
+        fn zone(&mut self, name: &str) -> Result<Zone, Invalid> {
+            *self.asked.entry("zone").or_default() += 1;
+            Ok(zone(name))
+        }
+    }
+
+    #[test]
+    fn hits_ask_no_rules_and_answers_survive_eviction() {
+        let mut caches = ContextCaches::new(2);
+        let mut rules = CountingRules::default();
+        let summer = utc_s(2024, 7, 13, 4, 0) * S; // a Saturday
+        let enrich = |caches: &mut ContextCaches, rules: &mut CountingRules, ua, country| {
+            caches.enrich_with(rules, Some(ua), None, Some(country), Some("by"), summer, 0).unwrap()
+        };
+        let de = enrich(&mut caches, &mut rules, "iPhone", "de");
+        assert_eq!(
+            (de.device_class, de.country.map(|c| c.0), de.region.as_deref()),
+            (DeviceClass::Mobile, Some(*b"DE"), Some("BY"))
+        );
+        assert_eq!(
+            (de.weekday, de.is_weekend, de.local_hour, de.tod_bucket),
+            (5, true, 6, TimeOfDay::Morning)
+        );
+        assert_eq!(de.segment_key(), "mobile|morning|DE");
+        assert_eq!(enrich(&mut caches, &mut rules, "iPhone", "de"), de);
+        assert_eq!((rules.asked["device"], rules.asked["place"], rules.asked["zone"]), (1, 1, 1));
+        // Three user agents and three places through caches of two: evictions, same answers.
+        for round in 0..3 {
+            for (ua, country) in [("iPhone", "de"), ("Windows", "us"), ("Mac", "xx")] {
+                let ctx = enrich(&mut caches, &mut rules, ua, country);
+                let hour = match country {
+                    "de" => 6,
+                    "us" => 0,
+                    _ => 4,
+                };
+                assert_eq!(ctx.local_hour, hour, "{country} in round {round}");
+                assert_eq!(ctx.device_class == DeviceClass::Mobile, ua == "iPhone");
+                assert!(caches.devices.len() <= 2 && caches.places.len() <= 2);
+            }
+        }
+        assert!(rules.asked["device"] > 3 && rules.asked["place"] > 3);
+        assert_eq!(rules.asked["zone"], 2); // zones are kept, not evicted
+        assert_eq!(caches.stats()[6], ("zones", 3));
+    }
 }
