@@ -263,7 +263,7 @@ def requests(draw: st.DrawFn) -> tuple[str | None, str | None, str | None, str |
 SHARED = Enricher()
 
 
-@settings(max_examples=600, deadline=None, print_blob=True)
+@settings(max_examples=400, deadline=None, print_blob=True)
 @given(requests())
 def test_native_context_equals_context_from_request(
     request: tuple[str | None, str | None, str | None, str | None, datetime],
