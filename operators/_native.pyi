@@ -54,3 +54,51 @@ NO_POPULARITY: Final[float]
 
 def add_event(log2_score: float, weight: float, ts_s: float, half_life_s: float) -> float: ...
 def decayed_value(log2_score: float, now_s: float, half_life_s: float) -> float: ...
+
+# --- enrich.rs -------------------------------------------------------------------------------
+
+class Enricher:
+    """Context enrichment of every event, by the rules of `operators.enrich` (their oracle).
+
+    Bounded caches (CLOCK eviction) of the rules' answers per distinct (user agent, device) and
+    (country, region); a miss asks `operators.enrich`. Local time is computed natively from the
+    TZif files of the ``tzdata`` package, as `operators.enrich.local_time` does.
+    """
+
+    def __init__(self, cache_size: int = 8192) -> None: ...
+    @property
+    def cache_size(self) -> int:
+        """Entries each of the two caches keeps at most."""
+    def enrich(
+        self,
+        user_agent: str | None,
+        device: str | None,
+        country: str | None,
+        region: str | None,
+        ts_us: int,
+        utc_offset_s: int,
+    ) -> tuple[
+        Literal["mobile", "tablet", "desktop", "bot", "other", "unknown"],
+        str | None,
+        str | None,
+        Literal["night", "morning", "afternoon", "evening"],
+        int,
+        bool,
+        int,
+        str,
+    ]:
+        """The context of an event at ``ts_us`` (UTC microseconds), written with ``utc_offset_s``.
+
+        (device_class, country, region, tod_bucket, weekday, is_weekend, local_hour, segment):
+        the fields of `operators.enrich.EventContext`, then its `segment_key`.
+        """
+    def local_time_us(
+        self, country: str | None, region: str | None, ts_us: int, utc_offset_s: int
+    ) -> int:
+        """The wall clock where the event happened, in microseconds since 1970-01-01 (local)."""
+    def stats(self) -> dict[str, int]:
+        """Counts of the caches and zones.
+
+        device_hits, device_misses, device_entries, place_hits, place_misses, place_entries,
+        and zones (loaded, UTC included).
+        """

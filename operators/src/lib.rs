@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 pub mod codec;
 pub mod covisitation;
 pub mod dedup;
+pub mod enrich;
 pub mod errors;
 pub mod events;
 pub mod intern;
@@ -28,6 +29,7 @@ pub mod user_window;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     covisitation::register(m)?;
     dedup::register(m)?;
+    enrich::register(m)?;
     isgd::register(m)?;
     item_model::register(m)?;
     item_state::register(m)?;
