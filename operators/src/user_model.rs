@@ -13,6 +13,7 @@
 //! `dataflows/steps.py` registers it) without knowing the engine. Redis reads (a parked user,
 //! the item replica's refresh) happen through Python callbacks the dataflow hands in.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,7 +23,7 @@ use pyo3::types::{PyBytes, PyDateTime, PyList, PyTuple, PyTzInfo};
 use rustc_hash::FxHashSet;
 
 use crate::dedup::id_hash;
-use crate::enrich::Enricher;
+use crate::enrich::{DEFAULT_CACHE_SIZE, Enricher};
 use crate::errors::Invalid;
 use crate::events::{self, DecodedEvent};
 use crate::intern::{self, Id};
@@ -77,7 +78,6 @@ pub struct UserShared {
     pub params: IsgdParams,
     pub config: UserConfig,
     pub replica: Py<ItemVectors>,
-    pub enricher: Py<Enricher>,
     pub quality: Option<Py<LiveQuality>>,
     pub parked: Py<ParkedUsers>,
     /// `() -> None`: pull changed item factors into the replica (reads Redis).
@@ -115,7 +115,7 @@ pub struct UserModelFactory {
 #[pymethods]
 impl UserModelFactory {
     #[new]
-    #[pyo3(signature = (params, config, *, replica, enricher, quality, parked, refresh_items,
+    #[pyo3(signature = (params, config, *, replica, quality, parked, refresh_items,
                         refresh_interval_s, fetch_parked, idle_ttl_s, max_future_skew_s,
                         archive=false))]
     #[allow(clippy::too_many_arguments)]
@@ -123,7 +123,6 @@ impl UserModelFactory {
         params: IsgdParams,
         config: PyRef<'_, crate::user_state::PyUserConfig>,
         replica: Py<ItemVectors>,
-        enricher: Py<Enricher>,
         quality: Option<Py<LiveQuality>>,
         parked: Py<ParkedUsers>,
         refresh_items: Py<PyAny>,
@@ -138,7 +137,6 @@ impl UserModelFactory {
                 params,
                 config: config.inner.clone(),
                 replica,
-                enricher,
                 quality,
                 parked,
                 refresh_items,
@@ -168,6 +166,23 @@ impl UserModelFactory {
         };
         Ok(UserModel { shared: self.shared.clone(), state, last_active_s: wall_clock_s() })
     }
+}
+
+thread_local! {
+    /// Each worker thread enriches with its own caches: a miss calls the Python rules, which
+    /// may hand the GIL to another thread, so one shared cache would need a lock held across
+    /// Python (a deadlock) or a borrow that another thread could meet (a panic).
+    static ENRICHER: RefCell<Option<Enricher>> = const { RefCell::new(None) };
+}
+
+fn with_enricher<R>(py: Python<'_>, f: impl FnOnce(&mut Enricher) -> PyResult<R>) -> PyResult<R> {
+    ENRICHER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(Enricher::new(py, DEFAULT_CACHE_SIZE)?);
+        }
+        f(slot.as_mut().expect("just set"))
+    })
 }
 
 fn wall_clock_s() -> f64 {
@@ -261,16 +276,17 @@ impl UserModel {
         let needs_context = !duplicate || shared.archive;
         let context = if needs_context {
             let ctx = event.context.as_ref();
-            let mut enricher = shared.enricher.bind(py).borrow_mut();
-            Some(enricher.enrich(
-                py,
-                ctx.and_then(|c| c.user_agent.as_deref()),
-                ctx.and_then(|c| c.device.as_deref()),
-                ctx.and_then(|c| c.country.as_deref()),
-                ctx.and_then(|c| c.region.as_deref()),
-                event.ts_us,
-                event.utc_offset_s,
-            )?)
+            Some(with_enricher(py, |enricher| {
+                enricher.enrich(
+                    py,
+                    ctx.and_then(|c| c.user_agent.as_deref()),
+                    ctx.and_then(|c| c.device.as_deref()),
+                    ctx.and_then(|c| c.country.as_deref()),
+                    ctx.and_then(|c| c.region.as_deref()),
+                    event.ts_us,
+                    event.utc_offset_s,
+                )
+            })?)
         } else {
             None
         };
