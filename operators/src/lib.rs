@@ -7,16 +7,20 @@
 
 use pyo3::prelude::*;
 
+pub mod adwin;
 pub mod codec;
 pub mod errors;
 pub mod events;
 pub mod intern;
 pub mod isgd;
+pub mod page_hinkley;
 pub mod popularity;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     isgd::register(m)?;
+    page_hinkley::register(m)?;
+    adwin::register(m)?;
     popularity::register(m)?;
     Ok(())
 }
