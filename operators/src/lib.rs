@@ -15,6 +15,7 @@ pub mod intern;
 pub mod isgd;
 pub mod page_hinkley;
 pub mod popularity;
+pub mod recalibration;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -22,5 +23,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     page_hinkley::register(m)?;
     adwin::register(m)?;
     popularity::register(m)?;
+    recalibration::register(m)?;
     Ok(())
 }
