@@ -11,10 +11,13 @@ pub mod adwin;
 pub mod codec;
 pub mod errors;
 pub mod events;
+pub mod feedback;
 pub mod intern;
 pub mod isgd;
 pub mod page_hinkley;
 pub mod popularity;
+pub mod popularity_shift;
+pub mod prequential;
 pub mod recalibration;
 
 #[pymodule]
@@ -24,5 +27,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     adwin::register(m)?;
     popularity::register(m)?;
     recalibration::register(m)?;
+    feedback::register(m)?;
+    prequential::register(m)?;
+    popularity_shift::register(m)?;
     Ok(())
 }
