@@ -17,7 +17,7 @@ use pyo3::types::{PyBytes, PyTuple};
 
 use crate::codec::{Reader, Writer};
 use crate::errors::{Invalid, ensure, py_float};
-use crate::page_hinkley::{IntArg, int_arg, int_at_least, py_max};
+use crate::page_hinkley::{IntArg, IntParam, int_at_least, py_max};
 
 const TWO_THIRDS: f64 = 2.0 / 3.0;
 
@@ -406,24 +406,21 @@ impl Adwin {
 #[pymethods]
 impl Adwin {
     #[new]
-    #[pyo3(signature = (delta=0.002, clock=None, max_buckets=None, min_window_length=None,
-                        grace_period=None))]
+    #[pyo3(signature = (delta=0.002, clock=IntParam(Ok(32)), max_buckets=IntParam(Ok(5)),
+                        min_window_length=IntParam(Ok(5)), grace_period=IntParam(Ok(10))))]
     fn py_new(
         delta: f64,
-        clock: Option<&Bound<'_, PyAny>>,
-        max_buckets: Option<&Bound<'_, PyAny>>,
-        min_window_length: Option<&Bound<'_, PyAny>>,
-        grace_period: Option<&Bound<'_, PyAny>>,
+        clock: IntParam,
+        max_buckets: IntParam,
+        min_window_length: IntParam,
+        grace_period: IntParam,
     ) -> PyResult<Self> {
-        let int = |value: Option<&Bound<'_, PyAny>>, default: i64| {
-            value.map_or(Ok(Ok(default)), int_arg)
-        };
         let config = AdwinConfig::from_args(AdwinArgs {
             delta,
-            clock: int(clock, 32)?,
-            max_buckets: int(max_buckets, 5)?,
-            min_window_length: int(min_window_length, 5)?,
-            grace_period: int(grace_period, 10)?,
+            clock: clock.0,
+            max_buckets: max_buckets.0,
+            min_window_length: min_window_length.0,
+            grace_period: grace_period.0,
         })?;
         Ok(Adwin::new(config))
     }

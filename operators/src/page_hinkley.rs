@@ -46,6 +46,29 @@ pub(crate) fn int_arg(value: &Bound<'_, PyAny>) -> PyResult<IntArg> {
     }))
 }
 
+/// An integer hyperparameter argument as Python passed it: a `#[pyo3(signature)]` default
+/// (`IntParam(Ok(30))`) tells "not given" apart from an explicit `None`, which Python refused.
+pub struct IntParam(pub IntArg);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for IntParam {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(IntParam(int_arg(&obj)?))
+    }
+}
+
+/// A `mode` argument as Python passed it (`Err(repr)` unless it names a mode).
+pub struct ModeParam(pub Result<Mode, String>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for ModeParam {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(ModeParam(Mode::arg(&obj)?))
+    }
+}
+
 /// A string as Python's `repr` writes it ('up', "it's").
 pub(crate) fn py_repr_str(s: &str) -> String {
     let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
@@ -481,25 +504,26 @@ impl PageHinkley {
 #[pymethods]
 impl PageHinkley {
     #[new]
-    #[pyo3(signature = (min_instances=None, delta=0.005, threshold=50.0, alpha=1.0 - 0.0001,
-                        mode=None, lambda_factor=None, std_alpha=0.999, min_threshold=1.0))]
+    #[pyo3(signature = (min_instances=IntParam(Ok(30)), delta=0.005, threshold=50.0,
+                        alpha=1.0 - 0.0001, mode=ModeParam(Ok(Mode::Both)), lambda_factor=None,
+                        std_alpha=0.999, min_threshold=1.0))]
     #[allow(clippy::too_many_arguments)]
     fn py_new(
-        min_instances: Option<&Bound<'_, PyAny>>,
+        min_instances: IntParam,
         delta: f64,
         threshold: f64,
         alpha: f64,
-        mode: Option<&Bound<'_, PyAny>>,
+        mode: ModeParam,
         lambda_factor: Option<f64>,
         std_alpha: f64,
         min_threshold: f64,
     ) -> PyResult<Self> {
         let config = PageHinkleyConfig::from_args(PageHinkleyArgs {
-            min_instances: min_instances.map_or(Ok(Ok(30)), int_arg)?,
+            min_instances: min_instances.0,
             delta,
             threshold,
             alpha,
-            mode: mode.map_or(Ok(Ok(Mode::Both)), Mode::arg)?,
+            mode: mode.0,
             lambda_factor,
             std_alpha,
             min_threshold,

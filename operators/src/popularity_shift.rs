@@ -20,7 +20,7 @@ use crate::codec::{Reader, Writer};
 use crate::errors::{Invalid, ensure};
 use crate::intern::{self, Id};
 use crate::page_hinkley::{
-    Mode, PageHinkley, PageHinkleyArgs, PageHinkleyConfig, int_arg, py_max, py_min,
+    IntParam, Mode, PageHinkley, PageHinkleyArgs, PageHinkleyConfig, py_max, py_min,
 };
 
 /// Counts of items in first-seen order.
@@ -240,10 +240,9 @@ fn counts_dict<'py>(py: Python<'py>, counts: &ItemCounts) -> PyResult<Bound<'py,
 #[pymethods]
 impl PopularityShift {
     #[new]
-    #[pyo3(signature = (window=2000, min_windows=None))]
-    fn py_new(window: i64, min_windows: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        let min_windows = min_windows.map_or(Ok(Ok(10)), int_arg)?;
-        Ok(PopularityShift::from_args(window, min_windows)?)
+    #[pyo3(signature = (window=2000, min_windows=IntParam(Ok(10))))]
+    fn py_new(window: i64, min_windows: IntParam) -> PyResult<Self> {
+        Ok(PopularityShift::from_args(window, min_windows.0)?)
     }
 
     #[getter(window)]

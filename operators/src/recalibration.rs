@@ -24,8 +24,8 @@ use crate::errors::{Invalid, ensure, py_float};
 use crate::intern::{self, Id};
 use crate::isgd::{IsgdParams, user_step};
 use crate::page_hinkley::{
-    IntArg, Mode, PageHinkley, PageHinkleyArgs, PageHinkleyConfig, PageHinkleyState, int_arg,
-    int_at_least, py_max, py_min, py_repr_str,
+    IntArg, IntParam, Mode, ModeParam, PageHinkley, PageHinkleyArgs, PageHinkleyConfig,
+    PageHinkleyState, int_at_least, py_max, py_min, py_repr_str,
 };
 
 /// A multiplier that is `start` with `length` events left and 1 with none, linearly.
@@ -373,10 +373,9 @@ pub struct PyCategoryProfile {
 #[pymethods]
 impl PyCategoryProfile {
     #[new]
-    #[pyo3(signature = (decay=0.97, max_categories=None))]
-    fn py_new(decay: f64, max_categories: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        let max_categories = max_categories.map_or(Ok(Ok(32)), int_arg)?;
-        let config = CategoryProfileConfig::from_args(decay, max_categories)?;
+    #[pyo3(signature = (decay=0.97, max_categories=IntParam(Ok(32))))]
+    fn py_new(decay: f64, max_categories: IntParam) -> PyResult<Self> {
+        let config = CategoryProfileConfig::from_args(decay, max_categories.0)?;
         Ok(PyCategoryProfile { config, profile: CategoryProfile::new() })
     }
 
@@ -546,36 +545,36 @@ impl UserRecalibrationConfig {
 #[pymethods]
 impl UserRecalibrationConfig {
     #[new]
-    #[pyo3(signature = (min_instances=None, delta=0.02, lambda_factor=8.0, std_alpha=0.95,
-                        min_threshold=0.3, alpha=0.999, refit_events=None, refit_epochs=None,
-                        shrink=0.0, boost=3.0, boost_events=None))]
+    #[pyo3(signature = (min_instances=IntParam(Ok(10)), delta=0.02, lambda_factor=8.0,
+                        std_alpha=0.95, min_threshold=0.3, alpha=0.999,
+                        refit_events=IntParam(Ok(10)), refit_epochs=IntParam(Ok(3)), shrink=0.0,
+                        boost=3.0, boost_events=IntParam(Ok(20))))]
     #[allow(clippy::too_many_arguments)]
     fn py_new(
-        min_instances: Option<&Bound<'_, PyAny>>,
+        min_instances: IntParam,
         delta: f64,
         lambda_factor: f64,
         std_alpha: f64,
         min_threshold: f64,
         alpha: f64,
-        refit_events: Option<&Bound<'_, PyAny>>,
-        refit_epochs: Option<&Bound<'_, PyAny>>,
+        refit_events: IntParam,
+        refit_epochs: IntParam,
         shrink: f64,
         boost: f64,
-        boost_events: Option<&Bound<'_, PyAny>>,
+        boost_events: IntParam,
     ) -> PyResult<Self> {
-        let int = |v: Option<&Bound<'_, PyAny>>, default: i64| v.map_or(Ok(Ok(default)), int_arg);
         Ok(UserRecalibrationConfig::from_args(UserRecalibrationArgs {
-            min_instances: int(min_instances, 10)?,
+            min_instances: min_instances.0,
             delta,
             lambda_factor,
             std_alpha,
             min_threshold,
             alpha,
-            refit_events: int(refit_events, 10)?,
-            refit_epochs: int(refit_epochs, 3)?,
+            refit_events: refit_events.0,
+            refit_epochs: refit_epochs.0,
             shrink,
             boost,
-            boost_events: int(boost_events, 20)?,
+            boost_events: boost_events.0,
         })?)
     }
 
@@ -991,6 +990,21 @@ impl GlobalDetectorKind {
     }
 }
 
+/// A `detector` argument as Python passed it (`Err(repr)` unless it names a kind).
+pub struct KindParam(pub Result<GlobalDetectorKind, String>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for KindParam {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let kind = obj.extract::<&str>().ok().and_then(GlobalDetectorKind::from_name);
+        Ok(KindParam(match kind {
+            Some(kind) => Ok(kind),
+            None => Err(obj.repr()?.to_string()),
+        }))
+    }
+}
+
 /// The global detector's hyperparameters.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GlobalDetectorConfig {
@@ -1313,34 +1327,27 @@ impl Default for PyGlobalRecalibrationConfig {
 #[pymethods]
 impl PyGlobalRecalibrationConfig {
     #[new]
-    #[pyo3(signature = (detector=None, mode=None, adwin_delta=0.002, ph_delta=0.1,
-                        ph_lambda_factor=50.0, ph_alpha=1.0, ph_min_instances=None,
-                        half_life_factor=0.25, boost=2.0, warmup_events=None))]
+    #[pyo3(signature = (detector=KindParam(Ok(GlobalDetectorKind::Adwin)),
+                        mode=ModeParam(Ok(Mode::Down)), adwin_delta=0.002, ph_delta=0.1,
+                        ph_lambda_factor=50.0, ph_alpha=1.0, ph_min_instances=IntParam(Ok(1000)),
+                        half_life_factor=0.25, boost=2.0, warmup_events=IntParam(Ok(10_000))))]
     #[allow(clippy::too_many_arguments)]
     fn py_new(
-        detector: Option<&Bound<'_, PyAny>>,
-        mode: Option<&Bound<'_, PyAny>>,
+        detector: KindParam,
+        mode: ModeParam,
         adwin_delta: f64,
         ph_delta: f64,
         ph_lambda_factor: f64,
         ph_alpha: f64,
-        ph_min_instances: Option<&Bound<'_, PyAny>>,
+        ph_min_instances: IntParam,
         half_life_factor: f64,
         boost: f64,
-        warmup_events: Option<&Bound<'_, PyAny>>,
+        warmup_events: IntParam,
     ) -> PyResult<Self> {
-        let detector = match detector {
-            None => Ok(GlobalDetectorKind::Adwin),
-            Some(value) => match value.extract::<&str>().ok().and_then(GlobalDetectorKind::from_name) {
-                Some(kind) => Ok(kind),
-                None => Err(value.repr()?.to_string()),
-            },
-        };
-        let int = |v: Option<&Bound<'_, PyAny>>, default: i64| v.map_or(Ok(Ok(default)), int_arg);
-        let ph_min_instances = int(ph_min_instances, 1000)?;
+        let ph_min_instances = ph_min_instances.0;
         let config = GlobalRecalibrationConfig::from_args(GlobalRecalibrationArgs {
-            detector,
-            mode: mode.map_or(Ok(Ok(Mode::Down)), Mode::arg)?,
+            detector: detector.0,
+            mode: mode.0,
             adwin_delta,
             ph_delta,
             ph_lambda_factor,
@@ -1348,7 +1355,7 @@ impl PyGlobalRecalibrationConfig {
             ph_min_instances: ph_min_instances.clone(),
             half_life_factor,
             boost,
-            warmup_events: int(warmup_events, 10_000)?,
+            warmup_events: warmup_events.0,
         })?;
         Ok(PyGlobalRecalibrationConfig {
             config,
