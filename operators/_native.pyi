@@ -1,6 +1,6 @@
 """Types of the native core (``operators/src/``); one section per Rust module."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Literal
 
 import numpy as np
@@ -102,3 +102,486 @@ class Enricher:
         device_hits, device_misses, device_entries, place_hits, place_misses, place_entries,
         and zones (loaded, UTC included).
         """
+# --- page_hinkley.rs -------------------------------------------------------------------------
+
+Mode = Literal["up", "down", "both"]
+
+class PageHinkley:
+    r"""Page-Hinkley test for increases and/or decreases of a stream's mean (Page 1954).
+
+    With $\bar{x}_t$ the mean of the values since the last reset, the detector keeps two faded
+    cumulative deviations $U_t = \alpha U_{t-1} + (x_t - \bar{x}_t - \delta)$ and
+    $L_t = \alpha L_{t-1} + (x_t - \bar{x}_t + \delta)$ and alarms once
+    $U_t - \min_{s \le t} U_s > \lambda$ (``mode="up"``) or $\max_{s \le t} L_s - L_t > \lambda$
+    (``"down"``), never before ``min_instances`` values. The update after an alarm starts from
+    a fresh state, as in river, whose ``PageHinkley`` this reproduces value for value.
+
+    With ``lambda_factor`` set the threshold follows the stream's recent spread:
+    $\lambda_t = \max(\text{min\_threshold}, \text{lambda\_factor} \cdot \hat\sigma_t)$, where
+    $\hat\sigma_t^2$ is an exponentially weighted variance updated with weight
+    $w_t = \max(1/n_t, 1 - \text{std\_alpha})$: $\hat\mu_t = \hat\mu_{t-1} + w_t d_t$,
+    $\hat\sigma^2_t = (1 - w_t)(\hat\sigma^2_{t-1} + w_t d_t^2)$, $d_t = x_t - \hat\mu_{t-1}$.
+
+    ``to_state()`` is ``b"PHK"``, version 1, then the hyperparameters and the learned numbers
+    (layout in ``operators/src/page_hinkley.rs``).
+
+    >>> import random
+    >>> rng = random.Random(12345)
+    >>> stream = rng.choices([0, 1], k=1000) + rng.choices(range(4, 8), k=1000)
+    >>> ph = PageHinkley()
+    >>> [i for i, x in enumerate(stream) if ph.update(x)]
+    [1006]
+    """
+
+    min_instances: int
+    delta: float
+    threshold: float
+    alpha: float
+    mode: Mode
+    lambda_factor: float | None
+    std_alpha: float
+    min_threshold: float
+    def __init__(
+        self,
+        min_instances: int = 30,
+        delta: float = 0.005,
+        threshold: float = 50.0,
+        alpha: float = 1 - 0.0001,
+        mode: Mode = "both",
+        lambda_factor: float | None = None,
+        std_alpha: float = 0.999,
+        min_threshold: float = 1.0,
+    ) -> None: ...
+    @property
+    def drift_detected(self) -> bool:
+        """Whether the last update raised an alarm."""
+    @property
+    def current_threshold(self) -> float:
+        """The threshold the last update was tested against (the floor before any update)."""
+    @property
+    def n(self) -> int:
+        """Values since the last reset."""
+    @property
+    def mean(self) -> float:
+        """Mean of the values since the last reset."""
+    def update(self, x: float) -> bool:
+        """Advance the test by one value; whether it alarmed. ``ValueError`` if not finite."""
+    def to_state(self) -> bytes:
+        """Versioned snapshot bytes (hyperparameters included)."""
+    @staticmethod
+    def from_state(data: bytes) -> PageHinkley:
+        """Rebuild a detector from ``to_state``'s bytes; hyperparameters are re-validated."""
+
+# --- adwin.rs --------------------------------------------------------------------------------
+
+class ADWIN:
+    r"""Adaptive windowing (ADWIN2) change detection (Bifet and Gavaldà 2007).
+
+    Keeps the longest recent window $W$ in which no change can be found: every ``clock``
+    updates it tries each split of $W$ into an older $W_0$ and a newer $W_1$ (both at least
+    ``min_window_length`` long) and drops the oldest values while some split has
+    $|\hat\mu_{W_0} - \hat\mu_{W_1}| > \sqrt{2 \frac{1}{m} \hat\sigma_W^2 \delta'}
+    + \frac{2}{3} \frac{\delta'}{m}$, $\frac{1}{m} = \frac{1}{n_0 - \ell + 1} +
+    \frac{1}{n_1 - \ell + 1}$, $\delta' = \ln \frac{2 \ln |W|}{\delta}$. Shrinking the window
+    is the alarm; the window is an exponential histogram of at most ``max_buckets`` buckets
+    per size $2^i$.
+
+    Reproduces ``river.drift.ADWIN`` (river 0.26) value for value, including its two
+    departures from the paper: no split is tried before ``grace_period`` values, and the update
+    after an alarm starts from an empty window. ``variance`` is the window's sum of squared
+    deviations divided by ``width`` (river's ``variance`` is the sum: our ``sum_squares``). With
+    ``max_buckets=1`` river 0.26 panics after its first cut; here empty rows are dropped.
+
+    ``to_state()`` is ``b"ADW"``, version 1, then the hyperparameters and the histogram.
+
+    >>> import random
+    >>> rng = random.Random(12345)
+    >>> stream = rng.choices([0, 1], k=1000) + rng.choices(range(4, 8), k=1000)
+    >>> adwin = ADWIN()
+    >>> [i for i, x in enumerate(stream) if adwin.update(x)], adwin.width
+    ([1023], 976)
+    """
+
+    delta: float
+    clock: int
+    max_buckets: int
+    min_window_length: int
+    grace_period: int
+    def __init__(
+        self,
+        delta: float = 0.002,
+        clock: int = 32,
+        max_buckets: int = 5,
+        min_window_length: int = 5,
+        grace_period: int = 10,
+    ) -> None: ...
+    @property
+    def drift_detected(self) -> bool:
+        """Whether the last update shrank the window."""
+    @property
+    def width(self) -> int:
+        """Number of values in the window."""
+    @property
+    def total(self) -> float:
+        """Sum of the values in the window."""
+    @property
+    def estimation(self) -> float:
+        """Mean of the values in the window (0 when it is empty)."""
+    @property
+    def sum_squares(self) -> float:
+        """Sum of squared deviations from the window's mean (river's ``variance``)."""
+    @property
+    def variance(self) -> float:
+        """Population variance of the values in the window (0 when it is empty)."""
+    @property
+    def buckets(self) -> tuple[tuple[tuple[float, float], ...], ...]:
+        """The histogram (a copy), one row per bucket size 2**i, oldest bucket first.
+
+        Each bucket is (sum of its values, sum of squared deviations from their mean).
+        """
+    def update(self, x: float) -> bool:
+        """Add one value, shrink the window if it holds a change; whether it did."""
+    def to_state(self) -> bytes:
+        """Versioned snapshot bytes (hyperparameters included)."""
+    @staticmethod
+    def from_state(data: bytes) -> ADWIN:
+        """Rebuild a detector from ``to_state``'s bytes; hyperparameters are re-validated."""
+
+# --- recalibration.rs ------------------------------------------------------------------------
+
+GlobalDetectorKind = Literal["page_hinkley", "adwin"]
+
+def refit_user_vector(
+    start: Vector,
+    items: Sequence[tuple[Vector, float]],
+    params: IsgdParams,
+    epochs: int = 3,
+    step_multiplier: float = 1.0,
+) -> Vector:
+    """Re-run ISGD user steps from ``start`` over ``(item vector, weight)`` pairs, oldest first.
+
+    Returns a new float32 vector; the inputs are left untouched (item vectors are held fixed:
+    the user half of Vinagre et al. 2014's update, repeated ``epochs`` times). ``ValueError``
+    when a vector does not have ``params.factors`` values.
+    """
+
+class CategoryProfile:
+    r"""A user's decayed category frequencies and the surprise of each new event's category.
+
+    $\ell_t = 1 - c_t(k_t) / \sum_j c_t(j)$ (the sum exactly rounded, as ``math.fsum``; 1 with
+    no history); counts fade by ``decay`` per event and only the ``max_categories`` heaviest
+    are kept (of equally light ones the first seen goes). ``to_state()``: ``b"CAT"``, version 1,
+    decay f64, max_categories varint, then the (category, weight) pairs in first-seen order.
+
+    >>> profile = CategoryProfile(decay=0.9)
+    >>> [round(profile.observe(c), 3) for c in ["a", "a", "b", "a", "c"]]
+    [1.0, 0.0, 1.0, 0.369, 1.0]
+    """
+
+    decay: float
+    max_categories: int
+    def __init__(self, decay: float = 0.97, max_categories: int = 32) -> None: ...
+    @property
+    def weights(self) -> list[tuple[str, float]]:
+        """(category, weight) pairs in first-seen order (a copy)."""
+    def surprise(self, category: str) -> float:
+        """1 minus the share of the user's decayed history in ``category``."""
+    def observe(self, category: str) -> float:
+        """Return the surprise of ``category``, then add it to the profile."""
+    def to_state(self) -> bytes: ...
+    @staticmethod
+    def from_state(data: bytes) -> CategoryProfile: ...
+
+class UserRecalibrationConfig:
+    """Hyperparameters of the per-user policy (detector, refit, learning-rate boost)."""
+
+    min_instances: int
+    delta: float
+    lambda_factor: float
+    std_alpha: float
+    min_threshold: float
+    alpha: float
+    refit_events: int
+    refit_epochs: int
+    shrink: float
+    boost: float
+    boost_events: int
+    def __init__(
+        self,
+        min_instances: int = 10,
+        delta: float = 0.02,
+        lambda_factor: float = 8.0,
+        std_alpha: float = 0.95,
+        min_threshold: float = 0.3,
+        alpha: float = 0.999,
+        refit_events: int = 10,
+        refit_epochs: int = 3,
+        shrink: float = 0.0,
+        boost: float = 3.0,
+        boost_events: int = 20,
+    ) -> None: ...
+    def build_detector(self) -> PageHinkley:
+        """A fresh detector: adaptive-threshold Page-Hinkley watching for a rising loss."""
+
+class Recalibration:
+    """A user-level recalibration: adopt ``user_vector`` and train with the boosted rate."""
+
+    @property
+    def user_vector(self) -> Vector:
+        """The refit vector (a fresh array on each access)."""
+    learning_rate_multiplier: float
+    boost_events: int
+    refit_items: int
+    threshold: float
+    event_index: int
+
+class UserRecalibration:
+    r"""Per-user drift policy: Page-Hinkley on the prequential loss, then refit and boost.
+
+    Each interaction's loss feeds an adaptive-threshold Page-Hinkley test for an increase
+    (``mode="up"``). On an alarm, ``recalibrate`` refits the user vector from
+    ``shrink * user + (1 - shrink) * initial`` with ``refit_epochs`` passes of ISGD user steps
+    over the last ``refit_events`` interactions (item vectors fixed, steps scaled by ``boost``),
+    and the learning rate is multiplied by a ramp from ``boost`` back to 1 over
+    ``boost_events`` interactions. ``to_state()``: ``b"URC"``, version 1, the detector's learned
+    numbers, events, alarms, boost_left; the config is not part of it (``from_state`` takes it).
+
+    >>> import numpy as np
+    >>> policy = UserRecalibration()
+    >>> losses = [0.1 * (i % 3) for i in range(30)] + [1.0] * 10
+    >>> [i for i, loss in enumerate(losses) if policy.update(loss)]
+    [33]
+    """
+
+    def __init__(self, config: UserRecalibrationConfig | None = None) -> None: ...
+    @property
+    def config(self) -> UserRecalibrationConfig: ...
+    @property
+    def events(self) -> int:
+        """Interactions seen."""
+    @property
+    def alarms(self) -> int:
+        """Alarms raised."""
+    @property
+    def learning_rate_multiplier(self) -> float:
+        """Multiply the next interaction's ISGD step (its event weight) by this."""
+    @property
+    def threshold(self) -> float:
+        """The detector's current (adaptive) threshold."""
+    def update(self, loss: float) -> bool:
+        """Feed one interaction's prequential loss; True if it has drifted up."""
+    def recalibrate(
+        self,
+        user_vector: Vector,
+        recent: Sequence[tuple[str, float]],
+        item_vector: Callable[[str], Vector | None],
+        initial: Vector,
+        params: IsgdParams,
+    ) -> Recalibration:
+        """Refit the user vector from ``recent`` and start the learning-rate boost.
+
+        ``recent`` is (item id, event weight), oldest first; ``item_vector`` fetches an item's
+        current vector (None: unknown, skipped).
+        """
+    def to_state(self) -> bytes: ...
+    @staticmethod
+    def from_state(
+        data: bytes, config: UserRecalibrationConfig | None = None
+    ) -> UserRecalibration: ...
+
+class GlobalRecalibrationConfig:
+    """Hyperparameters of the global policy (detector, direction, warm-up)."""
+
+    detector: GlobalDetectorKind
+    mode: Mode
+    adwin_delta: float
+    ph_delta: float
+    ph_lambda_factor: float
+    ph_alpha: float
+    ph_min_instances: int
+    half_life_factor: float
+    boost: float
+    warmup_events: int
+    def __init__(
+        self,
+        detector: GlobalDetectorKind = "adwin",
+        mode: Mode = "down",
+        adwin_delta: float = 0.002,
+        ph_delta: float = 0.1,
+        ph_lambda_factor: float = 50.0,
+        ph_alpha: float = 1.0,
+        ph_min_instances: int = 1000,
+        half_life_factor: float = 0.25,
+        boost: float = 2.0,
+        warmup_events: int = 10_000,
+    ) -> None: ...
+    def build_detector(self) -> PageHinkley | ADWIN:
+        """A fresh detector of the configured kind."""
+
+class GlobalWarmup:
+    """A global recalibration: shorter popularity memory and faster learning for a while."""
+
+    half_life_factor: float
+    learning_rate_multiplier: float
+    warmup_events: int
+    event_index: int
+    mean_before: float
+    mean_after: float
+
+class GlobalRecalibration:
+    r"""Global drift policy: ADWIN or adaptive Page-Hinkley on one global signal, then a warm-up.
+
+    An alarm counts only in the direction ``mode`` (ADWIN: the sign of window mean after the
+    cut minus mean before the update; Page-Hinkley tests only that direction); others are
+    counted in ``ignored``. For ``warmup_events`` events after an alarm the half-life factor
+    and the learning-rate multiplier ramp linearly from ``half_life_factor`` and ``boost``
+    back to 1. ``to_state()``: ``b"GRC"``, version 1, the detector kind and state, events,
+    alarms, ignored, warmup_left; the config is not part of it.
+    """
+
+    def __init__(self, config: GlobalRecalibrationConfig | None = None) -> None: ...
+    @property
+    def config(self) -> GlobalRecalibrationConfig: ...
+    @property
+    def events(self) -> int: ...
+    @property
+    def alarms(self) -> int: ...
+    @property
+    def ignored(self) -> int: ...
+    @property
+    def half_life_factor(self) -> float:
+        """Multiply the popularity half-life by this now (1 outside a warm-up)."""
+    @property
+    def learning_rate_multiplier(self) -> float:
+        """Multiply learning rates (event weights) by this now (1 outside a warm-up)."""
+    def update(self, x: float) -> GlobalWarmup | None:
+        """Feed one value of the global signal; return the warm-up it starts, if any."""
+    def to_state(self) -> bytes: ...
+    @staticmethod
+    def from_state(
+        data: bytes, config: GlobalRecalibrationConfig | None = None
+    ) -> GlobalRecalibration:
+        """Rebuild under ``config``, which must name the snapshot's detector kind."""
+
+def _ramp(start: float, left: int, length: int) -> float:
+    """``start`` with ``length`` events left, 1 with none, linearly (tests only)."""
+
+def _fsum(values: Sequence[float]) -> float:
+    """The exactly rounded sum, as ``math.fsum`` (tests only)."""
+
+# --- feedback.rs -----------------------------------------------------------------------------
+
+IMPRESSION: Final[str]
+CLICK: Final[str]
+CONVERSION_TYPES: Final[frozenset[str]]
+
+class WindowCounts:
+    """Counts of one window; immutable."""
+
+    start_s: float
+    impressions: int
+    clicks: int
+    conversions: int
+    def __init__(
+        self, start_s: float, impressions: int = 0, clicks: int = 0, conversions: int = 0
+    ) -> None: ...
+    @property
+    def ctr(self) -> float | None:
+        """Clicks per impression (None without impressions)."""
+    @property
+    def conversion_rate(self) -> float | None:
+        """Conversions per click (None without clicks)."""
+
+def model_of(recommendation_id: str) -> str:
+    """The model version a recommendation id was served by (``<model>.<uuid>``)."""
+
+class FeedbackWindows:
+    """Tumbling-window feedback counters of one (model, segment), in event time.
+
+    ``to_state()``: ``b"FBW"``, version 1, the windows oldest first; the config is not part
+    of it (``from_state`` takes ``window_s`` and ``keep``).
+    """
+
+    window_s: float
+    keep: int
+    def __init__(self, window_s: float = 300.0, keep: int = 288) -> None: ...
+    @property
+    def windows(self) -> list[WindowCounts]:
+        """The windows kept, oldest first (a copy)."""
+    def add(self, event_type: str, ts_s: float) -> WindowCounts | None:
+        """Count one feedback event; return its window's counts (None if not feedback)."""
+    def to_state(self) -> bytes: ...
+    @staticmethod
+    def from_state(data: bytes, window_s: float = 300.0, keep: int = 288) -> FeedbackWindows: ...
+
+# --- prequential.rs --------------------------------------------------------------------------
+
+def sampled_negatives(key: str, catalogue: Sequence[str], count: int, exclude: str) -> list[str]:
+    """Up to ``count`` distinct items drawn with a seed derived from ``key``, minus ``exclude``.
+
+    Little-endian 64-bit words of SHAKE-128(key) modulo the catalogue size, repeats skipped,
+    in the order drawn: the same key always draws the same items.
+    """
+
+class PrequentialReport:
+    """Totals over every evaluated event (``window_*``: the moving average as last seen)."""
+
+    events: int
+    hit_rate: float
+    @property
+    def recall_at(self) -> dict[int, float]: ...
+    ndcg: float
+    mrr: float
+    coverage: float
+    window_recall: float
+    mean_window_recall: float
+
+class PrequentialEvaluator:
+    """Hit rate, recall@k, NDCG@k, MRR and coverage of a stream of ranked lists.
+
+    >>> ev = PrequentialEvaluator(k=2, cutoffs=(1, 2), window=2)
+    >>> ev.evaluate("u", "a", ["a", "b"]), ev.evaluate("u", "c", ["a", "b", "c"])
+    (1, 3)
+    """
+
+    k: int
+    cutoffs: list[int]
+    window: int
+    events: int
+    hits: int
+    def __init__(
+        self, k: int = 10, cutoffs: Sequence[int] = (10, 20), window: int = 3000
+    ) -> None: ...
+    def evaluate(self, user: object, true_item: str, ranked_items: Sequence[str]) -> int:
+        """Score one ranked list against the item the user chose; its rank (0: absent)."""
+    @property
+    def window_recall(self) -> float:
+        """Recall@k over the last ``window`` evaluated events (0 before any)."""
+    def report(self, catalogue_size: int) -> PrequentialReport: ...
+    def to_state(self) -> bytes: ...
+    @staticmethod
+    def from_state(data: bytes) -> PrequentialEvaluator: ...
+
+# --- popularity_shift.rs ---------------------------------------------------------------------
+
+def js_divergence(p: Mapping[str, int], q: Mapping[str, int]) -> float:
+    """Jensen-Shannon divergence (base 2, in [0, 1]) of two count distributions."""
+
+class PopularityShift:
+    """Windowed JS divergence of item popularity, watched by Page-Hinkley (threshold 0.3)."""
+
+    window: int
+    last_divergence: float
+    def __init__(self, window: int = 2000, min_windows: int = 10) -> None: ...
+    @property
+    def current(self) -> dict[str, int]: ...
+    @property
+    def previous(self) -> dict[str, int]: ...
+    @property
+    def detector(self) -> PageHinkley:
+        """The Page-Hinkley test on the divergences (a copy)."""
+    def add(self, item_id: str) -> float | None:
+        """Count one interaction; at the end of a window the divergence if it alarmed."""
+    def to_state(self) -> bytes: ...
+    @staticmethod
+    def from_state(data: bytes) -> PopularityShift: ...

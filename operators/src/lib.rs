@@ -7,12 +7,14 @@
 
 use pyo3::prelude::*;
 
+pub mod adwin;
 pub mod codec;
 pub mod covisitation;
 pub mod dedup;
 pub mod enrich;
 pub mod errors;
 pub mod events;
+pub mod feedback;
 pub mod intern;
 pub mod isgd;
 pub mod item_model;
@@ -20,21 +22,31 @@ pub mod item_neighbours;
 pub mod item_state;
 pub mod item_vectors;
 pub mod messages;
+pub mod page_hinkley;
 pub mod popularity;
+pub mod popularity_shift;
+pub mod prequential;
+pub mod recalibration;
 pub mod records;
 pub mod sessions;
 pub mod user_window;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    adwin::register(m)?;
     covisitation::register(m)?;
     dedup::register(m)?;
     enrich::register(m)?;
+    feedback::register(m)?;
     isgd::register(m)?;
     item_model::register(m)?;
     item_state::register(m)?;
     item_vectors::register(m)?;
     messages::register(m)?;
+    page_hinkley::register(m)?;
     popularity::register(m)?;
+    popularity_shift::register(m)?;
+    prequential::register(m)?;
+    recalibration::register(m)?;
     Ok(())
 }

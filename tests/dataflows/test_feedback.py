@@ -8,7 +8,6 @@ import pytest
 
 from freshrec.events import Event
 from operators.enrich import enrich, segment_key
-from operators.feedback import FeedbackWindows, model_of
 from state.store import RedisStore
 from tests.conftest import run_flow_on, unique_settings
 
@@ -59,15 +58,3 @@ def test_feedback_windows_in_redis(stack, tmp_path) -> None:
     [v8] = store.feedback("v8", segment)
     assert (v8.impressions, v8.clicks, v8.conversions) == (10, 1, 0)
     assert v8.start_s - v7.start_s == settings.feedback_window_s
-
-
-def test_windows_are_bounded_and_models_parsed() -> None:
-    fw = FeedbackWindows(window_s=60, keep=3)
-    for minute in range(10):
-        fw.add("rec_impression", minute * 60.0)
-    assert [w.start_s for w in fw.snapshot()] == [420.0, 480.0, 540.0]
-    assert fw.add("view", 0.0) is None
-    assert model_of("v12.9f3a") == "v12" and model_of("isgd.a.b") == "isgd.a"
-    assert model_of("nodot") == "unknown"
-    with pytest.raises(ValueError):
-        FeedbackWindows(window_s=0)

@@ -1,15 +1,18 @@
-import dataclasses
+"""ADWIN (Bifet and Gavaldà 2007), native: golden values, river cross-checks, the Python oracle."""
+
 import math
 import pickle
 import random
+import struct
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from river import drift
 
-from operators.adwin import ADWIN, AdwinState
+from operators import ADWIN
 from tests.operators.drift_streams import STREAMS, mean_steps
+from tests.oracles import adwin as oracle
 
 
 def detections(detector: ADWIN, stream: list[float]) -> list[int]:
@@ -185,17 +188,70 @@ def test_snapshot_restores_identical_future(
     assert restored.to_state() == original.to_state()
 
 
-def test_snapshot_is_immutable() -> None:
+def test_snapshot_is_versioned_bytes_and_buckets_add_up() -> None:
     detector = ADWIN()
     for x in range(100):
         detector.update(float(x % 2))
     state = detector.to_state()
-    assert isinstance(state, AdwinState)
-    assert sum(len(row) << i for i, row in enumerate(state.buckets)) == state.width == 100
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        state.width = 3
-    with pytest.raises(TypeError):
-        state.buckets[0][0] = (0.0, 0.0)
+    assert isinstance(state, bytes) and state[:4] == b"ADW\x01"
+    assert sum(len(row) << i for i, row in enumerate(detector.buckets)) == detector.width == 100
+    with pytest.raises(ValueError, match="truncated"):
+        ADWIN.from_state(state[:-1])
+    with pytest.raises(ValueError, match="not a ADWIN snapshot"):
+        ADWIN.from_state(b"PHK\x01" + state[4:])
+    # A histogram that does not add up to the width is refused, not trusted.
+    width_and_total = bytes([100]) + struct.pack("<d", 50.0)
+    assert state.count(width_and_total) == 1
+    bad = state.replace(width_and_total, bytes([99]) + struct.pack("<d", 50.0))
+    with pytest.raises(ValueError, match="malformed"):
+        ADWIN.from_state(bad)
+
+
+# --- the native detector against the Python oracle ------------------------------------------
+
+
+def assert_same_as_oracle(ours: ADWIN, theirs: oracle.ADWIN) -> None:
+    s = theirs.to_state()
+    assert ours.buckets == s.buckets
+    assert (ours.width, ours.total, ours.sum_squares) == (s.width, s.total, s.sum_squares)
+    assert (ours.estimation, ours.variance) == (theirs.estimation, theirs.variance)
+    assert ours.drift_detected == theirs.drift_detected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    params=detector_params,
+    values=st.lists(
+        st.floats(-1e6, 1e6) | st.sampled_from([0.0, 1.0]) | st.integers(-5, 5),
+        max_size=600,
+    ),
+)
+def test_same_floats_as_the_oracle_on_any_stream(
+    params: dict[str, float], values: list[float]
+) -> None:
+    # Bit for bit, after every update: every bucket, the window's sums and the alarms.
+    ours, theirs = ADWIN(**params), oracle.ADWIN(**params)  # type: ignore[arg-type]
+    assert_same_as_oracle(ours, theirs)
+    for x in values:
+        assert ours.update(x) == theirs.update(x)
+        assert_same_as_oracle(ours, theirs)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    params=detector_params,
+    jump=st.floats(-5.0, 5.0),
+    noise=st.floats(0.0, 3.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_same_alarms_as_the_oracle_on_long_shifted_streams(
+    params: dict[str, float], jump: float, noise: float, seed: int
+) -> None:
+    rng = random.Random(seed)
+    stream = [rng.gauss(0.0, noise) + (jump if 1000 <= i < 2500 else 0.0) for i in range(4000)]
+    ours, theirs = ADWIN(**params), oracle.ADWIN(**params)  # type: ignore[arg-type]
+    assert detections(ours, stream) == [i for i, x in enumerate(stream) if theirs.update(x)]
+    assert_same_as_oracle(ours, theirs)
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -213,12 +269,17 @@ def test_snapshot_is_immutable() -> None:
         {"min_window_length": 0},
         {"grace_period": -1},
         {"grace_period": True},
+        {"clock": 0, "max_buckets": "x"},
+        {"min_window_length": None},
     ],
     ids=str,
 )
-def test_bad_hyperparameters_raise(params: dict[str, float]) -> None:
-    with pytest.raises(ValueError):
-        ADWIN(**params)
+def test_bad_hyperparameters_raise_as_the_oracle_did(params: dict[str, float]) -> None:
+    with pytest.raises(ValueError) as theirs:
+        oracle.ADWIN(**params)  # type: ignore[arg-type]
+    with pytest.raises(ValueError) as ours:
+        ADWIN(**params)  # type: ignore[arg-type]
+    assert str(ours.value) == str(theirs.value)
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
@@ -226,6 +287,9 @@ def test_non_finite_value_raises(value: float) -> None:
     detector = ADWIN()
     detector.update(1.0)
     before = detector.to_state()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as ours:
         detector.update(value)
     assert detector.to_state() == before
+    with pytest.raises(ValueError) as theirs:
+        oracle.ADWIN().update(value)
+    assert str(ours.value) == str(theirs.value)

@@ -1,15 +1,18 @@
-import dataclasses
+"""Page-Hinkley (Page 1954), native: golden values, river cross-checks, the Python oracle."""
+
 import math
 import pickle
 import random
+import struct
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from river import drift
 
-from operators.page_hinkley import PageHinkley, PageHinkleyState
+from operators import PageHinkley
 from tests.operators.drift_streams import STREAMS, mean_steps
+from tests.oracles import page_hinkley as oracle
 
 
 def detections(detector: PageHinkley, stream: list[float]) -> list[int]:
@@ -203,16 +206,105 @@ def test_snapshot_restores_identical_future(
     snapshot = pickle.loads(pickle.dumps(original.to_state()))
     assert snapshot == original.to_state()
     restored = PageHinkley.from_state(snapshot)
+    assert restored.current_threshold == original.current_threshold
     rest = values[cut:]
     assert detections(restored, rest) == detections(original, rest)
     assert restored.to_state() == original.to_state()
 
 
-def test_snapshot_is_immutable() -> None:
-    state = PageHinkley().to_state()
-    assert isinstance(state, PageHinkleyState)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        state.n = 3
+def test_snapshot_is_versioned_bytes() -> None:
+    state = PageHinkley(lambda_factor=3.0).to_state()
+    assert isinstance(state, bytes) and state[:4] == b"PHK\x01"
+    assert PageHinkley.from_state(state).lambda_factor == 3.0
+    with pytest.raises(ValueError, match="truncated"):
+        PageHinkley.from_state(state[:-1])
+    with pytest.raises(ValueError, match="trailing"):
+        PageHinkley.from_state(state + b"\x00")
+    with pytest.raises(ValueError, match="not a PageHinkley snapshot"):
+        PageHinkley.from_state(b"ADW\x01" + state[4:])
+    with pytest.raises(ValueError, match="format 9 is not supported"):
+        PageHinkley.from_state(b"PHK\x09" + state[4:])
+
+
+# --- the native detector against the Python oracle ------------------------------------------
+
+
+def decode_state(snapshot: bytes) -> tuple[object, ...]:
+    """The learned numbers of a native snapshot (layout: operators/src/page_hinkley.rs)."""
+    pos = 4
+
+    def varint() -> int:
+        nonlocal pos
+        value, shift = 0, 0
+        while True:
+            byte = snapshot[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    varint()  # min_instances
+    pos += 3 * 8 + 1  # delta, threshold, alpha, mode
+    pos += 1 + 8 * snapshot[pos]  # lambda_factor
+    pos += 2 * 8  # std_alpha, min_threshold
+    n = varint()
+    numbers = struct.unpack_from("<7d", snapshot, pos)
+    return (n, *numbers, bool(snapshot[pos + 56]))
+
+
+def oracle_state(detector: oracle.PageHinkley) -> tuple[object, ...]:
+    s = detector.to_state()
+    return (
+        s.n,
+        s.mean,
+        s.sum_increase,
+        s.sum_decrease,
+        s.min_increase,
+        s.max_decrease,
+        s.spread_mean,
+        s.spread_variance,
+        s.drift_detected,
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    params=detector_params,
+    values=st.lists(
+        st.floats(-1e6, 1e6) | st.sampled_from([0.0, 1.0]) | st.integers(-3, 3),
+        max_size=400,
+    ),
+)
+def test_same_floats_as_the_oracle_on_any_stream(
+    params: dict[str, object], values: list[float]
+) -> None:
+    # Bit for bit: every learned number after every update, not just the alarms.
+    ours, theirs = PageHinkley(**params), oracle.PageHinkley(**params)  # type: ignore[arg-type]
+    assert decode_state(ours.to_state()) == oracle_state(theirs)
+    for x in values:
+        assert ours.update(x) == theirs.update(x)
+        assert decode_state(ours.to_state()) == oracle_state(theirs)
+        assert ours.current_threshold == theirs.current_threshold
+        assert (ours.n, ours.mean) == (theirs.to_state().n, theirs.to_state().mean)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    params=detector_params,
+    level=st.floats(-10.0, 10.0),
+    jump=st.floats(-20.0, 20.0),
+    noise=st.floats(0.0, 5.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_same_alarms_as_the_oracle_on_long_shifted_streams(
+    params: dict[str, object], level: float, jump: float, noise: float, seed: int
+) -> None:
+    rng = random.Random(seed)
+    stream = [level + rng.gauss(0.0, noise) + (jump if i >= 1500 else 0.0) for i in range(3000)]
+    ours, theirs = PageHinkley(**params), oracle.PageHinkley(**params)  # type: ignore[arg-type]
+    assert detections(ours, stream) == [i for i, x in enumerate(stream) if theirs.update(x)]
+    assert decode_state(ours.to_state()) == oracle_state(theirs)
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -240,9 +332,12 @@ def test_snapshot_is_immutable() -> None:
     ],
     ids=str,
 )
-def test_bad_hyperparameters_raise(params: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
-        PageHinkley(**params)
+def test_bad_hyperparameters_raise_as_the_oracle_did(params: dict[str, object]) -> None:
+    with pytest.raises(ValueError) as theirs:
+        oracle.PageHinkley(**params)  # type: ignore[arg-type]
+    with pytest.raises(ValueError) as ours:
+        PageHinkley(**params)  # type: ignore[arg-type]
+    assert str(ours.value) == str(theirs.value)
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
@@ -250,6 +345,9 @@ def test_non_finite_value_raises(value: float) -> None:
     detector = PageHinkley()
     detector.update(1.0)
     before = detector.to_state()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as ours:
         detector.update(value)
     assert detector.to_state() == before
+    with pytest.raises(ValueError) as theirs:
+        oracle.PageHinkley().update(value)
+    assert str(ours.value) == str(theirs.value)
