@@ -16,6 +16,7 @@ pub mod popularity;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    events::register(m)?;
     isgd::register(m)?;
     popularity::register(m)?;
     Ok(())
