@@ -221,14 +221,13 @@ _ONE_US: Final = timedelta(microseconds=1)
 _ONE_S: Final = timedelta(seconds=1)
 
 
-def decode_event_fields(
-    payload: bytes, now_us: int, max_future_skew_s: float
-) -> EventFields | str:
-    """:func:`decode_event` for the native decoder (``operators/src/events.rs``): the judge
-    of every payload its fast path is not sure of. Returns the event as
-    :data:`EventFields` (``ts`` as exact unix microseconds, ``ts.timestamp()`` and the offset
-    written in the string, in seconds), or the dead-letter reason (:func:`errors_as_reason`).
-    ``now_us`` is the server time in unix microseconds.
+def decode_event_fields(payload: bytes, now_us: int, max_future_skew_s: float) -> EventFields | str:
+    """:func:`decode_event` as the judge of the native decoder (``operators/src/events.rs``).
+
+    Called for every payload its fast path is not sure of; ``now_us`` is the server time in
+    unix microseconds. Returns the event as :data:`EventFields` (``ts`` as exact unix
+    microseconds, ``ts.timestamp()`` and the offset written in the string, in seconds), or the
+    dead-letter reason (:func:`errors_as_reason`).
     """
     now = _EPOCH + timedelta(microseconds=now_us)
     result = decode_event(payload, now=now, max_future_skew_s=max_future_skew_s)
