@@ -199,6 +199,59 @@ def decode_event(
     return _check_semantics(event, now=now, max_future_skew_s=max_future_skew_s, path="$")
 
 
+#: An event as flat values, cheap to convert natively: ``(event_id, user_id, item_id, type,
+#: ts_us, ts_s, utc_offset_s, session_id, category_id, context, profile, recommendation_id)``;
+#: context and profile are tuples in their fields' order (``msgspec.structs.astuple``).
+EventFields = tuple[
+    str,
+    str,
+    str,
+    str,
+    int,
+    float,
+    int,
+    str | None,
+    str | None,
+    tuple[str | None, ...] | None,
+    tuple[int | str | None, ...] | None,
+    str | None,
+]
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US: Final = timedelta(microseconds=1)
+_ONE_S: Final = timedelta(seconds=1)
+
+
+def decode_event_fields(payload: bytes, now_us: int, max_future_skew_s: float) -> EventFields | str:
+    """:func:`decode_event` as the judge of the native decoder (``operators/src/events.rs``).
+
+    Called for every payload its fast path is not sure of; ``now_us`` is the server time in
+    unix microseconds. Returns the event as :data:`EventFields` (``ts`` as exact unix
+    microseconds, ``ts.timestamp()`` and the offset written in the string, in seconds), or the
+    dead-letter reason (:func:`errors_as_reason`).
+    """
+    now = _EPOCH + timedelta(microseconds=now_us)
+    result = decode_event(payload, now=now, max_future_skew_s=max_future_skew_s)
+    if isinstance(result, list):
+        return errors_as_reason(result)
+    ts = result.ts
+    offset = ts.utcoffset()
+    assert offset is not None  # msgspec.Meta(tz=True): every accepted ts carries a time zone
+    return (
+        result.event_id,
+        result.user_id,
+        result.item_id,
+        result.type,
+        (ts - _EPOCH) // _ONE_US,
+        ts.timestamp(),
+        offset // _ONE_S,
+        result.session_id,
+        result.category_id,
+        None if result.context is None else msgspec.structs.astuple(result.context),
+        None if result.profile is None else msgspec.structs.astuple(result.profile),
+        result.recommendation_id,
+    )
+
+
 def _json_error(exc: Exception) -> str:
     if isinstance(exc, UnicodeDecodeError):
         return f"invalid UTF-8 in a string ({exc.reason})"

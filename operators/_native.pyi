@@ -585,3 +585,22 @@ class PopularityShift:
     def to_state(self) -> bytes: ...
     @staticmethod
     def from_state(data: bytes) -> PopularityShift: ...
+# --- events.rs -------------------------------------------------------------------------------
+
+def decode_event_fast(
+    payload: bytes, now_s: float, max_future_skew_s: float
+) -> dict[str, object] | None:
+    """The native fast path alone: the event's fields if it is certainly valid, else None.
+
+    Fields as ``msgspec.structs.asdict(event)`` of ``freshrec.events.Event`` has them, but
+    ``ts`` as ``ts_us`` (unix microseconds), ``ts_s`` (``event.ts.timestamp()``, bit for bit)
+    and ``utc_offset_s``; ``context``/``profile`` are dicts or None. ``now_s`` is read as
+    ``datetime.fromtimestamp(now_s, UTC)``.
+    """
+
+def decode_event(payload: bytes, now_s: float, max_future_skew_s: float) -> dict[str, object] | str:
+    """The worker's decoder: the fast path, else ``freshrec.events.decode_event`` as judge.
+
+    The event's fields (as :func:`decode_event_fast`), or the dead-letter reason, byte for
+    byte ``errors_as_reason(decode_event(payload, now=..., max_future_skew_s=...))``.
+    """

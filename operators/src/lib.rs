@@ -37,6 +37,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     covisitation::register(m)?;
     dedup::register(m)?;
     enrich::register(m)?;
+    events::register(m)?;
     feedback::register(m)?;
     isgd::register(m)?;
     item_model::register(m)?;
