@@ -1,15 +1,10 @@
 //! The interaction event as the native core sees it (schema: `freshrec/events.py`), and the
-//! dataflow's decoder of it from the raw bytes of a Kafka message.
-//!
-//! [`decode`] is a conservative native fast path with the Python schema as judge:
-//! [`decode_fast`], a strict JSON reader written for the event object alone, answers
-//! [`Fast::Valid`] only when it is certain that `freshrec.events.decode_event` returns an
-//! `Event` with exactly these values (the canonical JSON of `encode_event`, other key orders,
-//! whitespace, explicit nulls); anything unusual or invalid is [`Fast::NotSure`] and goes to
-//! `freshrec.events.decode_event_fields`, which gives the event or the dead-letter reason. The
-//! rules, field paths and reasons so stay in the one schema shared with ingest and serving;
-//! the native path can only ever be narrower than it (`tests/test_event_decoder.py` checks
-//! both against it on a fuzzed corpus).
+//! dataflow's decoder of it from a Kafka message's bytes: [`decode_fast`], a strict reader of
+//! the event object, answers only when certain that `freshrec.events.decode_event` gives exactly
+//! that event; anything else goes to the schema itself (`decode_event_fields`), which gives the
+//! event or the dead-letter reason. One schema, and a native path that is only ever narrower.
+
+use std::borrow::Cow;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -348,19 +343,21 @@ impl<'a> Reader<'a> {
         Some(&rest[..end])
     }
 
-    /// A string value: strict UTF-8 (as msgspec: no surrogates, overlongs or > U+10FFFF), no
-    /// raw control characters (invalid JSON to msgspec).
-    fn string(&mut self) -> Option<String> {
+    /// A string value, borrowed from the payload unless it has escapes: strict UTF-8 (as
+    /// msgspec: no surrogates, overlongs or > U+10FFFF), no raw control characters (invalid
+    /// JSON to msgspec).
+    fn string(&mut self) -> Option<Cow<'a, str>> {
         self.expect(b'"')?;
-        let rest = &self.bytes[self.pos..];
+        let bytes = self.bytes;
+        let rest = &bytes[self.pos..];
         let end = rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
         match rest[end] {
             b'"' => {
                 let text = std::str::from_utf8(&rest[..end]).ok()?;
                 self.pos += end + 1;
-                Some(text.to_owned())
+                Some(Cow::Borrowed(text))
             }
-            b'\\' => self.escaped_string(),
+            b'\\' => self.escaped_string().map(Cow::Owned),
             _ => None,
         }
     }
@@ -420,7 +417,8 @@ impl<'a> Reader<'a> {
 
     /// A string of the schema's type `text`, or NotSure.
     fn text(&mut self, text: Text) -> Option<String> {
-        self.string().filter(|s| text.accepts(s))
+        let value = self.string()?;
+        text.accepts(&value).then(|| value.into_owned())
     }
 
     /// `text | None`.
@@ -795,7 +793,11 @@ mod tests {
     // 2024-06-01T12:00:00Z, the `NOW` of tests/test_events.py.
     const NOW_US: i64 = 1_717_243_200_000_000;
     const SKEW_S: f64 = 3600.0;
-    const CANONICAL: &str = r#"{"event_id":"taobao-1","user_id":"taobao-u1","item_id":"taobao-i1","type":"purchase","ts":"2017-11-25T00:00:00Z","category_id":"taobao-c1"}"#;
+    /// What `encode_event` writes for a Taobao event.
+    const CANONICAL: &str = concat!(
+        r#"{"event_id":"taobao-1","user_id":"taobao-u1","item_id":"taobao-i1","type":"purchase","#,
+        r#""ts":"2017-11-25T00:00:00Z","category_id":"taobao-c1"}"#
+    );
 
     fn fast(payload: &str) -> Fast {
         decode_fast(payload.as_bytes(), NOW_US, SKEW_S)
@@ -1014,7 +1016,10 @@ mod tests {
     #[test]
     fn strings_must_be_strict_utf8_without_lone_surrogates() {
         let bytes = |middle: &[u8]| {
-            let mut payload = br#"{"event_id":"e","user_id":"u","type":"view","ts":"2024-06-01T11:59:00Z","item_id":"a"#.to_vec();
+            let mut payload =
+                br#"{"event_id":"e","user_id":"u","type":"view","ts":"2024-06-01T11:59:00Z","#
+                    .to_vec();
+            payload.extend_from_slice(br#""item_id":"a"#);
             payload.extend_from_slice(middle);
             payload.extend_from_slice(br#""}"#);
             decode_fast(&payload, NOW_US, SKEW_S)
@@ -1114,7 +1119,8 @@ mod tests {
         assert_eq!(at("2024-06-01T13:00:00.000001Z", 3600.0), Fast::NotSure);
         assert!(matches!(at("2024-06-01T12:00:10Z", 10.0), Fast::Valid(_)));
         assert_eq!(at("2024-06-01T12:00:10Z", 9.0), Fast::NotSure);
-        assert!(matches!(at("2024-06-01T12:00:00.000002Z", 2.5e-6), Fast::Valid(_))); // 2.5 µs -> 2
+        // 2.5 µs rounds to 2 (half to even)
+        assert!(matches!(at("2024-06-01T12:00:00.000002Z", 2.5e-6), Fast::Valid(_)));
         assert_eq!(at("2024-06-01T12:00:00.000003Z", 2.5e-6), Fast::NotSure);
         assert!(matches!(at("2024-06-01T11:00:00Z", -3600.0), Fast::Valid(_)));
         assert_eq!(at("2024-06-01T11:00:00.000001Z", -3600.0), Fast::NotSure);
