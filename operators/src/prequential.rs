@@ -449,8 +449,12 @@ fn py_sampled_negatives<'py>(
         }
         return Ok(out);
     }
+    let list = catalogue.cast::<PyList>().ok(); // the replica's ids: index without a PyLong
     for index in sampled_negatives(key, n, count) {
-        let item = catalogue.get_item(index)?;
+        let item = match list {
+            Some(list) => list.get_item(index)?,
+            None => catalogue.get_item(index)?,
+        };
         if item.ne(exclude)? {
             out.append(item)?;
         }
