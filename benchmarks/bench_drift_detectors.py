@@ -20,8 +20,7 @@ from typing import Protocol
 import numpy as np
 from river import drift
 
-from operators.adwin import ADWIN
-from operators.page_hinkley import PageHinkley
+from operators import ADWIN, PageHinkley
 
 
 class Detector(Protocol):

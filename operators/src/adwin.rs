@@ -237,7 +237,9 @@ impl AdwinState {
             let (mean_0, mean_1) = (b0.total / size, b1.total / size);
             let merged = Bucket {
                 total: b0.total + b1.total,
-                squares: b0.squares + b1.squares + size * 0.5 * (mean_0 - mean_1) * (mean_0 - mean_1),
+                squares: b0.squares
+                    + b1.squares
+                    + size * 0.5 * (mean_0 - mean_1) * (mean_0 - mean_1),
             };
             self.rows[row].drain(..2);
             if row + 1 == self.rows.len() {
@@ -301,8 +303,8 @@ impl AdwinState {
         self.total -= bucket.total;
         let window_mean = self.total / self.width as f64;
         let gap = bucket_mean - window_mean;
-        self.sum_squares -= bucket.squares
-            + (size * self.width) as f64 * gap * gap / (size + self.width) as f64;
+        self.sum_squares -=
+            bucket.squares + (size * self.width) as f64 * gap * gap / (size + self.width) as f64;
         // Row 0 stays even when empty: it is where the next value goes.
         while self.rows.len() > 1 && self.rows.last().is_some_and(Vec::is_empty) {
             self.rows.pop();
@@ -597,7 +599,10 @@ mod tests {
         let err = |a: AdwinArgs| AdwinConfig::from_args(a).unwrap_err().0;
         let d = AdwinArgs::default;
         assert_eq!(err(AdwinArgs { delta: 1.0, ..d() }), "delta must be in (0, 1), got 1.0");
-        assert_eq!(err(AdwinArgs { clock: Err("1.5".into()), ..d() }), "clock must be an int, got 1.5");
+        assert_eq!(
+            err(AdwinArgs { clock: Err("1.5".into()), ..d() }),
+            "clock must be an int, got 1.5"
+        );
         assert_eq!(err(AdwinArgs { max_buckets: Ok(0), ..d() }), "max_buckets must be >= 1, got 0");
         assert_eq!(
             err(AdwinArgs { grace_period: Err("True".into()), ..d() }),

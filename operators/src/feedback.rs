@@ -125,8 +125,10 @@ impl Default for FeedbackWindowsConfig {
 
 impl FeedbackWindowsConfig {
     pub fn new(window_s: f64, keep: i64) -> Result<Self, Invalid> {
-        // `!(x > 0)` would also refuse NaN, which Python's `window_s <= 0` let through.
-        ensure(!(window_s <= 0.0), || format!("window_s must be > 0, got {}", py_float(window_s)))?;
+        // Python's `window_s <= 0` let NaN through; so does this.
+        ensure(window_s > 0.0 || window_s.is_nan(), || {
+            format!("window_s must be > 0, got {}", py_float(window_s))
+        })?;
         ensure(keep >= 1, || format!("keep must be >= 1, got {keep}"))?;
         Ok(FeedbackWindowsConfig { window_s, keep: usize::try_from(keep).unwrap_or(usize::MAX) })
     }
@@ -206,7 +208,9 @@ impl FeedbackWindows {
                 conversions: r.varint()?,
             };
             let sorted = windows.last().is_none_or(|last| last.start_s < c.start_s);
-            ensure(c.start_s.is_finite() && sorted, || "FeedbackWindows snapshot is malformed".into())?;
+            ensure(c.start_s.is_finite() && sorted, || {
+                "FeedbackWindows snapshot is malformed".into()
+            })?;
             windows.push(c);
         }
         Ok(FeedbackWindows { windows })
@@ -326,7 +330,12 @@ mod tests {
     fn rates_and_models() {
         let cfg = FeedbackWindowsConfig::default();
         let mut fw = FeedbackWindows::new();
-        for t in [EventType::RecImpression, EventType::RecImpression, EventType::RecClick, EventType::Purchase] {
+        for t in [
+            EventType::RecImpression,
+            EventType::RecImpression,
+            EventType::RecClick,
+            EventType::Purchase,
+        ] {
             fw.add(&cfg, t, 10.0).unwrap();
         }
         let w = fw.windows()[0];
@@ -347,7 +356,10 @@ mod tests {
 
     #[test]
     fn bad_config_and_snapshot() {
-        assert_eq!(FeedbackWindowsConfig::new(0.0, 3).unwrap_err().0, "window_s must be > 0, got 0.0");
+        assert_eq!(
+            FeedbackWindowsConfig::new(0.0, 3).unwrap_err().0,
+            "window_s must be > 0, got 0.0"
+        );
         assert_eq!(FeedbackWindowsConfig::new(1.0, 0).unwrap_err().0, "keep must be >= 1, got 0");
         let cfg = FeedbackWindowsConfig::default();
         let mut fw = FeedbackWindows::new();

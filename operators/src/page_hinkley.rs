@@ -253,7 +253,7 @@ impl PageHinkleyConfig {
     pub fn from_args(args: PageHinkleyArgs) -> Result<Self, Invalid> {
         let min_instances = int_at_least("min_instances", &args.min_instances, 1)?;
         let (delta, threshold, alpha) = (args.delta, args.threshold, args.alpha);
-        ensure(0.0 <= delta && delta < f64::INFINITY, || {
+        ensure((0.0..f64::INFINITY).contains(&delta), || {
             format!("delta must be finite and >= 0, got {}", py_float(delta))
         })?;
         ensure(0.0 < threshold && threshold < f64::INFINITY, || {
@@ -642,7 +642,9 @@ mod tests {
 
     /// A stream whose mean jumps from 0 to `jump` at index 1000 (deterministic sawtooth noise).
     fn step_stream(jump: f64) -> Vec<f64> {
-        (0..2000).map(|i| ((i * 7919) % 13) as f64 / 13.0 + if i >= 1000 { jump } else { 0.0 }).collect()
+        (0..2000)
+            .map(|i| ((i * 7919) % 13) as f64 / 13.0 + if i >= 1000 { jump } else { 0.0 })
+            .collect()
     }
 
     #[test]
@@ -653,14 +655,16 @@ mod tests {
         let cfg = PageHinkleyConfig::new(30, 0.005, 50.0, 0.9999, Mode::Up, None, 0.999, 1.0);
         let mut up_only = PageHinkley::new(cfg.unwrap());
         assert_eq!(detections(&mut up_only, &step_stream(-3.0)), Vec::<usize>::new());
-        let adaptive = PageHinkleyConfig::new(30, 0.005, 50.0, 0.9999, Mode::Both, Some(50.0), 0.999, 1.0);
+        let adaptive =
+            PageHinkleyConfig::new(30, 0.005, 50.0, 0.9999, Mode::Both, Some(50.0), 0.999, 1.0);
         let mut ph = PageHinkley::new(adaptive.unwrap());
         assert_eq!(detections(&mut ph, &step_stream(3.0)), vec![1006]);
     }
 
     #[test]
     fn constant_stream_never_alarms_and_threshold_floor_holds() {
-        let cfg = PageHinkleyConfig::new(1, 0.0, 1.0, 1.0, Mode::Both, Some(10.0), 0.9, 0.5).unwrap();
+        let cfg =
+            PageHinkleyConfig::new(1, 0.0, 1.0, 1.0, Mode::Both, Some(10.0), 0.9, 0.5).unwrap();
         let mut state = PageHinkleyState::new();
         assert_eq!(state.current_threshold(&cfg), 0.5);
         for _ in 0..5000 {
@@ -686,7 +690,10 @@ mod tests {
             f(&mut a);
             PageHinkleyConfig::from_args(a).unwrap_err().0
         };
-        assert_eq!(args(|a| a.min_instances = Err("2.5".into())), "min_instances must be an int, got 2.5");
+        assert_eq!(
+            args(|a| a.min_instances = Err("2.5".into())),
+            "min_instances must be an int, got 2.5"
+        );
         assert_eq!(args(|a| a.min_instances = Ok(0)), "min_instances must be >= 1, got 0");
         assert_eq!(args(|a| a.delta = f64::NAN), "delta must be finite and >= 0, got nan");
         assert_eq!(args(|a| a.threshold = 0.0), "threshold must be finite and > 0, got 0.0");
@@ -695,9 +702,15 @@ mod tests {
             args(|a| a.mode = Err(py_repr_str("sideways"))),
             "mode must be one of ('up', 'down', 'both'), got 'sideways'"
         );
-        assert_eq!(args(|a| a.lambda_factor = Some(-1.0)), "lambda_factor must be finite and > 0, got -1.0");
+        assert_eq!(
+            args(|a| a.lambda_factor = Some(-1.0)),
+            "lambda_factor must be finite and > 0, got -1.0"
+        );
         assert_eq!(args(|a| a.std_alpha = 1.0), "std_alpha must be in (0, 1), got 1.0");
-        assert_eq!(args(|a| a.min_threshold = f64::INFINITY), "min_threshold must be finite and > 0, got inf");
+        assert_eq!(
+            args(|a| a.min_threshold = f64::INFINITY),
+            "min_threshold must be finite and > 0, got inf"
+        );
         // The first failing check wins, as in Python.
         assert_eq!(
             args(|a| {
@@ -710,7 +723,8 @@ mod tests {
 
     #[test]
     fn snapshot_round_trips_and_refuses_garbage() {
-        let cfg = PageHinkleyConfig::new(5, 0.1, 3.0, 0.99, Mode::Down, Some(4.0), 0.9, 0.2).unwrap();
+        let cfg =
+            PageHinkleyConfig::new(5, 0.1, 3.0, 0.99, Mode::Down, Some(4.0), 0.9, 0.2).unwrap();
         let mut ph = PageHinkley::new(cfg);
         for x in step_stream(-2.0).iter().take(1100) {
             ph.update(*x).unwrap();

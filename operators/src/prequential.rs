@@ -213,10 +213,8 @@ impl PrequentialEvaluator {
             self.rr_sum += 1.0 / rank as f64;
         }
         self.recommended.extend(top_k);
-        if self.recent_hits.len() == self.window {
-            if self.recent_hits.pop_front() == Some(true) {
-                self.window_hits -= 1;
-            }
+        if self.recent_hits.len() == self.window && self.recent_hits.pop_front() == Some(true) {
+            self.window_hits -= 1;
         }
         self.recent_hits.push_back(hit);
         self.window_hits += u64::from(hit);
@@ -238,7 +236,12 @@ impl PrequentialEvaluator {
         PrequentialReport {
             events: self.events,
             hit_rate: self.hits as f64 / n,
-            recall_at: self.cutoffs.iter().zip(&self.recall_hits).map(|(c, h)| (*c, *h as f64 / n)).collect(),
+            recall_at: self
+                .cutoffs
+                .iter()
+                .zip(&self.recall_hits)
+                .map(|(c, h)| (*c, *h as f64 / n))
+                .collect(),
             ndcg: self.ndcg_sum / n,
             mrr: self.rr_sum / n,
             coverage: if catalogue_size > 0 {
@@ -449,8 +452,12 @@ fn py_sampled_negatives<'py>(
         }
         return Ok(out);
     }
+    let list = catalogue.cast::<PyList>().ok(); // the replica's ids: index without a PyLong
     for index in sampled_negatives(key, n, count) {
-        let item = catalogue.get_item(index)?;
+        let item = match list {
+            Some(list) => list.get_item(index)?,
+            None => catalogue.get_item(index)?,
+        };
         if item.ne(exclude)? {
             out.append(item)?;
         }
@@ -471,7 +478,8 @@ mod tests {
 
     #[test]
     fn golden_values() {
-        let [a, b, c, d, e, z] = ["pq-a", "pq-b", "pq-c", "pq-d", "pq-e", "pq-z"].map(intern::intern);
+        let [a, b, c, d, e, z] =
+            ["pq-a", "pq-b", "pq-c", "pq-d", "pq-e", "pq-z"].map(intern::intern);
         let mut ev = PrequentialEvaluator::new(2, &[1, 3], 2).unwrap();
         assert_eq!(ev.evaluate(a, &[a, b, c]), 1);
         assert_eq!(ev.evaluate(b, &[a, b, c]), 2);
@@ -510,10 +518,22 @@ mod tests {
     #[test]
     fn bad_arguments_say_why() {
         assert_eq!(PrequentialEvaluator::new(0, &[1], 1).unwrap_err().0, "k must be >= 1, got 0");
-        assert_eq!(PrequentialEvaluator::new(1, &[1], 0).unwrap_err().0, "window must be >= 1, got 0");
-        assert_eq!(PrequentialEvaluator::new(1, &[], 1).unwrap_err().0, "cutoffs must be >= 1, got ()");
-        assert_eq!(PrequentialEvaluator::new(1, &[0], 1).unwrap_err().0, "cutoffs must be >= 1, got (0,)");
-        assert_eq!(PrequentialEvaluator::new(1, &[5, 0], 1).unwrap_err().0, "cutoffs must be >= 1, got (5, 0)");
+        assert_eq!(
+            PrequentialEvaluator::new(1, &[1], 0).unwrap_err().0,
+            "window must be >= 1, got 0"
+        );
+        assert_eq!(
+            PrequentialEvaluator::new(1, &[], 1).unwrap_err().0,
+            "cutoffs must be >= 1, got ()"
+        );
+        assert_eq!(
+            PrequentialEvaluator::new(1, &[0], 1).unwrap_err().0,
+            "cutoffs must be >= 1, got (0,)"
+        );
+        assert_eq!(
+            PrequentialEvaluator::new(1, &[5, 0], 1).unwrap_err().0,
+            "cutoffs must be >= 1, got (5, 0)"
+        );
     }
 
     #[test]

@@ -98,7 +98,9 @@ pub fn fsum(values: impl IntoIterator<Item = f64>) -> f64 {
             }
         }
         // Make half-even rounding work across multiple partials.
-        if n > 0 && ((lo < 0.0 && partials.get(n - 1) < 0.0) || (lo > 0.0 && partials.get(n - 1) > 0.0)) {
+        if n > 0
+            && ((lo < 0.0 && partials.get(n - 1) < 0.0) || (lo > 0.0 && partials.get(n - 1) > 0.0))
+        {
             let y = lo * 2.0;
             let x = hi + y;
             let yr = x - hi;
@@ -393,7 +395,10 @@ impl PyCategoryProfile {
     #[getter]
     fn weights(&self) -> Vec<(&'static str, f64)> {
         let ids: Vec<(Id, f64)> = self.profile.weights().collect();
-        intern::names(ids.iter().map(|(id, _)| *id)).into_iter().zip(ids.iter().map(|(_, w)| *w)).collect()
+        intern::names(ids.iter().map(|(id, _)| *id))
+            .into_iter()
+            .zip(ids.iter().map(|(_, w)| *w))
+            .collect()
     }
 
     /// 1 minus the share of the user's decayed history in ``category``.
@@ -508,14 +513,16 @@ impl UserRecalibrationConfig {
             *slot = match value {
                 Ok(v) if *v >= 1 => u32::try_from(*v).unwrap_or(u32::MAX),
                 Ok(v) => return Err(Invalid(format!("{name} must be an int >= 1, got {v}"))),
-                Err(repr) => return Err(Invalid(format!("{name} must be an int >= 1, got {repr}"))),
+                Err(repr) => {
+                    return Err(Invalid(format!("{name} must be an int >= 1, got {repr}")));
+                }
             };
         }
         let (shrink, boost) = (args.shrink, args.boost);
         ensure((0.0..=1.0).contains(&shrink), || {
             format!("shrink must be in [0, 1], got {}", py_float(shrink))
         })?;
-        ensure(1.0 <= boost && boost < f64::INFINITY, || {
+        ensure((1.0..f64::INFINITY).contains(&boost), || {
             format!("boost must be finite and >= 1, got {}", py_float(boost))
         })?;
         let detector = PageHinkleyConfig::from_args(PageHinkleyArgs {
@@ -529,7 +536,14 @@ impl UserRecalibrationConfig {
             ..PageHinkleyArgs::default()
         })?;
         let [refit_events, refit_epochs, boost_events] = counts;
-        Ok(UserRecalibrationConfig { detector, refit_events, refit_epochs, shrink, boost, boost_events })
+        Ok(UserRecalibrationConfig {
+            detector,
+            refit_events,
+            refit_epochs,
+            shrink,
+            boost,
+            boost_events,
+        })
     }
 
     fn write(&self, w: &mut Writer) {
@@ -812,7 +826,9 @@ impl UserRecalibration {
     pub fn read(r: &mut Reader) -> Result<Self, Invalid> {
         let detector = PageHinkleyState::read(r)?;
         let events = r.varint()?;
-        let small = |v: u64| u32::try_from(v).map_err(|_| Invalid::new("UserRecalibration snapshot is malformed"));
+        let small = |v: u64| {
+            u32::try_from(v).map_err(|_| Invalid::new("UserRecalibration snapshot is malformed"))
+        };
         let alarms = small(r.varint()?)?;
         let boost_left = small(r.varint()?)?;
         Ok(UserRecalibration { detector, events, alarms, boost_left })
@@ -959,7 +975,8 @@ fn py_refit_user_vector<'py>(
     for entry in items.try_iter()? {
         arrays.push(entry?.extract()?);
     }
-    let slices: Vec<(Cow<'_, [f32]>, f64)> = arrays.iter().map(|(a, w)| (vector_of(a), *w)).collect();
+    let slices: Vec<(Cow<'_, [f32]>, f64)> =
+        arrays.iter().map(|(a, w)| (vector_of(a), *w)).collect();
     let out = refit_user_vector(&vector_of(&start), &slices, params, epochs, step_multiplier)?;
     Ok(PyArray1::from_vec(py, out))
 }
@@ -1075,7 +1092,7 @@ impl GlobalRecalibrationConfig {
             format!("half_life_factor must be in (0, 1], got {}", py_float(half_life_factor))
         })?;
         let boost = args.boost;
-        ensure(1.0 <= boost && boost < f64::INFINITY, || {
+        ensure((1.0..f64::INFINITY).contains(&boost), || {
             format!("boost must be finite and >= 1, got {}", py_float(boost))
         })?;
         let warmup_events = int_at_least("warmup_events", &args.warmup_events, 1)? as u64;
@@ -1162,7 +1179,9 @@ pub struct GlobalRecalibration {
 impl GlobalRecalibration {
     pub fn new(cfg: &GlobalRecalibrationConfig) -> Self {
         let detector = match cfg.detector {
-            GlobalDetectorConfig::PageHinkley(_) => GlobalDetector::PageHinkley(PageHinkleyState::new()),
+            GlobalDetectorConfig::PageHinkley(_) => {
+                GlobalDetector::PageHinkley(PageHinkleyState::new())
+            }
             GlobalDetectorConfig::Adwin(_) => GlobalDetector::Adwin(AdwinState::new()),
         };
         GlobalRecalibration { detector, events: 0, alarms: 0, ignored: 0, warmup_left: 0 }
@@ -1294,7 +1313,13 @@ const GLOBAL_VERSION: u8 = 1;
 
 /// The Python class `GlobalRecalibrationConfig`: the validated config, plus the arguments as
 /// given (the other kind's hyperparameters are kept for display, unvalidated, as in Python).
-#[pyclass(module = "operators._native", name = "GlobalRecalibrationConfig", frozen, eq, from_py_object)]
+#[pyclass(
+    module = "operators._native",
+    name = "GlobalRecalibrationConfig",
+    frozen,
+    eq,
+    from_py_object
+)]
 #[derive(Debug, Clone, PartialEq)]
 pub struct PyGlobalRecalibrationConfig {
     pub config: GlobalRecalibrationConfig,
@@ -1567,7 +1592,9 @@ mod tests {
         assert_eq!(fsum([f64::INFINITY, 1.0]), f64::INFINITY);
         assert!(fsum([f64::INFINITY, f64::NEG_INFINITY]).is_nan());
         // more than 32 partials spill to the heap and still sum exactly
-        let many: Vec<f64> = (0..200).map(|i| 2f64.powi(i * 5 - 500) * if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        let many: Vec<f64> = (0..200)
+            .map(|i| 2f64.powi(i * 5 - 500) * if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
         let mut reversed = many.clone();
         reversed.reverse();
         assert_eq!(fsum(many), fsum(reversed));
@@ -1577,7 +1604,11 @@ mod tests {
     fn category_profile_golden_and_bounded() {
         let cfg = CategoryProfileConfig::new(0.9, 32).unwrap();
         let mut profile = CategoryProfile::new();
-        let [a, b, c] = [intern::intern("cat-test-a"), intern::intern("cat-test-b"), intern::intern("cat-test-c")];
+        let [a, b, c] = [
+            intern::intern("cat-test-a"),
+            intern::intern("cat-test-b"),
+            intern::intern("cat-test-c"),
+        ];
         let losses: Vec<f64> = [a, a, b, a, c].iter().map(|k| profile.observe(&cfg, *k)).collect();
         let rounded: Vec<f64> = losses.iter().map(|l| (l * 1000.0).round() / 1000.0).collect();
         assert_eq!(rounded, vec![1.0, 0.0, 1.0, 0.369, 1.0]);
@@ -1611,8 +1642,12 @@ mod tests {
         let mut policy = UserRecalibration::new();
         let losses: Vec<f64> =
             (0..30).map(|i| 0.1 * f64::from(i % 3)).chain(std::iter::repeat_n(1.0, 10)).collect();
-        let alarms: Vec<usize> =
-            losses.iter().enumerate().filter(|(_, l)| policy.update(&cfg, **l).unwrap()).map(|(i, _)| i).collect();
+        let alarms: Vec<usize> = losses
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| policy.update(&cfg, **l).unwrap())
+            .map(|(i, _)| i)
+            .collect();
         assert_eq!(alarms, vec![33]);
         let params = IsgdParams::new(4, 0.05, 0.01, 0.1, 42, None, 10.0).unwrap();
         let old = [1.0f32, 0.0, 0.0, 0.0];
@@ -1631,12 +1666,30 @@ mod tests {
     fn user_config_messages_in_pythons_order() {
         let err = |a: UserRecalibrationArgs| UserRecalibrationConfig::from_args(a).unwrap_err().0;
         let d = UserRecalibrationArgs::default;
-        assert_eq!(err(UserRecalibrationArgs { refit_events: Ok(0), ..d() }), "refit_events must be an int >= 1, got 0");
-        assert_eq!(err(UserRecalibrationArgs { boost_events: Err("2.5".into()), ..d() }), "boost_events must be an int >= 1, got 2.5");
-        assert_eq!(err(UserRecalibrationArgs { shrink: 1.5, ..d() }), "shrink must be in [0, 1], got 1.5");
-        assert_eq!(err(UserRecalibrationArgs { boost: 0.5, ..d() }), "boost must be finite and >= 1, got 0.5");
-        assert_eq!(err(UserRecalibrationArgs { lambda_factor: -1.0, ..d() }), "lambda_factor must be finite and > 0, got -1.0");
-        assert_eq!(err(UserRecalibrationArgs { min_instances: Ok(0), ..d() }), "min_instances must be >= 1, got 0");
+        assert_eq!(
+            err(UserRecalibrationArgs { refit_events: Ok(0), ..d() }),
+            "refit_events must be an int >= 1, got 0"
+        );
+        assert_eq!(
+            err(UserRecalibrationArgs { boost_events: Err("2.5".into()), ..d() }),
+            "boost_events must be an int >= 1, got 2.5"
+        );
+        assert_eq!(
+            err(UserRecalibrationArgs { shrink: 1.5, ..d() }),
+            "shrink must be in [0, 1], got 1.5"
+        );
+        assert_eq!(
+            err(UserRecalibrationArgs { boost: 0.5, ..d() }),
+            "boost must be finite and >= 1, got 0.5"
+        );
+        assert_eq!(
+            err(UserRecalibrationArgs { lambda_factor: -1.0, ..d() }),
+            "lambda_factor must be finite and > 0, got -1.0"
+        );
+        assert_eq!(
+            err(UserRecalibrationArgs { min_instances: Ok(0), ..d() }),
+            "min_instances must be >= 1, got 0"
+        );
     }
 
     #[test]
@@ -1650,7 +1703,8 @@ mod tests {
         .unwrap();
         let mut policy = GlobalRecalibration::new(&cfg);
         // hit rate 0.5 then 0.0: a drop
-        let stream: Vec<f64> = (0..4000).map(|i| if i < 2000 { f64::from(i % 2) } else { 0.0 }).collect();
+        let stream: Vec<f64> =
+            (0..4000).map(|i| if i < 2000 { f64::from(i % 2) } else { 0.0 }).collect();
         let mut first = None;
         for (i, x) in stream.iter().enumerate() {
             if let Some(w) = policy.update(&cfg, *x).unwrap() {
@@ -1658,7 +1712,11 @@ mod tests {
             }
         }
         let (i, warmup) = first.expect("a warm-up");
-        assert!(i >= 2000 && warmup.mean_after < warmup.mean_before && warmup.event_index == i as u64 + 1);
+        assert!(
+            i >= 2000
+                && warmup.mean_after < warmup.mean_before
+                && warmup.event_index == i as u64 + 1
+        );
         let mut up = GlobalRecalibration::new(&cfg);
         for x in stream.iter().map(|x| 1.0 - x) {
             assert!(up.update(&cfg, x).unwrap().is_none());
@@ -1674,20 +1732,30 @@ mod tests {
 
     #[test]
     fn global_config_messages_in_pythons_order() {
-        let err = |a: GlobalRecalibrationArgs| GlobalRecalibrationConfig::from_args(a).unwrap_err().0;
+        let err =
+            |a: GlobalRecalibrationArgs| GlobalRecalibrationConfig::from_args(a).unwrap_err().0;
         let d = GlobalRecalibrationArgs::default;
         assert_eq!(
             err(GlobalRecalibrationArgs { detector: Err("'cusum'".into()), ..d() }),
             "detector must be one of ('page_hinkley', 'adwin'), got 'cusum'"
         );
-        assert_eq!(err(GlobalRecalibrationArgs { warmup_events: Ok(0), ..d() }), "warmup_events must be >= 1, got 0");
+        assert_eq!(
+            err(GlobalRecalibrationArgs { warmup_events: Ok(0), ..d() }),
+            "warmup_events must be >= 1, got 0"
+        );
         assert_eq!(
             err(GlobalRecalibrationArgs { mode: Err("'sideways'".into()), ..d() }),
             "mode must be one of ('up', 'down', 'both'), got 'sideways'"
         );
-        assert_eq!(err(GlobalRecalibrationArgs { adwin_delta: 2.0, ..d() }), "delta must be in (0, 1), got 2.0");
+        assert_eq!(
+            err(GlobalRecalibrationArgs { adwin_delta: 2.0, ..d() }),
+            "delta must be in (0, 1), got 2.0"
+        );
         // the other kind's hyperparameters are not checked
-        assert!(GlobalRecalibrationConfig::from_args(GlobalRecalibrationArgs { ph_delta: -1.0, ..d() }).is_ok());
+        assert!(
+            GlobalRecalibrationConfig::from_args(GlobalRecalibrationArgs { ph_delta: -1.0, ..d() })
+                .is_ok()
+        );
     }
 
     #[test]
