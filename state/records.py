@@ -13,7 +13,6 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from operators.user_state import UserSnapshot
 
 Vector = npt.NDArray[np.float32]
 _F32: Final = np.dtype("<f4")
@@ -115,23 +114,6 @@ def encode_catalogue_item(item: CatalogueItem) -> bytes:
 def decode_catalogue_item(blob: bytes) -> CatalogueItem:
     """Inverse of :func:`encode_catalogue_item`."""
     return _catalogue_decoder.decode(blob)
-
-
-_state_encoder: Final = msgspec.msgpack.Encoder()
-_state_decoder: Final = msgspec.msgpack.Decoder(UserSnapshot)
-
-
-def encode_user_state(snapshot: UserSnapshot) -> bytes:
-    """A user's full dataflow state, parked in Redis while they are idle.
-
-    msgpack, not pickle: Redis content must never be able to run code in a worker.
-    """
-    return _state_encoder.encode(snapshot)
-
-
-def decode_user_state(blob: bytes) -> UserSnapshot:
-    """Inverse of :func:`encode_user_state`."""
-    return _state_decoder.decode(blob)
 
 
 def vector_to_bytes(vec: Vector) -> bytes:

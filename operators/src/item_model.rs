@@ -109,6 +109,7 @@ fn nothing(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
 impl ItemModel {
     /// Bytewax: apply the key's batch; returns `([ItemOut], retain)`.
     fn on_batch<'py>(&mut self, values: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyTuple>> {
+        let _timer = crate::timing::time(crate::timing::Part::ItemModel);
         let py = values.py();
         let bound: Vec<Bound<'py, ItemBatch>> =
             values.iter().map(|v| v.cast_into::<ItemBatch>().map_err(PyErr::from)).collect::<PyResult<_>>()?;

@@ -15,20 +15,27 @@ pub mod enrich;
 pub mod errors;
 pub mod events;
 pub mod feedback;
+pub mod feedback_model;
 pub mod intern;
 pub mod isgd;
 pub mod item_model;
 pub mod item_neighbours;
 pub mod item_state;
 pub mod item_vectors;
+pub mod live_quality;
 pub mod messages;
 pub mod page_hinkley;
 pub mod popularity;
 pub mod popularity_shift;
+pub mod popularity_shift_model;
 pub mod prequential;
 pub mod recalibration;
 pub mod records;
+pub mod routing;
 pub mod sessions;
+pub mod timing;
+pub mod user_model;
+pub mod user_state;
 pub mod user_window;
 
 #[pymodule]
@@ -39,15 +46,22 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     enrich::register(m)?;
     events::register(m)?;
     feedback::register(m)?;
+    feedback_model::register(m)?;
     isgd::register(m)?;
     item_model::register(m)?;
     item_state::register(m)?;
     item_vectors::register(m)?;
+    live_quality::register(m)?;
     messages::register(m)?;
     page_hinkley::register(m)?;
     popularity::register(m)?;
     popularity_shift::register(m)?;
+    popularity_shift_model::register(m)?;
     prequential::register(m)?;
     recalibration::register(m)?;
+    routing::register(m)?;
+    timing::register(m)?;
+    user_model::register(m)?;
+    user_state::register(m)?;
     Ok(())
 }

@@ -20,7 +20,7 @@ use crate::intern::Id;
 use crate::isgd::dot;
 use crate::item_vectors::ItemVectors;
 use crate::prequential::sampled_negatives;
-use crate::recalibration::{GlobalRecalibration, GlobalWarmup};
+use crate::recalibration::{GlobalRecalibration, GlobalRecalibrationConfig, GlobalWarmup};
 
 struct Window {
     hits: VecDeque<bool>,
@@ -32,6 +32,7 @@ struct Window {
 /// Sampled test-then-train HR@10 and the global drift policy of one process.
 #[pyclass(module = "operators._native", frozen)]
 pub struct LiveQuality {
+    drift_config: GlobalRecalibrationConfig,
     sample_every: u32,
     negatives: usize,
     window: usize,
@@ -85,12 +86,12 @@ impl LiveQuality {
         state.hits.push_back(hit);
         state.hit_count += usize::from(hit);
         state.evaluated += 1;
-        state.drift.update(if hit { 1.0 } else { 0.0 })
+        state.drift.update(&self.drift_config, if hit { 1.0 } else { 0.0 }).expect("a hit is finite")
     }
 
     /// Process-wide boost of learning rates during a global warm-up.
     pub fn learning_rate_multiplier(&self) -> f64 {
-        self.state.lock().expect("live quality poisoned").drift.learning_rate_multiplier()
+        self.state.lock().expect("live quality poisoned").drift.learning_rate_multiplier(&self.drift_config)
     }
 }
 
@@ -102,7 +103,9 @@ impl LiveQuality {
         if sample_every < 1 || window < 1 {
             return Err(crate::errors::Invalid::new("sample_every and window must be >= 1").into());
         }
+        let drift_config = GlobalRecalibrationConfig::default();
         Ok(LiveQuality {
+            drift_config,
             sample_every,
             negatives,
             window,
@@ -110,7 +113,7 @@ impl LiveQuality {
                 hits: VecDeque::with_capacity(window),
                 hit_count: 0,
                 evaluated: 0,
-                drift: GlobalRecalibration::default(),
+                drift: GlobalRecalibration::new(&GlobalRecalibrationConfig::default()),
             }),
         })
     }

@@ -12,6 +12,13 @@ use pyo3::prelude::*;
 /// log2 score of an item nobody touched yet.
 pub const NO_POPULARITY: f64 = f64::NEG_INFINITY;
 
+/// `2.0 ** x` as Python computes it, with C's pow(): exp2 can differ in the last bit, and LLVM
+/// rewrites pow(2, x) into exp2(x) unless the base is hidden from it.
+#[inline]
+fn pow2(x: f64) -> f64 {
+    std::hint::black_box(2.0f64).powf(x)
+}
+
 /// The item's log2 forward-decayed score after one more event (weight > 0, half-life > 0).
 pub fn add_event(log2_score: f64, weight: f64, ts_s: f64, half_life_s: f64) -> f64 {
     let term = ts_s / half_life_s + weight.log2();
@@ -19,7 +26,7 @@ pub fn add_event(log2_score: f64, weight: f64, ts_s: f64, half_life_s: f64) -> f
         return term;
     }
     let (high, low) = if term > log2_score { (term, log2_score) } else { (log2_score, term) };
-    high + (1.0 + (low - high).exp2()).log2()
+    high + (1.0 + pow2(low - high)).log2()
 }
 
 /// The popularity as a plain number: the sum of weights decayed to `now_s`.
@@ -27,7 +34,7 @@ pub fn decayed_value(log2_score: f64, now_s: f64, half_life_s: f64) -> f64 {
     if log2_score == NO_POPULARITY {
         return 0.0;
     }
-    (log2_score - now_s / half_life_s).exp2()
+    pow2(log2_score - now_s / half_life_s)
 }
 
 #[pyfunction(name = "add_event")]

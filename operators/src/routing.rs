@@ -14,13 +14,16 @@ use rustc_hash::FxHashMap;
 
 use crate::events::{self, Fast};
 use crate::intern::{self, Id};
+use crate::feedback_model::{FeedbackBatch, FeedbackOut};
 use crate::messages::{ArchiveRow, DeadLetter, ItemBatch, ItemOp, ItemOut, UserDelta};
+use crate::popularity_shift_model::{PopularitySample, ShiftAlarms};
 
 /// The batch's messages as `(user id, (user id, message))`: keyed for the user model, which
 /// also needs to know the key it was routed by. Broker errors and unreadable keys go to the
 /// key "" (their dead letters are written from there).
 #[pyfunction]
 pub fn key_by_user<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
+    let _timer = crate::timing::time(crate::timing::Part::KeyByUser);
     let py = batch.py();
     let out = PyList::empty(py);
     let empty = PyString::new(py, "");
@@ -53,8 +56,10 @@ pub fn key_by_user<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyLis
 fn payload_user(msg: &Bound<'_, PyAny>) -> Option<String> {
     let value = msg.getattr("value").ok()?;
     let payload = value.cast::<PyBytes>().ok()?;
-    // Validity does not depend on the clock for routing purposes: no skew limit here.
-    match events::decode_fast(payload.as_bytes(), i64::MIN / 2, f64::INFINITY) {
+    // Routing needs the user id, not the time check: judge it against a "now" in year ~9890
+    // (any timestamp the fast path reads is before it); the user model checks the real clock.
+    const FAR_FUTURE_US: i64 = 250_000_000_000_000_000;
+    match events::decode_fast(payload.as_bytes(), FAR_FUTURE_US, 0.0) {
         Fast::Valid(event) => Some(event.user_id),
         Fast::NotSure => None,
     }
@@ -73,6 +78,7 @@ fn deltas<'py>(batch: &Bound<'py, PyList>) -> impl Iterator<Item = Bound<'py, Us
 /// One `(item id, ItemBatch)` per target item of the batch, in first-touched order.
 #[pyfunction]
 pub fn item_batches<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
+    let _timer = crate::timing::time(crate::timing::Part::ItemBatches);
     let py = batch.py();
     let mut slots: FxHashMap<Id, usize> = FxHashMap::default();
     let mut grouped: Vec<ItemBatch> = Vec::new();
@@ -94,9 +100,48 @@ pub fn item_batches<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyLi
     Ok(out)
 }
 
+/// One `(model|segment, FeedbackBatch)` per (model version, segment) with feedback events.
+#[pyfunction]
+pub fn feedback_batches<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
+    let _timer = crate::timing::time(crate::timing::Part::SideOutputs);
+    let py = batch.py();
+    let mut slots: FxHashMap<(Id, Id), usize> = FxHashMap::default();
+    let mut grouped: Vec<FeedbackBatch> = Vec::new();
+    for delta in deltas(batch) {
+        for hit in &delta.get().feedback {
+            let slot = *slots.entry((hit.model, hit.segment)).or_insert_with(|| {
+                grouped.push(FeedbackBatch { model: hit.model, segment: hit.segment, hits: Vec::new() });
+                grouped.len() - 1
+            });
+            grouped[slot].hits.push((hit.event_type, hit.ts_s));
+        }
+    }
+    let out = PyList::empty(py);
+    for group in grouped {
+        let key = format!("{}|{}", intern::name(group.model), intern::name(group.segment));
+        out.append((key, Bound::new(py, group)?))?;
+    }
+    Ok(out)
+}
+
+/// The items of the batch's sampled interactions, for the one global popularity-shift key.
+#[pyfunction]
+pub fn popularity_samples<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
+    let _timer = crate::timing::time(crate::timing::Part::SideOutputs);
+    let py = batch.py();
+    let items: Vec<Id> =
+        deltas(batch).flat_map(|d| d.get().holdouts.iter().map(|h| h.item).collect::<Vec<_>>()).collect();
+    let out = PyList::empty(py);
+    if !items.is_empty() {
+        out.append(("all", Bound::new(py, PopularitySample { items })?))?;
+    }
+    Ok(out)
+}
+
 /// The batch's dead letters.
 #[pyfunction]
 pub fn dead_letters<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
+    let _timer = crate::timing::time(crate::timing::Part::SideOutputs);
     let py = batch.py();
     let out = PyList::empty(py);
     for delta in deltas(batch) {
@@ -110,6 +155,7 @@ pub fn dead_letters<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyLi
 /// The batch's valid events with their enrichment, for the Parquet archive.
 #[pyfunction]
 pub fn archive_rows<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
+    let _timer = crate::timing::time(crate::timing::Part::SideOutputs);
     let py = batch.py();
     let out = PyList::empty(py);
     for delta in deltas(batch) {
@@ -141,6 +187,8 @@ pub struct StateWrites {
     pub segment_scores: Vec<(&'static str, &'static str, f64)>,
     /// (key, user vector before the event, item id) of sampled events.
     pub holdouts: Vec<(String, Py<PyBytes>, &'static str)>,
+    /// (model, segment, window start, impressions, clicks, conversions) of touched windows.
+    pub feedback: Vec<(&'static str, &'static str, f64, u64, u64, u64)>,
     /// (kind, scope, detail).
     pub alarms: Vec<(&'static str, &'static str, String)>,
     pub applied: u64,
@@ -148,11 +196,14 @@ pub struct StateWrites {
     pub dead_letters: u64,
     pub user_alarms: u64,
     pub global_alarms: u64,
+    pub ctr_alarms: u64,
+    pub shift_alarms: u64,
 }
 
 /// Coalesce a batch of the flow's outputs into the writes that reach Redis.
 #[pyfunction]
 pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
+    let _timer = crate::timing::time(crate::timing::Part::CollectWrites);
     let py = batch.py();
     let mut writes = StateWrites::default();
     let mut users: FxHashMap<&str, (u64, Py<PyBytes>, Option<f64>)> = FxHashMap::default();
@@ -244,6 +295,32 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
             }
         }
     }
+    let mut windows: FxHashMap<(Id, Id, u64), usize> = FxHashMap::default();
+    for object in &bound {
+        if let Ok(out) = object.cast::<FeedbackOut>() {
+            let o = out.get();
+            for w in &o.windows {
+                let key = (o.model, o.segment, w.start_s.to_bits());
+                let row = (intern::name(o.model), intern::name(o.segment), w.start_s, w.impressions, w.clicks, w.conversions);
+                match windows.get(&key) {
+                    Some(&at) => writes.feedback[at] = row,
+                    None => {
+                        windows.insert(key, writes.feedback.len());
+                        writes.feedback.push(row);
+                    }
+                }
+            }
+            for detail in &o.alarms {
+                writes.ctr_alarms += 1;
+                writes.alarms.push(("ctr drift", "global", detail.clone()));
+            }
+        } else if let Ok(shift) = object.cast::<ShiftAlarms>() {
+            for detail in &shift.get().details {
+                writes.shift_alarms += 1;
+                writes.alarms.push(("popularity drift", "global", detail.clone()));
+            }
+        }
+    }
     for (item, w) in item_rows {
         writes.item_args.push(PyString::new(py, intern::name(item)).into_any().unbind());
         writes.item_args.push(w.version.into_pyobject(py)?.into_any().unbind());
@@ -267,6 +344,8 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(key_by_user, m)?)?;
     m.add_function(wrap_pyfunction!(item_batches, m)?)?;
+    m.add_function(wrap_pyfunction!(feedback_batches, m)?)?;
+    m.add_function(wrap_pyfunction!(popularity_samples, m)?)?;
     m.add_function(wrap_pyfunction!(dead_letters, m)?)?;
     m.add_function(wrap_pyfunction!(archive_rows, m)?)?;
     m.add_function(wrap_pyfunction!(collect_writes, m)?)?;

@@ -26,7 +26,8 @@ use crate::dedup::id_hash;
 use crate::enrich::{DEFAULT_CACHE_SIZE, Enricher};
 use crate::errors::Invalid;
 use crate::events::{self, DecodedEvent};
-use crate::intern::{self, Id};
+use crate::feedback::model_of;
+use crate::intern;
 use crate::isgd::IsgdParams;
 use crate::item_vectors::ItemVectors;
 use crate::live_quality::LiveQuality;
@@ -385,14 +386,6 @@ impl UserModel {
 
 }
 
-/// The model version a recommendation id was served by (`<model>.<uuid>`).
-pub fn model_of(recommendation_id: &str) -> &str {
-    match recommendation_id.rsplit_once('.') {
-        Some((model, _)) if !model.is_empty() => model,
-        _ => "unknown",
-    }
-}
-
 fn emit<'py>(py: Python<'py>, delta: Option<UserDelta>, discard: bool) -> PyResult<Bound<'py, PyTuple>> {
     let out = PyList::empty(py);
     if let Some(delta) = delta {
@@ -406,6 +399,7 @@ impl UserModel {
     /// Bytewax: the key's messages of this batch, as `(user id, message)` pairs from
     /// `key_by_user`; returns `([UserDelta], discard)`.
     fn on_batch<'py>(&mut self, values: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyTuple>> {
+        let _timer = crate::timing::time(crate::timing::Part::UserModel);
         let py = values.py();
         let now_s = wall_clock_s();
         self.last_active_s = now_s;
@@ -512,17 +506,4 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<UserModelFactory>()?;
     m.add_class::<UserModel>()?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn model_of_reads_the_prefix_of_a_recommendation_id() {
-        assert_eq!(model_of("v3.1234-abcd"), "v3");
-        assert_eq!(model_of("a.b.c"), "a.b");
-        assert_eq!(model_of("nodot"), "unknown");
-        assert_eq!(model_of(".x"), "unknown");
-    }
 }

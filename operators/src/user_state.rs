@@ -18,7 +18,7 @@ use crate::isgd::{self, IsgdParams, Kind};
 use crate::messages::{ItemLearn, ItemOp};
 use crate::records::{UserRecordFields, encode_user};
 use crate::recalibration::{
-    CategoryConfig, CategoryProfile, Recalibration, UserRecalibration, UserRecalibrationConfig,
+    CategoryProfile, CategoryProfileConfig, Recalibration, UserRecalibration, UserRecalibrationConfig,
 };
 use crate::sessions::{SESSION_MAX_ITEMS, Session};
 use crate::user_window::{UserWindow, WindowConfig};
@@ -31,7 +31,7 @@ pub struct UserConfig {
     pub session_gap_s: f64,
     /// A new session item pairs with at most this many previous items of the session.
     pub covisit_span: usize,
-    pub categories: CategoryConfig,
+    pub categories: CategoryProfileConfig,
     /// Per-user drift policy; None disables drift detection.
     pub recalibration: Option<UserRecalibrationConfig>,
 }
@@ -55,7 +55,7 @@ impl UserConfig {
             dedup: DedupConfig::new(dedup_horizon_s, dedup_max_ids)?,
             session_gap_s,
             covisit_span: covisit_span as usize,
-            categories: CategoryConfig::default(),
+            categories: CategoryProfileConfig::default(),
             recalibration,
         })
     }
@@ -94,8 +94,8 @@ impl UserState {
             dedup: EventDedup::default(),
             session: Session::default(),
             segment: intern::intern(""),
-            categories: CategoryProfile::default(),
-            recalibration: config.recalibration.as_ref().map(|_| UserRecalibration::default()),
+            categories: CategoryProfile::new(),
+            recalibration: config.recalibration.as_ref().map(|_| UserRecalibration::new()),
             last_error: 0.0,
             last_surprise: None,
         }
@@ -133,7 +133,7 @@ impl UserState {
         if let (Some(policy), Some(cfg)) = (&self.recalibration, &config.recalibration) {
             boost *= policy.learning_rate_multiplier(cfg);
         }
-        self.last_surprise = category.map(|c| self.categories.observe(c, &config.categories));
+        self.last_surprise = category.map(|c| self.categories.observe(&config.categories, c));
         self.last_error = isgd::user_step(&mut self.vector, item_vector, weight * boost, params);
         ops.push((
             item,
@@ -193,7 +193,7 @@ impl UserState {
         let recent: Vec<(Id, f64)> =
             self.window.recent.iter().map(|r| (r.item, params.weight(r.event_type))).collect();
         let initial = isgd::initial_vector(&self.user_id, Kind::User, params);
-        let decision = policy.recalibrate(cfg, &self.vector, &recent, item_vector, &initial, params);
+        let decision = policy.recalibrate(cfg, &self.vector, &recent, item_vector, &initial, params)?;
         self.vector = decision.user_vector.clone().into();
         Ok(Some(decision))
     }
@@ -282,7 +282,7 @@ impl UserState {
         let recalibration = match (&config.recalibration, stored) {
             (None, _) => None,
             (Some(_), Some(policy)) => Some(policy),
-            (Some(_), None) => Some(UserRecalibration::default()),
+            (Some(_), None) => Some(UserRecalibration::new()),
         };
         Ok(UserState {
             user_id,
@@ -376,7 +376,7 @@ impl PyUserConfig {
     }
 }
 
-fn event_type(name: &str) -> PyResult<EventType> {
+fn parse_event_type(name: &str) -> PyResult<EventType> {
     EventType::from_name(name).ok_or_else(|| PyValueError::new_err(format!("unknown event type {name:?}")))
 }
 
@@ -495,7 +495,7 @@ impl PyUserState {
         self.state.learn(
             item,
             vector,
-            event_type(event_type)?,
+            parse_event_type(event_type)?,
             ts_s,
             category_id.map(intern::intern),
             intern::intern(segment),
@@ -541,7 +541,7 @@ impl PyUserState {
     /// Count an event that does not train the model (e.g. an impression).
     fn observe(&mut self, item_id: &str, event_type: &str, ts_s: f64) -> PyResult<()> {
         let _ = item_id; // impressions name an item but never enter the window
-        self.state.observe(self::event_type(event_type)?, ts_s);
+        self.state.observe(parse_event_type(event_type)?, ts_s);
         Ok(())
     }
 

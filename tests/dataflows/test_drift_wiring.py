@@ -47,7 +47,10 @@ def taste_flip_events() -> list[Event]:
 
 
 def test_taste_flip_raises_a_user_alarm_and_refits(stack, tmp_path) -> None:
-    settings = unique_settings(stack, tmp_path)
+    # The drifter's loss rises only against item vectors the others have trained: the
+    # replica must see them (the native flow runs the whole stream in a few tens of ms, less
+    # than the default refresh interval).
+    settings = unique_settings(stack, tmp_path, item_refresh_ms=1)
     events = taste_flip_events()
     run_flow_on(settings, events, 40)
     store = RedisStore.from_url(settings.redis_url, settings.redis_prefix, settings.factors)

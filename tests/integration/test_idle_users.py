@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
+from dataflows.personalize import isgd_params, user_config
 from freshrec.events import encode_event
 from freshrec.replay import iter_dataset_events
-from state.records import decode_user_state
+from operators import UserState
 from state.store import RedisStore
 from tests.conftest import running_pipeline, wait_until
 
@@ -35,14 +36,16 @@ def test_idle_user_is_parked_and_restored(make_settings, tmp_path: Path) -> None
         wait_until(lambda: (r := store.get_user(user)) is not None and r.events == len(first), 30)
         # Idle for longer than the TTL: the worker parks the full state in Redis.
         parked = wait_until(lambda: store.parked_user_state(user), 30, 0.1)
-        snapshot = decode_user_state(parked)  # type: ignore[arg-type]
+        snapshot = UserState.from_state(parked, isgd_params(settings), user_config(settings))
         assert snapshot.user_id == user and snapshot.version == len(first)
-        assert len(snapshot.dedup.ids) == len(first)
+        assert snapshot.dedup_ids == len(first)
+        # Parked users are indexed, so a restarted worker asks Redis only for them.
+        assert store.client.zscore(store.keys.parked_users, user) is not None
 
         send(later + first[:3])  # the user returns, with three SDK retries of old events
         wait_until(lambda: (r := store.get_user(user)) is not None and r.events == len(mine), 30)
         record = store.get_user(user)
         assert record is not None
         assert record.duplicates == 3, "the restored dedup memory recognised the retries"
-        assert record.session_no >= snapshot.session.session_no
+        assert record.session_no >= snapshot.session[0]
         assert record.recent[0] == later[-1].item_id

@@ -284,6 +284,7 @@ def test_every_key_is_inside_the_namespace(store: RedisStore) -> None:
         [
             f"{prefix}:u:u:1",
             f"{prefix}:us:u:1",
+            f"{prefix}:us:idx",
             f"{prefix}:if",
             f"{prefix}:if:ver",
             f"{prefix}:if:chg",
