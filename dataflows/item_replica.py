@@ -1,11 +1,12 @@
-"""The worker's replica of the item factors: pulled from Redis, held natively for the user model.
+"""The worker's replica of the item factors: held natively for the user model, refreshed.
 
 Item vectors have one owner, the item model, which writes them to Redis with a change log;
 the user model needs them too (the user half of an ISGD step moves the user towards the item)
 but cannot read its downstream step's state. So each worker process keeps one native
-:class:`operators.ItemVectors` and this feed pulls only the items whose factors changed since
-its last pull, at most every ``item_refresh_ms`` (the user model asks for it; see
-``operators/src/item_vectors.rs`` for what that staleness means for reproducibility).
+:class:`operators.ItemVectors`; at most every ``item_refresh_ms`` (the user model asks) this
+feed adopts the vectors this process' own item models computed since the last refresh, and
+reads from Redis only the changed items owned by other processes (none with one process).
+See ``operators/src/item_vectors.rs`` for what that staleness means for reproducibility.
 """
 
 from __future__ import annotations
@@ -27,12 +28,18 @@ class ItemReplicaFeed:
         self._lock = threading.Lock()
 
     def refresh(self) -> int:
-        """Pull the items changed since the last pull; return how many (waits out outages)."""
+        """Adopt the items changed since the last refresh; return how many (waits out outages)."""
         with self._lock:  # worker threads of one process share the replica
-            changes = retry_while_unreachable(lambda: self.store.read_item_changes(self.seq))
-            self.vectors.apply(changes.item_ids, changes.vectors.tobytes())
-            self.seq = changes.max_seq
-            return len(changes.item_ids)
+            changed, max_seq = retry_while_unreachable(
+                lambda: self.store.item_change_ids(self.seq)
+            )
+            remote = self.vectors.remote(changed)
+            ids, matrix = retry_while_unreachable(lambda: self.store.item_vectors(remote))
+            self.vectors.apply(ids, matrix)
+            # This process' own changes last: they are at least as new as Redis' copy.
+            local = self.vectors.apply_staged()
+            self.seq = max_seq
+            return len(ids) + local
 
 
 _feeds: dict[tuple[str, str, int], ItemReplicaFeed] = {}

@@ -28,6 +28,7 @@ from bytewax.inputs import Source
 
 from dataflows import kafka_io, steps
 from dataflows.archive_sink import ArchiveSink, archive_rows
+from dataflows.item_replica import shared_replica
 from freshrec.settings import Settings, load_settings
 from operators import (
     FeedbackModelFactory,
@@ -97,7 +98,12 @@ def build_flow(settings: Settings, source: Source[object] | None = None) -> Data
     items = op.stateful_batch(
         "item_model",
         op.flat_map_batch("item_batches", users, item_batches),
-        ItemModelFactory(params, item_config(settings), settings.neighbours_per_item),
+        ItemModelFactory(
+            params,
+            item_config(settings),
+            settings.neighbours_per_item,
+            replica=shared_replica(settings.redis_url, settings.redis_prefix, params).vectors,
+        ),
     )
     feedback = op.stateful_batch(
         "feedback",

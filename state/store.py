@@ -39,49 +39,202 @@ from state.records import (
     matrix_from_blobs,
 )
 
-# KEYS = record keys; ARGV = version_1, blob_1, version_2, blob_2, ...
-# Each stored record starts with its version as an 8-byte big-endian integer.
-_VERSIONED_SET_LUA: Final = """
-local written = 0
-for i, key in ipairs(KEYS) do
-  local version = tonumber(ARGV[2 * i - 1])
-  local current = redis.call('GET', key)
-  local current_version = -1
-  if current then current_version = struct.unpack('>I8', current) end
-  if version > current_version then
-    redis.call('SET', key, ARGV[2 * i])
-    written = written + 1
+# Both write scripts read every current version with one command and write with a few
+# variadic ones (chunked: Lua's unpack takes at most a few thousand values), instead of a
+# read and a write per record: a dataflow batch writes ~1,000 records, and Redis' cost is
+# per command far more than per value.
+_CHUNKED_LUA: Final = """
+local function chunked(command, key, values, stride)
+  local n = #values
+  local step = 4000 - 4000 % stride
+  for first = 1, n, step do
+    local last = math.min(first + step - 1, n)
+    if key then
+      redis.call(command, key, unpack(values, first, last))
+    else
+      redis.call(command, unpack(values, first, last))
+    end
   end
 end
-return written
+local function fetched(command, key, names)
+  local out = {}
+  for first = 1, #names, 4000 do
+    local last = math.min(first + 3999, #names)
+    local part
+    if key then
+      part = redis.call(command, key, unpack(names, first, last))
+    else
+      part = redis.call(command, unpack(names, first, last))
+    end
+    for i = 1, #part do out[first + i - 1] = part[i] end
+  end
+  return out
+end
+"""
+
+# KEYS = record keys; ARGV = version_1, blob_1, version_2, blob_2, ...
+# Each stored record starts with its version as an 8-byte big-endian integer. A key given
+# twice keeps its newest version.
+_VERSIONED_SET_LUA: Final = _CHUNKED_LUA + """
+local current = fetched('MGET', nil, KEYS)
+local newest = {}
+local order = {}
+local accepted = 0
+for i, key in ipairs(KEYS) do
+  local version = tonumber(ARGV[2 * i - 1])
+  local held = newest[key]
+  local stored = -1
+  if held then
+    stored = held[1]
+  elseif current[i] then
+    stored = struct.unpack('>I8', current[i])
+  end
+  if version > stored then
+    if not held then order[#order + 1] = key end
+    newest[key] = {version, ARGV[2 * i]}
+    accepted = accepted + 1
+  end
+end
+local pairs = {}
+for _, key in ipairs(order) do
+  pairs[#pairs + 1] = key
+  pairs[#pairs + 1] = newest[key][2]
+end
+chunked('MSET', nil, pairs, 2)
+return accepted
 """
 
 # KEYS = factors hash, versions hash, change zset, seq counter, popularity zset, trend zset,
 #        categories hash
-# ARGV = item_1, version_1, blob_1, popularity_1, trend_1 ('' = not trending),
-#        category_1 ('' = unknown), item_2, ...
-_WRITE_ITEMS_LUA: Final = """
-local written = 0
-for i = 1, #ARGV, 6 do
-  local item = ARGV[i]
-  local version = tonumber(ARGV[i + 1])
-  local current = tonumber(redis.call('HGET', KEYS[2], item) or '-1')
-  if version > current then
-    redis.call('HSET', KEYS[1], item, ARGV[i + 2])
-    redis.call('HSET', KEYS[2], item, version)
-    redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), item)
-    redis.call('ZADD', KEYS[5], ARGV[i + 3], item)
-    if ARGV[i + 4] == '' then
-      redis.call('ZREM', KEYS[6], item)
-    else
-      redis.call('ZADD', KEYS[6], ARGV[i + 4], item)
-    end
-    if ARGV[i + 5] ~= '' then redis.call('HSET', KEYS[7], item, ARGV[i + 5]) end
-    written = written + 1
+# ARGV, grouped by the command each range feeds (built by `item_write_args`, or natively by
+# `operators.collect_writes`): n, then n ids, n versions, n (id, vector) pairs, n (id,
+# version) pairs, n (popularity, id) pairs, then t and t (trend, id) pairs of trending items,
+# u and u ids no longer trending, c and c (id, category) pairs of new categories.
+# Every written item gets the next change sequence number (its place in the change log).
+# Fast path (every item newer than what is stored, each once): whole ranges go to variadic
+# commands with no per-item work in Lua. Otherwise (a replay, a repeated item), each item is
+# checked and only the newest version of each is written.
+_WRITE_ITEMS_LUA: Final = _CHUNKED_LUA + """
+local function range_call(command, key, first, count, stride)
+  local step = 4000 - 4000 % stride
+  for a = first, first + count - 1, step do
+    local b = math.min(a + step - 1, first + count - 1)
+    redis.call(command, key, unpack(ARGV, a, b))
   end
 end
-return written
+local n = tonumber(ARGV[1])
+if n == 0 then return 0 end
+local ids_at, versions_at = 2, 2 + n
+local factors_at = 2 + 2 * n
+local vpairs_at = factors_at + 2 * n
+local pop_at = vpairs_at + 2 * n
+local t_at = pop_at + 2 * n
+local t = tonumber(ARGV[t_at])
+local u_at = t_at + 1 + 2 * t
+local u = tonumber(ARGV[u_at])
+local c_at = u_at + 1 + u
+local c = tonumber(ARGV[c_at])
+local ids = {}
+for i = 1, n do ids[i] = ARGV[ids_at + i - 1] end
+local current = fetched('HMGET', KEYS[2], ids)
+local stored = {}
+local fresh = true
+for i = 1, n do
+  local id = ids[i]
+  local version = tonumber(ARGV[versions_at + i - 1])
+  local have = stored[id] or tonumber(current[i] or '-1')
+  if stored[id] or version <= have then fresh = false end
+  if version > have then stored[id] = version else stored[id] = have end
+end
+local seq = tonumber(redis.call('GET', KEYS[4]) or '0')
+if fresh then
+  local changes = {}
+  for i = 1, n do changes[2 * i - 1] = seq + i; changes[2 * i] = ids[i] end
+  redis.call('SET', KEYS[4], seq + n)
+  range_call('HSET', KEYS[1], factors_at, 2 * n, 2)
+  range_call('HSET', KEYS[2], vpairs_at, 2 * n, 2)
+  chunked('ZADD', KEYS[3], changes, 2)
+  range_call('ZADD', KEYS[5], pop_at, 2 * n, 2)
+  if t > 0 then range_call('ZADD', KEYS[6], t_at + 1, 2 * t, 2) end
+  if u > 0 then range_call('ZREM', KEYS[6], u_at + 1, u, 1) end
+  if c > 0 then range_call('HSET', KEYS[7], c_at + 1, 2 * c, 2) end
+  return n
+end
+-- Slow path: the last occurrence of an item's newest version wins.
+local best = {}
+for i = 1, n do
+  local id = ids[i]
+  local version = tonumber(ARGV[versions_at + i - 1])
+  local was = tonumber(current[i] or '-1')
+  if version > was and (not best[id] or version > tonumber(ARGV[versions_at + best[id] - 1])) then
+    best[id] = i
+  end
+end
+local factors, versions, changes, popularity = {}, {}, {}, {}
+local accepted = {}
+for i = 1, n do
+  local id = ids[i]
+  if best[id] == i then
+    accepted[id] = true
+    seq = seq + 1
+    factors[#factors + 1] = id; factors[#factors + 1] = ARGV[factors_at + 2 * i - 1]
+    versions[#versions + 1] = id; versions[#versions + 1] = ARGV[versions_at + i - 1]
+    changes[#changes + 1] = seq; changes[#changes + 1] = id
+    popularity[#popularity + 1] = ARGV[pop_at + 2 * i - 2]
+    popularity[#popularity + 1] = id
+  end
+end
+if #factors == 0 then return 0 end
+local trending, untrending, categories = {}, {}, {}
+for j = 1, t do
+  local id = ARGV[t_at + 2 * j]
+  if accepted[id] then
+    trending[#trending + 1] = ARGV[t_at + 2 * j - 1]; trending[#trending + 1] = id
+  end
+end
+for j = 1, u do
+  local id = ARGV[u_at + j]
+  if accepted[id] then untrending[#untrending + 1] = id end
+end
+for j = 1, c do
+  local id = ARGV[c_at + 2 * j - 1]
+  if accepted[id] then
+    categories[#categories + 1] = id; categories[#categories + 1] = ARGV[c_at + 2 * j]
+  end
+end
+redis.call('SET', KEYS[4], seq)
+chunked('HSET', KEYS[1], factors, 2)
+chunked('HSET', KEYS[2], versions, 2)
+chunked('ZADD', KEYS[3], changes, 2)
+chunked('ZADD', KEYS[5], popularity, 2)
+chunked('ZADD', KEYS[6], trending, 2)
+chunked('ZREM', KEYS[6], untrending, 1)
+chunked('HSET', KEYS[7], categories, 2)
+return #factors / 2
 """
+
+
+def item_write_args(items: Sequence[ItemWrite]) -> list[Any]:
+    """The item-write script's arguments for Python-side item writes (tools and tests).
+
+    Without the flow's memory of what was trending, every non-trending item is un-listed.
+    """
+    ids = [i.item_id for i in items]
+    args: list[Any] = [len(items), *ids, *(i.version for i in items)]
+    for i in items:
+        args += (i.item_id, i.vector)
+    for i in items:
+        args += (i.item_id, i.version)
+    for i in items:
+        args += (repr(i.popularity_log2), i.item_id)
+    trending = [(repr(i.trend_log2), i.item_id) for i in items if i.trend_log2 is not None]
+    args += [len(trending), *(x for pair in trending for x in pair)]
+    untrending = [i.item_id for i in items if i.trend_log2 is None]
+    args += [len(untrending), *untrending]
+    categories = [(i.item_id, i.category_id) for i in items if i.category_id]
+    args += [len(categories), *(x for pair in categories for x in pair)]
+    return args
+
 
 # KEYS = catalogue hash, change zset, seq counter; ARGV = item_1, blob_1, item_2, blob_2, ...
 _PUT_CATALOGUE_LUA: Final = """
@@ -368,19 +521,7 @@ class RedisStore:
         """Store item states newer than what is stored; return how many were."""
         if not items:
             return 0
-        args: list[Any] = []
-        for item in items:
-            trend = "" if item.trend_log2 is None else repr(item.trend_log2)
-            args.extend(
-                (
-                    item.item_id,
-                    item.version,
-                    item.vector,
-                    repr(item.popularity_log2),
-                    trend,
-                    item.category_id or "",
-                )
-            )
+        args = item_write_args(items)
         k = self.keys
         keys = [
             k.item_factors,
@@ -535,12 +676,9 @@ class RedisStore:
 
     def read_item_changes(self, since_seq: int) -> ItemChanges:
         """Item factors written after ``since_seq`` (all of them for ``since_seq=0``)."""
-        changed = self.client.zrangebyscore(
-            self.keys.item_changes, f"({since_seq}", "+inf", withscores=True
-        )
-        if not changed:
+        item_ids, max_seq = self.item_change_ids(since_seq)
+        if not item_ids:
             return ItemChanges([], matrix_from_blobs([], self.factors), [], since_seq)
-        item_ids = [member.decode() for member, _ in changed]
         pipe = self.client.pipeline(transaction=False)
         pipe.hmget(self.keys.item_factors, item_ids)
         pipe.hmget(self.keys.item_categories, item_ids)
@@ -548,13 +686,29 @@ class RedisStore:
         present = [
             (i, b, c) for i, b, c in zip(item_ids, blobs, categories, strict=True) if b is not None
         ]
-        max_seq = int(max(score for _, score in changed))
         return ItemChanges(
             [i for i, _, _ in present],
             matrix_from_blobs([b for _, b, _ in present], self.factors),
             [None if c is None else c.decode() for _, _, c in present],
             max_seq,
         )
+
+    def item_change_ids(self, since_seq: int) -> tuple[list[str], int]:
+        """Ids of the items whose factors were written after ``since_seq``, and the newest seq."""
+        changed = self.client.zrangebyscore(
+            self.keys.item_changes, f"({since_seq}", "+inf", withscores=True
+        )
+        if not changed:
+            return [], since_seq
+        return [member.decode() for member, _ in changed], int(changed[-1][1])
+
+    def item_vectors(self, item_ids: Sequence[str]) -> tuple[list[str], bytes]:
+        """The factors of those items that have them: (ids, float32 vectors row after row)."""
+        if not item_ids:
+            return [], b""
+        blobs = self.client.hmget(self.keys.item_factors, item_ids)
+        present = [(i, b) for i, b in zip(item_ids, blobs, strict=True) if b is not None]
+        return [i for i, _ in present], b"".join(b for _, b in present)
 
     # --- catalogue -----------------------------------------------------------------------
     def put_catalogue(self, items: Sequence[CatalogueItem]) -> int:

@@ -15,6 +15,7 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 use crate::intern;
 use crate::isgd::IsgdParams;
 use crate::item_state::{ItemConfig, ItemState};
+use crate::item_vectors::ItemVectors;
 use crate::messages::{ItemBatch, ItemOp, ItemOut, ItemWrite};
 use crate::records;
 
@@ -24,6 +25,8 @@ pub struct ItemShared {
     pub config: ItemConfig,
     /// Co-visited neighbours stored per item.
     pub top_m: usize,
+    /// This process' replica of item vectors for its user models, if it has one.
+    pub replica: Option<Py<ItemVectors>>,
 }
 
 /// Builds item models, new or from a snapshot (the keyed step's builder).
@@ -35,8 +38,9 @@ pub struct ItemModelFactory {
 #[pymethods]
 impl ItemModelFactory {
     #[new]
-    fn new(params: IsgdParams, config: ItemConfig, top_m: usize) -> Self {
-        ItemModelFactory { shared: Arc::new(ItemShared { params, config, top_m }) }
+    #[pyo3(signature = (params, config, top_m, replica=None))]
+    fn new(params: IsgdParams, config: ItemConfig, top_m: usize, replica: Option<Py<ItemVectors>>) -> Self {
+        ItemModelFactory { shared: Arc::new(ItemShared { params, config, top_m, replica }) }
     }
 
     #[pyo3(signature = (resume=None))]
@@ -63,6 +67,7 @@ impl ItemModel {
         let shared = &*self.shared;
         let state = self.state.get_or_insert_with(|| ItemState::new(first.item, &shared.params));
         let (mut learned, mut covisited) = (false, false);
+        let (category_before, trending_before) = (state.category, state.trending);
         let mut segments: Vec<(intern::Id, f64)> = Vec::new();
         for batch in batches {
             for op in &batch.ops {
@@ -83,12 +88,23 @@ impl ItemModel {
                 }
             }
         }
-        let write = learned.then(|| ItemWrite {
-            version: state.version,
-            vector: state.vector.clone(),
-            popularity_log2: state.popularity_log2,
-            trend_log2: state.trend_log2(&shared.config),
-            category: state.category,
+        if learned {
+            if let Some(replica) = &shared.replica {
+                replica.get().stage_local(state.item, &state.vector);
+            }
+        }
+        let write = learned.then(|| {
+            let trend_log2 = state.trend_log2(&shared.config);
+            state.trending = trend_log2.is_some();
+            ItemWrite {
+                version: state.version,
+                vector: state.vector.clone(),
+                popularity_log2: state.popularity_log2,
+                trend_log2,
+                untrend: trending_before && trend_log2.is_none(),
+                category: state.category,
+                category_changed: state.category != category_before,
+            }
         });
         let neighbours = covisited.then(|| {
             let top = state.neighbours.top(shared.top_m);

@@ -6,7 +6,7 @@
 //!
 //! Snapshot (tag `FRI`, version 1): item id, vector (f32s), version, popularity_log2,
 //! short_popularity_log2, last_ts, neighbours, covisit_version, category (opt str),
-//! segments (count, then segment str + log2 score each).
+//! segments (count, then segment str + log2 score each), trending (bool).
 
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::exceptions::PyValueError;
@@ -115,6 +115,8 @@ pub struct ItemState {
     pub category: Option<Id>,
     /// log2 decayed popularity of the item within each context segment it was seen in.
     pub segments: Vec<(Id, f64)>,
+    /// Whether the item was trending at its last update (so a write knows to un-list it).
+    pub trending: bool,
 }
 
 impl ItemState {
@@ -130,6 +132,7 @@ impl ItemState {
             covisit_version: 0,
             category: None,
             segments: Vec::new(),
+            trending: false,
         }
     }
 
@@ -204,6 +207,7 @@ impl ItemState {
             w.str(intern::name(*segment));
             w.f64(*score);
         }
+        w.bool(self.trending);
     }
 
     pub fn read(r: &mut Reader, params: &IsgdParams) -> Result<Self, Invalid> {
@@ -225,6 +229,7 @@ impl ItemState {
             let segment = intern::intern(r.str()?);
             segments.push((segment, r.f64()?));
         }
+        let trending = r.bool()?;
         Ok(ItemState {
             item,
             vector: vector.into(),
@@ -236,6 +241,7 @@ impl ItemState {
             covisit_version,
             category,
             segments,
+            trending,
         })
     }
 

@@ -18,7 +18,7 @@ use std::sync::RwLock;
 use numpy::PyArray1;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::intern::{self, Id};
 use crate::isgd::{self, IsgdParams, Kind};
@@ -29,6 +29,11 @@ struct Table {
     data: Vec<f32>,
     /// Every item held, in the order first held (sampled negatives index into it).
     ids: Vec<Id>,
+    /// Items whose owner (item model) lives in this process: their vectors come from it,
+    /// never from Redis, which only ever holds what this process wrote.
+    owned: FxHashSet<Id>,
+    /// Vectors this process' item models computed since the last refresh (newest per item).
+    staged: FxHashMap<Id, Box<[f32]>>,
 }
 
 impl Table {
@@ -43,6 +48,20 @@ impl Table {
         self.data.resize(start + params.factors, 0.0);
         isgd::initial_vector_into(intern::name(item), Kind::Item, params, &mut self.data[start..]);
         row
+    }
+
+    fn set(&mut self, item: Id, vector: &[f32], k: usize) {
+        let row = match self.rows.get(&item) {
+            Some(&row) => row as usize,
+            None => {
+                let row = self.ids.len();
+                self.rows.insert(item, row as u32);
+                self.ids.push(item);
+                self.data.resize((row + 1) * k, 0.0);
+                row
+            }
+        };
+        self.data[row * k..(row + 1) * k].copy_from_slice(vector);
     }
 }
 
@@ -103,6 +122,14 @@ impl ItemVectors {
     pub fn len(&self) -> usize {
         self.table.read().expect("replica poisoned").ids.len()
     }
+
+    /// An item model of this process changed `item`: the user models see it at the next
+    /// refresh (as they would see any other item), without reading it back from Redis.
+    pub fn stage_local(&self, item: Id, vector: &[f32]) {
+        let mut table = self.table.write().expect("replica poisoned");
+        table.owned.insert(item);
+        table.staged.insert(item, vector.into());
+    }
 }
 
 #[pymethods]
@@ -110,6 +137,26 @@ impl ItemVectors {
     #[new]
     fn py_new(params: IsgdParams) -> Self {
         ItemVectors::new(params)
+    }
+
+    /// Of the items changed in Redis, those this process does not own (to be read from it).
+    fn remote(&self, item_ids: Vec<String>) -> Vec<String> {
+        let table = self.table.read().expect("replica poisoned");
+        item_ids
+            .into_iter()
+            .filter(|id| intern::lookup(id).is_none_or(|item| !table.owned.contains(&item)))
+            .collect()
+    }
+
+    /// Adopt what this process' item models computed since the last refresh; how many.
+    fn apply_staged(&self) -> usize {
+        let k = self.params.factors;
+        let mut table = self.table.write().expect("replica poisoned");
+        let staged = std::mem::take(&mut table.staged);
+        for (item, vector) in &staged {
+            table.set(*item, vector, k);
+        }
+        staged.len()
     }
 
     /// Adopt changed items: `matrix` is their float32 vectors, row after row.

@@ -136,7 +136,11 @@ pub struct ItemWrite {
     pub vector: Box<[f32]>,
     pub popularity_log2: f64,
     pub trend_log2: Option<f64>,
+    /// The item was trending before this batch and no longer is: un-list it.
+    pub untrend: bool,
     pub category: Option<Id>,
+    /// The category is new with this batch: store it.
+    pub category_changed: bool,
 }
 
 /// What one batch changed of one item (the item model's output).

@@ -177,8 +177,7 @@ pub struct StateWrites {
     pub arrivals: Vec<f64>,
     /// (user id, full state) of users leaving worker memory.
     pub parked: Vec<(String, Py<PyBytes>)>,
-    /// The item-write script's arguments, 6 per item: id, version, vector, popularity,
-    /// trend ('' = not trending), category ('' = unknown).
+    /// The item-write script's arguments (layout: `state/store.py`, `_WRITE_ITEMS_LUA`).
     pub item_args: Vec<Py<PyAny>>,
     /// Items whose neighbour lists changed, and (version, blob) for each.
     pub neighbour_ids: Vec<&'static str>,
@@ -321,16 +320,54 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
             }
         }
     }
-    for (item, w) in item_rows {
-        writes.item_args.push(PyString::new(py, intern::name(item)).into_any().unbind());
-        writes.item_args.push(w.version.into_pyobject(py)?.into_any().unbind());
-        writes.item_args.push(PyBytes::new(py, &crate::records::vector_bytes(&w.vector)).into_any().unbind());
-        // Redis parses these with strtod: Rust's shortest round-trip form reads back exactly.
-        writes.item_args.push(PyString::new(py, &w.popularity_log2.to_string()).into_any().unbind());
-        let trend = w.trend_log2.map_or_else(String::new, |t| t.to_string());
-        writes.item_args.push(PyString::new(py, &trend).into_any().unbind());
-        let category = w.category.map_or("", intern::name);
-        writes.item_args.push(PyString::new(py, category).into_any().unbind());
+    // The item-write script's arguments, grouped by the command they feed so the script can
+    // pass whole ranges on (see state/store.py): n, ids, versions, (id, vector) pairs,
+    // (id, version) pairs, (popularity, id) pairs, then counted lists of (trend, id) pairs,
+    // ids to un-list from trending, and (id, category) pairs.
+    if !item_rows.is_empty() {
+        let args = &mut writes.item_args;
+        let text = |s: &str| PyString::new(py, s).into_any().unbind();
+        let int = |v: u64| -> PyResult<Py<PyAny>> { Ok(v.into_pyobject(py)?.into_any().unbind()) };
+        args.push(int(item_rows.len() as u64)?);
+        for (item, _) in &item_rows {
+            args.push(text(intern::name(*item)));
+        }
+        for (_, w) in &item_rows {
+            args.push(int(w.version)?);
+        }
+        for (item, w) in &item_rows {
+            args.push(text(intern::name(*item)));
+            args.push(PyBytes::new(py, &crate::records::vector_bytes(&w.vector)).into_any().unbind());
+        }
+        for (item, w) in &item_rows {
+            args.push(text(intern::name(*item)));
+            args.push(int(w.version)?);
+        }
+        // Redis parses scores with strtod: Rust's shortest round-trip form reads back exactly.
+        for (item, w) in &item_rows {
+            args.push(text(&w.popularity_log2.to_string()));
+            args.push(text(intern::name(*item)));
+        }
+        let trending: Vec<_> = item_rows.iter().filter_map(|(i, w)| w.trend_log2.map(|t| (*i, t))).collect();
+        args.push(int(trending.len() as u64)?);
+        for (item, trend) in trending {
+            args.push(text(&trend.to_string()));
+            args.push(text(intern::name(item)));
+        }
+        let untrend: Vec<_> = item_rows.iter().filter(|(_, w)| w.untrend).collect();
+        args.push(int(untrend.len() as u64)?);
+        for (item, _) in untrend {
+            args.push(text(intern::name(*item)));
+        }
+        let categories: Vec<_> = item_rows
+            .iter()
+            .filter_map(|(i, w)| w.category.filter(|_| w.category_changed).map(|c| (*i, c)))
+            .collect();
+        args.push(int(categories.len() as u64)?);
+        for (item, category) in categories {
+            args.push(text(intern::name(item)));
+            args.push(text(intern::name(category)));
+        }
     }
     for item in neighbour_order {
         let (version, blob) = neighbours.remove(&item).expect("ordered neighbours are held");
