@@ -20,6 +20,11 @@ class Keys:
         """String: the user's record (vector, window, seen items), msgpack."""
         return f"{self.prefix}:u:{user_id}"
 
+    @property
+    def user_versions(self) -> str:
+        """Hash user_id -> version of the stored record (the writes compare against it)."""
+        return f"{self.prefix}:uver"
+
     def user_state(self, user_id: str) -> str:
         """String: the dataflow's full state of an idle user, evicted from worker memory."""
         return f"{self.prefix}:us:{user_id}"
@@ -27,7 +32,7 @@ class Keys:
     @property
     def parked_users(self) -> str:
         """Sorted set user_id -> unix time its parked state expires (workers load it at start)."""
-        return f"{self.prefix}:us:idx"
+        return f"{self.prefix}:usidx"
 
     @property
     def item_factors(self) -> str:
@@ -86,6 +91,11 @@ class Keys:
     def neighbours(self, item_id: str) -> str:
         """String: the item's top co-visited neighbours (versioned msgpack)."""
         return f"{self.prefix}:cov:{item_id}"
+
+    @property
+    def neighbour_versions(self) -> str:
+        """Hash item_id -> version of its stored neighbour list (the writes compare against it)."""
+        return f"{self.prefix}:covver"
 
     def feedback(self, model: str, segment: str) -> str:
         """Hash window start -> msgpack counts of recommendation feedback."""

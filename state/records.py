@@ -13,7 +13,6 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-
 Vector = npt.NDArray[np.float32]
 _F32: Final = np.dtype("<f4")
 

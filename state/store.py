@@ -1,10 +1,13 @@
 """The Redis store: the only code that reads or writes freshrec's Redis keys.
 
-Writes are versioned and idempotent: a record is replaced only by a strictly newer version
-(Lua scripts compare and set atomically), so output the dataflow re-emits after a resume
-from a checkpoint, or a late duplicate, does no harm. Item factor writes also append the
-item to a change log (a sorted set scored by a global sequence number) from which replicas
-in the worker and in the API pull only what changed since their last refresh.
+Writes are versioned and idempotent: a user record, an item's state or a neighbour list is
+replaced only by a strictly newer version, so output the dataflow re-emits after a resume from
+a checkpoint, or a late duplicate, does no harm. A batch is written in two round trips: one
+reads the stored versions (a hash per kind), the other writes what is newer with variadic
+commands. That is not atomic, and need not be: every key has one writer, the dataflow's owner
+of that user or item (keys are routed to workers by id). Item factor writes also append the
+item to a change log (a sorted set scored by a global sequence number) from which replicas in
+the worker and in the API pull only what changed since their last refresh.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import hiredis
 import msgspec
 import numpy as np
 import redis
@@ -39,202 +43,24 @@ from state.records import (
     matrix_from_blobs,
 )
 
-# Both write scripts read every current version with one command and write with a few
-# variadic ones (chunked: Lua's unpack takes at most a few thousand values), instead of a
-# read and a write per record: a dataflow batch writes ~1,000 records, and Redis' cost is
-# per command far more than per value.
-_CHUNKED_LUA: Final = """
-local function chunked(command, key, values, stride)
-  local n = #values
-  local step = 4000 - 4000 % stride
-  for first = 1, n, step do
-    local last = math.min(first + step - 1, n)
-    if key then
-      redis.call(command, key, unpack(values, first, last))
-    else
-      redis.call(command, unpack(values, first, last))
-    end
+# KEYS = change zset, seq counter; ARGV = item ids. Appends the items to the change log with
+# the next sequence numbers, atomically: a replica that has read the log up to some number
+# must never see a later write get a smaller one (two workers write items concurrently).
+_LOG_ITEM_CHANGES_LUA: Final = """
+local last = redis.call('INCRBY', KEYS[2], #ARGV)
+local first = last - #ARGV
+local step = 3000
+for a = 1, #ARGV, step do
+  local b = math.min(a + step - 1, #ARGV)
+  local pairs = {}
+  for i = a, b do
+    pairs[#pairs + 1] = first + i
+    pairs[#pairs + 1] = ARGV[i]
   end
+  redis.call('ZADD', KEYS[1], unpack(pairs))
 end
-local function fetched(command, key, names)
-  local out = {}
-  for first = 1, #names, 4000 do
-    local last = math.min(first + 3999, #names)
-    local part
-    if key then
-      part = redis.call(command, key, unpack(names, first, last))
-    else
-      part = redis.call(command, unpack(names, first, last))
-    end
-    for i = 1, #part do out[first + i - 1] = part[i] end
-  end
-  return out
-end
+return last
 """
-
-# KEYS = record keys; ARGV = version_1, blob_1, version_2, blob_2, ...
-# Each stored record starts with its version as an 8-byte big-endian integer. A key given
-# twice keeps its newest version.
-_VERSIONED_SET_LUA: Final = _CHUNKED_LUA + """
-local current = fetched('MGET', nil, KEYS)
-local newest = {}
-local order = {}
-local accepted = 0
-for i, key in ipairs(KEYS) do
-  local version = tonumber(ARGV[2 * i - 1])
-  local held = newest[key]
-  local stored = -1
-  if held then
-    stored = held[1]
-  elseif current[i] then
-    stored = struct.unpack('>I8', current[i])
-  end
-  if version > stored then
-    if not held then order[#order + 1] = key end
-    newest[key] = {version, ARGV[2 * i]}
-    accepted = accepted + 1
-  end
-end
-local pairs = {}
-for _, key in ipairs(order) do
-  pairs[#pairs + 1] = key
-  pairs[#pairs + 1] = newest[key][2]
-end
-chunked('MSET', nil, pairs, 2)
-return accepted
-"""
-
-# KEYS = factors hash, versions hash, change zset, seq counter, popularity zset, trend zset,
-#        categories hash
-# ARGV, grouped by the command each range feeds (built by `item_write_args`, or natively by
-# `operators.collect_writes`): n, then n ids, n versions, n (id, vector) pairs, n (id,
-# version) pairs, n (popularity, id) pairs, then t and t (trend, id) pairs of trending items,
-# u and u ids no longer trending, c and c (id, category) pairs of new categories.
-# Every written item gets the next change sequence number (its place in the change log).
-# Fast path (every item newer than what is stored, each once): whole ranges go to variadic
-# commands with no per-item work in Lua. Otherwise (a replay, a repeated item), each item is
-# checked and only the newest version of each is written.
-_WRITE_ITEMS_LUA: Final = _CHUNKED_LUA + """
-local function range_call(command, key, first, count, stride)
-  local step = 4000 - 4000 % stride
-  for a = first, first + count - 1, step do
-    local b = math.min(a + step - 1, first + count - 1)
-    redis.call(command, key, unpack(ARGV, a, b))
-  end
-end
-local n = tonumber(ARGV[1])
-if n == 0 then return 0 end
-local ids_at, versions_at = 2, 2 + n
-local factors_at = 2 + 2 * n
-local vpairs_at = factors_at + 2 * n
-local pop_at = vpairs_at + 2 * n
-local t_at = pop_at + 2 * n
-local t = tonumber(ARGV[t_at])
-local u_at = t_at + 1 + 2 * t
-local u = tonumber(ARGV[u_at])
-local c_at = u_at + 1 + u
-local c = tonumber(ARGV[c_at])
-local ids = {}
-for i = 1, n do ids[i] = ARGV[ids_at + i - 1] end
-local current = fetched('HMGET', KEYS[2], ids)
-local stored = {}
-local fresh = true
-for i = 1, n do
-  local id = ids[i]
-  local version = tonumber(ARGV[versions_at + i - 1])
-  local have = stored[id] or tonumber(current[i] or '-1')
-  if stored[id] or version <= have then fresh = false end
-  if version > have then stored[id] = version else stored[id] = have end
-end
-local seq = tonumber(redis.call('GET', KEYS[4]) or '0')
-if fresh then
-  local changes = {}
-  for i = 1, n do changes[2 * i - 1] = seq + i; changes[2 * i] = ids[i] end
-  redis.call('SET', KEYS[4], seq + n)
-  range_call('HSET', KEYS[1], factors_at, 2 * n, 2)
-  range_call('HSET', KEYS[2], vpairs_at, 2 * n, 2)
-  chunked('ZADD', KEYS[3], changes, 2)
-  range_call('ZADD', KEYS[5], pop_at, 2 * n, 2)
-  if t > 0 then range_call('ZADD', KEYS[6], t_at + 1, 2 * t, 2) end
-  if u > 0 then range_call('ZREM', KEYS[6], u_at + 1, u, 1) end
-  if c > 0 then range_call('HSET', KEYS[7], c_at + 1, 2 * c, 2) end
-  return n
-end
--- Slow path: the last occurrence of an item's newest version wins.
-local best = {}
-for i = 1, n do
-  local id = ids[i]
-  local version = tonumber(ARGV[versions_at + i - 1])
-  local was = tonumber(current[i] or '-1')
-  if version > was and (not best[id] or version > tonumber(ARGV[versions_at + best[id] - 1])) then
-    best[id] = i
-  end
-end
-local factors, versions, changes, popularity = {}, {}, {}, {}
-local accepted = {}
-for i = 1, n do
-  local id = ids[i]
-  if best[id] == i then
-    accepted[id] = true
-    seq = seq + 1
-    factors[#factors + 1] = id; factors[#factors + 1] = ARGV[factors_at + 2 * i - 1]
-    versions[#versions + 1] = id; versions[#versions + 1] = ARGV[versions_at + i - 1]
-    changes[#changes + 1] = seq; changes[#changes + 1] = id
-    popularity[#popularity + 1] = ARGV[pop_at + 2 * i - 2]
-    popularity[#popularity + 1] = id
-  end
-end
-if #factors == 0 then return 0 end
-local trending, untrending, categories = {}, {}, {}
-for j = 1, t do
-  local id = ARGV[t_at + 2 * j]
-  if accepted[id] then
-    trending[#trending + 1] = ARGV[t_at + 2 * j - 1]; trending[#trending + 1] = id
-  end
-end
-for j = 1, u do
-  local id = ARGV[u_at + j]
-  if accepted[id] then untrending[#untrending + 1] = id end
-end
-for j = 1, c do
-  local id = ARGV[c_at + 2 * j - 1]
-  if accepted[id] then
-    categories[#categories + 1] = id; categories[#categories + 1] = ARGV[c_at + 2 * j]
-  end
-end
-redis.call('SET', KEYS[4], seq)
-chunked('HSET', KEYS[1], factors, 2)
-chunked('HSET', KEYS[2], versions, 2)
-chunked('ZADD', KEYS[3], changes, 2)
-chunked('ZADD', KEYS[5], popularity, 2)
-chunked('ZADD', KEYS[6], trending, 2)
-chunked('ZREM', KEYS[6], untrending, 1)
-chunked('HSET', KEYS[7], categories, 2)
-return #factors / 2
-"""
-
-
-def item_write_args(items: Sequence[ItemWrite]) -> list[Any]:
-    """The item-write script's arguments for Python-side item writes (tools and tests).
-
-    Without the flow's memory of what was trending, every non-trending item is un-listed.
-    """
-    ids = [i.item_id for i in items]
-    args: list[Any] = [len(items), *ids, *(i.version for i in items)]
-    for i in items:
-        args += (i.item_id, i.vector)
-    for i in items:
-        args += (i.item_id, i.version)
-    for i in items:
-        args += (repr(i.popularity_log2), i.item_id)
-    trending = [(repr(i.trend_log2), i.item_id) for i in items if i.trend_log2 is not None]
-    args += [len(trending), *(x for pair in trending for x in pair)]
-    untrending = [i.item_id for i in items if i.trend_log2 is None]
-    args += [len(untrending), *untrending]
-    categories = [(i.item_id, i.category_id) for i in items if i.category_id]
-    args += [len(categories), *(x for pair in categories for x in pair)]
-    return args
-
 
 # KEYS = catalogue hash, change zset, seq counter; ARGV = item_1, blob_1, item_2, blob_2, ...
 _PUT_CATALOGUE_LUA: Final = """
@@ -354,8 +180,6 @@ class RedisStore:
         self.client = client
         self.keys = Keys(prefix)
         self.factors = factors
-        self._versioned_set = client.register_script(_VERSIONED_SET_LUA)
-        self._write_items = client.register_script(_WRITE_ITEMS_LUA)
         self._put_catalogue = client.register_script(_PUT_CATALOGUE_LUA)
         self._hot = threading.local()
         self._user_with_neighbours = client.register_script(
@@ -374,14 +198,70 @@ class RedisStore:
 
     # --- users -------------------------------------------------------------------------
     def write_users(self, records: Sequence[tuple[str, UserRecord]]) -> int:
-        """Store user records that are newer than what is stored; return how many were."""
-        if not records:
-            return 0
-        keys = [self.keys.user(user_id) for user_id, _ in records]
-        args: list[Any] = []
-        for _, record in records:
-            args.extend((record.version, encode_user(record)))
-        return int(self._versioned_set(keys=keys, args=args))
+        """Store user records newer than what is stored (the newest of each); how many."""
+        newest: dict[str, UserRecord] = {}
+        for user_id, record in records:
+            if user_id not in newest or record.version > newest[user_id].version:
+                newest[user_id] = record
+        stored = self._stored_versions(self.keys.user_versions, list(newest))
+        fresh = [(u, r) for (u, r), v in zip(newest.items(), stored, strict=True) if r.version > v]
+        if fresh:
+            commands = self._user_commands(
+                [u for u, _ in fresh],
+                [encode_user(r) for _, r in fresh],
+                [x for u, r in fresh for x in (u, r.version)],
+            )
+            self._execute(commands)
+        return len(fresh)
+
+    def _log_changes_command(self, item_ids: Sequence[str]) -> tuple[Any, ...]:
+        """The command appending items to the change log.
+
+        EVAL with the script's text, not EVALSHA: Redis caches the compiled script by its
+        digest either way, and a Redis that restarted (and lost its script cache) in the
+        middle of a batch's commands cannot fail them with NOSCRIPT.
+        """
+        keys = (self.keys.item_changes, self.keys.item_change_seq)
+        return ("EVAL", _LOG_ITEM_CHANGES_LUA, 2, *keys, *item_ids)
+
+    def _stored_versions(self, key: str, ids: Sequence[str]) -> list[int]:
+        if not ids:
+            return []
+        return [-1 if v is None else int(v) for v in self.client.hmget(key, ids)]
+
+    def _user_commands(
+        self, user_ids: Sequence[str], blobs: Sequence[bytes], versions: Sequence[Any]
+    ) -> list[tuple[Any, ...]]:
+        if not user_ids:
+            return []
+        records = [
+            x for user_id, blob in zip(user_ids, blobs, strict=True)
+            for x in (self.keys.user(user_id), blob)
+        ]  # fmt: skip
+        return [("MSET", *records), ("HSET", self.keys.user_versions, *versions)]
+
+    def _execute(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send commands in one round trip, packed by hiredis; their replies, in order.
+
+        redis-py's pipeline packs argument by argument in Python: most of a batch's cost at
+        thousands of arguments per command.
+        """
+        if not commands:
+            return []
+        pool = self.client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([hiredis.pack_command(c) for c in commands])
+            replies = [connection.read_response() for _ in commands]
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+        for reply in replies:
+            if isinstance(reply, redis.ResponseError):
+                raise reply
+        return replies
 
     def get_user(self, user_id: str) -> UserRecord | None:
         """The user's record, or None if the dataflow has not seen them."""
@@ -440,19 +320,21 @@ class RedisStore:
 
     def park_user_states(self, states: Sequence[tuple[str, bytes]], ttl_s: int) -> None:
         """Store the full state of users evicted from worker memory (expires after ttl_s)."""
-        if not states:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        self._park(pipe, states, ttl_s)
-        pipe.execute()
+        self._execute(self._park_commands(states, ttl_s))
 
-    def _park(self, pipe: Any, states: Sequence[tuple[str, bytes]], ttl_s: int) -> None:
+    def _park_commands(
+        self, states: Sequence[tuple[str, bytes]], ttl_s: int
+    ) -> list[tuple[Any, ...]]:
         # The index lets a worker ask Redis only for users it knows were parked; it is written
         # after the state, so an indexed user always has a state (until both expire).
+        if not states:
+            return []
         expires = time.time() + ttl_s
-        for user_id, blob in states:
-            pipe.set(self.keys.user_state(user_id), blob, ex=ttl_s)
-        pipe.zadd(self.keys.parked_users, {user_id: expires for user_id, _ in states})
+        commands: list[tuple[Any, ...]] = [
+            ("SET", self.keys.user_state(user_id), blob, "EX", ttl_s) for user_id, blob in states
+        ]
+        index = [x for user_id, _ in states for x in (expires, user_id)]
+        return [*commands, ("ZADD", self.keys.parked_users, *index)]
 
     def parked_user_ids(self, batch: int = 10_000) -> Iterator[list[str]]:
         """Ids of users whose parked state has not expired, in batches (forgets expired ones)."""
@@ -475,74 +357,115 @@ class RedisStore:
 
     # --- the dataflow's batch of writes ---------------------------------------------------
     def write_batch(self, writes: StateWrites, parked_ttl_s: int, feedback_keep: int) -> None:
-        """Everything one dataflow batch writes (coalesced natively), in one pipeline.
+        """Everything one dataflow batch writes (coalesced natively), in two round trips.
 
-        Items first: a user record never points at item factors serving cannot see yet. Each
-        write is versioned or absolute (idempotent), so repeating the batch after a failure or
-        a resume from a checkpoint does no harm.
+        Items first: a user record never points at item factors serving cannot see yet.
         """
-        pipe = self.client.pipeline(transaction=False)
         k = self.keys
-        if writes.item_args:
-            keys = [k.item_factors, k.item_versions, k.item_changes, k.item_change_seq,
-                    k.popularity, k.trending, k.item_categories]  # fmt: skip
-            self._write_items(keys=keys, args=writes.item_args, client=pipe)
+        reads: list[tuple[Any, ...]] = []
+        if writes.user_ids:
+            reads.append(("HMGET", k.user_versions, *writes.user_ids))
+        if writes.item_ids:
+            reads.append(("HMGET", k.item_versions, *writes.item_ids))
         if writes.neighbour_ids:
-            keys = [k.neighbours(item_id) for item_id in writes.neighbour_ids]
-            self._versioned_set(keys=keys, args=writes.neighbour_args, client=pipe)
-        if writes.segment_scores:
-            by_segment: dict[str, dict[str, float]] = {}
-            for segment, item_id, score in writes.segment_scores:
-                by_segment.setdefault(segment, {})[item_id] = score
-            for segment, scores in by_segment.items():
-                key = k.segment_popularity(segment)
-                pipe.zadd(key, scores)
-                pipe.zremrangebyrank(key, 0, -(SEGMENT_POPULAR_MAX + 1))
+            reads.append(("HMGET", k.neighbour_versions, *writes.neighbour_ids))
+        replies = iter(self._execute(reads))
+        users = next(replies) if writes.user_ids else []
+        items = next(replies) if writes.item_ids else []
+        neighbours = next(replies) if writes.neighbour_ids else []
+        plan = writes.plan(users, items, neighbours)
+        commands: list[tuple[Any, ...]] = []
+        if plan.item_factors:
+            commands += [
+                ("HSET", k.item_factors, *plan.item_factors),
+                ("HSET", k.item_versions, *plan.item_versions),
+                self._log_changes_command(plan.item_ids),
+                ("ZADD", k.popularity, *plan.popularity),
+            ]
+        if plan.trending:
+            commands.append(("ZADD", k.trending, *plan.trending))
+        if plan.untrending:
+            commands.append(("ZREM", k.trending, *plan.untrending))
+        if plan.categories:
+            commands.append(("HSET", k.item_categories, *plan.categories))
+        if plan.neighbour_ids:
+            records = [
+                x
+                for item_id, blob in zip(plan.neighbour_ids, plan.neighbour_blobs, strict=True)
+                for x in (k.neighbours(item_id), blob)
+            ]
+            commands.append(("MSET", *records))
+            commands.append(("HSET", k.neighbour_versions, *plan.neighbour_versions))
+        by_segment: dict[str, list[Any]] = {}
+        for segment, item_id, score in writes.segment_scores:
+            by_segment.setdefault(segment, []).extend((score, item_id))
+        for segment, scores in by_segment.items():
+            key = k.segment_popularity(segment)
+            commands.append(("ZADD", key, *scores))
+            commands.append(("ZREMRANGEBYRANK", key, 0, -(SEGMENT_POPULAR_MAX + 1)))
         for model, segment, start_s, impressions, clicks, conversions in writes.feedback:
             counts = msgspec.msgpack.encode([impressions, clicks, conversions])
-            pipe.hset(k.feedback(model, segment), repr(start_s), counts)
-        if writes.user_ids:
-            keys = [k.user(user_id) for user_id in writes.user_ids]
-            self._versioned_set(keys=keys, args=writes.user_args, client=pipe)
-        if writes.parked:
-            self._park(pipe, writes.parked, parked_ttl_s)
+            commands.append(("HSET", k.feedback(model, segment), repr(start_s), counts))
+        commands += self._user_commands(plan.user_ids, plan.user_blobs, plan.user_versions)
+        commands += self._park_commands(writes.parked, parked_ttl_s)
         for key, vector, item_id in writes.holdouts:
-            fields = {"key": key, "vector": vector, "item": item_id}
-            pipe.xadd(k.holdout, fields, maxlen=20_000, approximate=True)
+            fields = ("key", key, "vector", vector, "item", item_id)
+            commands.append(("XADD", k.holdout, "MAXLEN", "~", 20_000, "*", *fields))
         for kind, scope, detail in writes.alarms:
-            fields = {"kind": kind, "scope": scope, "detail": detail}
-            pipe.xadd(k.alarms, fields, maxlen=10_000, approximate=True)
-        pipe.execute()
+            fields = ("kind", kind, "scope", scope, "detail", detail)
+            commands.append(("XADD", k.alarms, "MAXLEN", "~", 10_000, "*", *fields))
+        self._execute(commands)
         if writes.feedback:
             self._trim_feedback({(m, s) for m, s, *_ in writes.feedback}, feedback_keep)
 
     # --- items -------------------------------------------------------------------------
     def write_items(self, items: Sequence[ItemWrite]) -> int:
-        """Store item states newer than what is stored; return how many were."""
-        if not items:
-            return 0
-        args = item_write_args(items)
+        """Store item states newer than what is stored (the newest of each); how many."""
+        newest: dict[str, ItemWrite] = {}
+        for item in items:
+            if item.item_id not in newest or item.version > newest[item.item_id].version:
+                newest[item.item_id] = item
         k = self.keys
-        keys = [
-            k.item_factors,
-            k.item_versions,
-            k.item_changes,
-            k.item_change_seq,
-            k.popularity,
-            k.trending,
-            k.item_categories,
+        stored = self._stored_versions(k.item_versions, list(newest))
+        fresh = [i for i, v in zip(newest.values(), stored, strict=True) if i.version > v]
+        if not fresh:
+            return 0
+        popularity = [x for i in fresh for x in (repr(i.popularity_log2), i.item_id)]
+        commands: list[tuple[Any, ...]] = [
+            ("HSET", k.item_factors, *(x for i in fresh for x in (i.item_id, i.vector))),
+            ("HSET", k.item_versions, *(x for i in fresh for x in (i.item_id, i.version))),
+            self._log_changes_command([i.item_id for i in fresh]),
+            ("ZADD", k.popularity, *popularity),
         ]
-        return int(self._write_items(keys=keys, args=args))
+        trending = [
+            x for i in fresh if i.trend_log2 is not None for x in (repr(i.trend_log2), i.item_id)
+        ]
+        if trending:
+            commands.append(("ZADD", k.trending, *trending))
+        # Without the flow's memory of what was trending, every item not trending is un-listed.
+        untrending = [i.item_id for i in fresh if i.trend_log2 is None]
+        if untrending:
+            commands.append(("ZREM", k.trending, *untrending))
+        categories = [x for i in fresh if i.category_id for x in (i.item_id, i.category_id)]
+        if categories:
+            commands.append(("HSET", k.item_categories, *categories))
+        self._execute(commands)
+        return len(fresh)
 
     def write_neighbours(self, records: Sequence[tuple[str, NeighboursRecord]]) -> int:
-        """Store co-visitation neighbour lists newer than what is stored."""
-        if not records:
-            return 0
-        keys = [self.keys.neighbours(item_id) for item_id, _ in records]
-        args: list[Any] = []
-        for _, record in records:
-            args.extend((record.version, encode_neighbours(record)))
-        return int(self._versioned_set(keys=keys, args=args))
+        """Store co-visitation neighbour lists newer than what is stored; how many."""
+        newest: dict[str, NeighboursRecord] = {}
+        for item_id, record in records:
+            if item_id not in newest or record.version > newest[item_id].version:
+                newest[item_id] = record
+        k = self.keys
+        stored = self._stored_versions(k.neighbour_versions, list(newest))
+        fresh = [(i, r) for (i, r), v in zip(newest.items(), stored, strict=True) if r.version > v]
+        if fresh:
+            records = [x for i, r in fresh for x in (k.neighbours(i), encode_neighbours(r))]
+            versions = [x for i, r in fresh for x in (i, r.version)]
+            self._execute([("MSET", *records), ("HSET", k.neighbour_versions, *versions)])
+        return len(fresh)
 
     def neighbours(self, item_id: str) -> NeighboursRecord | None:
         """The item's co-visited neighbours, if it has any."""

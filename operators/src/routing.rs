@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use rustc_hash::FxHashMap;
 
+use crate::errors::Invalid;
 use crate::events::{self, Fast};
 use crate::intern::{self, Id};
 use crate::feedback_model::{FeedbackBatch, FeedbackOut};
@@ -166,37 +167,166 @@ pub fn archive_rows<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyLi
     Ok(out)
 }
 
-/// Everything a batch writes to Redis, coalesced (the newest version per key).
-#[pyclass(module = "operators._native", frozen, get_all)]
+/// Everything a batch writes to Redis, coalesced to the newest version per key.
+///
+/// Writing takes two round trips (`state/store.py`): the store reads the versions stored for
+/// these users, items and neighbour lists (`user_ids`, `item_ids`, `neighbour_ids`), then
+/// `plan` keeps only what is newer and lays it out as the arguments of variadic commands.
+#[pyclass(module = "operators._native", frozen)]
 #[derive(Default)]
 pub struct StateWrites {
-    /// Users whose record changed, and the versioned-set arguments (version, blob) for each.
-    pub user_ids: Vec<String>,
-    pub user_args: Vec<Py<PyAny>>,
+    users: Vec<(Box<str>, u64, Py<PyBytes>)>,
+    items: Vec<(Id, crate::messages::ItemWrite)>,
+    neighbours: Vec<(Id, u64, Py<PyBytes>)>,
     /// Broker arrival of the newest event behind each written user record.
+    #[pyo3(get)]
     pub arrivals: Vec<f64>,
     /// (user id, full state) of users leaving worker memory.
+    #[pyo3(get)]
     pub parked: Vec<(String, Py<PyBytes>)>,
-    /// The item-write script's arguments (layout: `state/store.py`, `_WRITE_ITEMS_LUA`).
-    pub item_args: Vec<Py<PyAny>>,
-    /// Items whose neighbour lists changed, and (version, blob) for each.
-    pub neighbour_ids: Vec<&'static str>,
-    pub neighbour_args: Vec<Py<PyAny>>,
     /// (segment, item id, log2 popularity within the segment).
+    #[pyo3(get)]
     pub segment_scores: Vec<(&'static str, &'static str, f64)>,
     /// (key, user vector before the event, item id) of sampled events.
+    #[pyo3(get)]
     pub holdouts: Vec<(String, Py<PyBytes>, &'static str)>,
     /// (model, segment, window start, impressions, clicks, conversions) of touched windows.
+    #[pyo3(get)]
     pub feedback: Vec<(&'static str, &'static str, f64, u64, u64, u64)>,
     /// (kind, scope, detail).
+    #[pyo3(get)]
     pub alarms: Vec<(&'static str, &'static str, String)>,
+    #[pyo3(get)]
     pub applied: u64,
+    #[pyo3(get)]
     pub duplicates: u64,
+    #[pyo3(get)]
     pub dead_letters: u64,
+    #[pyo3(get)]
     pub user_alarms: u64,
+    #[pyo3(get)]
     pub global_alarms: u64,
+    #[pyo3(get)]
     pub ctr_alarms: u64,
+    #[pyo3(get)]
     pub shift_alarms: u64,
+}
+
+/// A stored version as Redis returns it (`HMGET`: bytes of a decimal integer, or None).
+fn stored_version(value: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    let raw = value.cast::<PyBytes>()?.as_bytes();
+    let text = std::str::from_utf8(raw).map_err(|_| Invalid::new("a stored version is not text"))?;
+    Ok(Some(text.parse::<u64>().map_err(|_| Invalid::new("a stored version is not a number"))?))
+}
+
+fn is_newer(version: u64, stored: Option<u64>) -> bool {
+    stored.is_none_or(|s| version > s)
+}
+
+#[pymethods]
+impl StateWrites {
+    #[getter]
+    fn user_ids(&self) -> Vec<&str> {
+        self.users.iter().map(|(u, _, _)| &**u).collect()
+    }
+
+    #[getter]
+    fn item_ids(&self) -> Vec<&'static str> {
+        intern::names(self.items.iter().map(|(i, _)| *i))
+    }
+
+    #[getter]
+    fn neighbour_ids(&self) -> Vec<&'static str> {
+        intern::names(self.neighbours.iter().map(|(i, _, _)| *i))
+    }
+
+    /// What to write, given the versions stored for `user_ids`, `item_ids` and
+    /// `neighbour_ids` (as `HMGET` returns them).
+    fn plan<'py>(
+        &self,
+        py: Python<'py>,
+        stored_users: &Bound<'py, PyList>,
+        stored_items: &Bound<'py, PyList>,
+        stored_neighbours: &Bound<'py, PyList>,
+    ) -> PyResult<WritePlan> {
+        let _timer = crate::timing::time(crate::timing::Part::CollectWrites);
+        let text = |s: &str| PyString::new(py, s).into_any().unbind();
+        let int = |v: u64| -> PyResult<Py<PyAny>> { Ok(v.into_pyobject(py)?.into_any().unbind()) };
+        let mut plan = WritePlan::default();
+        for ((user, version, blob), stored) in self.users.iter().zip(stored_users.iter()) {
+            if is_newer(*version, stored_version(&stored)?) {
+                plan.user_ids.push(user.to_string());
+                plan.user_blobs.push(blob.clone_ref(py).into_any());
+                plan.user_versions.push(text(user));
+                plan.user_versions.push(int(*version)?);
+            }
+        }
+        for ((item, w), stored) in self.items.iter().zip(stored_items.iter()) {
+            if !is_newer(w.version, stored_version(&stored)?) {
+                continue;
+            }
+            let id = intern::name(*item);
+            plan.item_factors.push(text(id));
+            plan.item_factors.push(PyBytes::new(py, &crate::records::vector_bytes(&w.vector)).into_any().unbind());
+            plan.item_versions.push(text(id));
+            plan.item_versions.push(int(w.version)?);
+            plan.item_ids.push(id);
+            // Redis parses scores with strtod: Rust's shortest round-trip form reads back exactly.
+            plan.popularity.push(text(&w.popularity_log2.to_string()));
+            plan.popularity.push(text(id));
+            match w.trend_log2 {
+                Some(trend) => {
+                    plan.trending.push(text(&trend.to_string()));
+                    plan.trending.push(text(id));
+                }
+                None if w.untrend => plan.untrending.push(text(id)),
+                None => {}
+            }
+            if let Some(category) = w.category.filter(|_| w.category_changed) {
+                plan.categories.push(text(id));
+                plan.categories.push(text(intern::name(category)));
+            }
+        }
+        for ((item, version, blob), stored) in self.neighbours.iter().zip(stored_neighbours.iter()) {
+            if is_newer(*version, stored_version(&stored)?) {
+                plan.neighbour_ids.push(intern::name(*item));
+                plan.neighbour_blobs.push(blob.clone_ref(py).into_any());
+                plan.neighbour_versions.push(text(intern::name(*item)));
+                plan.neighbour_versions.push(int(*version)?);
+            }
+        }
+        Ok(plan)
+    }
+}
+
+/// The newer part of a `StateWrites`, as the arguments of variadic Redis commands.
+#[pyclass(module = "operators._native", frozen, get_all)]
+#[derive(Default)]
+pub struct WritePlan {
+    /// Users to write, their records (same order), and (user id, version) pairs.
+    pub user_ids: Vec<String>,
+    pub user_blobs: Vec<Py<PyAny>>,
+    pub user_versions: Vec<Py<PyAny>>,
+    /// (item id, float32 vector) pairs.
+    pub item_factors: Vec<Py<PyAny>>,
+    /// (item id, version) pairs.
+    pub item_versions: Vec<Py<PyAny>>,
+    /// Items to write (in the change log's order).
+    pub item_ids: Vec<&'static str>,
+    /// (log2 popularity, item id) pairs.
+    pub popularity: Vec<Py<PyAny>>,
+    /// (log2 trend, item id) pairs of trending items, and items that stopped trending.
+    pub trending: Vec<Py<PyAny>>,
+    pub untrending: Vec<Py<PyAny>>,
+    /// (item id, category) pairs of items whose category is new.
+    pub categories: Vec<Py<PyAny>>,
+    /// Items whose neighbour lists to write, their records (same order), and (id, version).
+    pub neighbour_ids: Vec<&'static str>,
+    pub neighbour_blobs: Vec<Py<PyAny>>,
+    pub neighbour_versions: Vec<Py<PyAny>>,
 }
 
 /// Coalesce a batch of the flow's outputs into the writes that reach Redis.
@@ -205,98 +335,83 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
     let _timer = crate::timing::time(crate::timing::Part::CollectWrites);
     let py = batch.py();
     let mut writes = StateWrites::default();
-    let mut users: FxHashMap<&str, (u64, Py<PyBytes>, Option<f64>)> = FxHashMap::default();
-    let mut user_order: Vec<String> = Vec::new();
+    let mut users: FxHashMap<Box<str>, usize> = FxHashMap::default();
     let mut items: FxHashMap<Id, usize> = FxHashMap::default();
-    let mut item_rows: Vec<(Id, &crate::messages::ItemWrite)> = Vec::new();
-    let mut neighbours: FxHashMap<Id, (u64, Py<PyBytes>)> = FxHashMap::default();
-    let mut neighbour_order: Vec<Id> = Vec::new();
+    let mut neighbours: FxHashMap<Id, usize> = FxHashMap::default();
     let mut segments: FxHashMap<(Id, Id), usize> = FxHashMap::default();
-    let bound: Vec<Bound<'_, PyAny>> = batch
-        .iter()
-        .map(|item| match item.cast::<PyTuple>() {
-            Ok(pair) => pair.get_item(1),
-            Err(_) => Ok(item),
-        })
-        .collect::<PyResult<_>>()?;
-    let user_deltas: Vec<Bound<'_, UserDelta>> =
-        bound.iter().filter_map(|o| o.cast::<UserDelta>().ok().cloned()).collect();
-    let item_outs: Vec<Bound<'_, ItemOut>> =
-        bound.iter().filter_map(|o| o.cast::<ItemOut>().ok().cloned()).collect();
-    for delta in &user_deltas {
-        let d = delta.get();
-        writes.applied += u64::from(d.applied);
-        writes.duplicates += u64::from(d.duplicates);
-        writes.dead_letters += d.dead_letters.len() as u64;
-        writes.user_alarms += u64::from(d.user_alarms);
-        writes.global_alarms += u64::from(d.global_alarms);
-        if let Some((version, blob)) = &d.record {
-            match users.get_mut(&*d.user_id) {
-                Some(held) if held.0 >= *version => {}
-                Some(held) => *held = (*version, PyBytes::new(py, blob).unbind(), d.arrival_s),
-                None => {
-                    user_order.push(d.user_id.to_string());
-                    users.insert(&d.user_id, (*version, PyBytes::new(py, blob).unbind(), d.arrival_s));
-                }
-            }
-        }
-        if let Some(state) = &d.parked {
-            writes.parked.push((d.user_id.to_string(), PyBytes::new(py, state).unbind()));
-        }
-        for h in &d.holdouts {
-            let vector = PyBytes::new(py, &crate::records::vector_bytes(&h.user_vector)).unbind();
-            writes.holdouts.push((h.key.clone(), vector, intern::name(h.item)));
-        }
-        for a in &d.alarms {
-            writes.alarms.push((a.kind, a.scope, a.detail.clone()));
-        }
-    }
-    for user_id in user_order {
-        let (version, blob, arrival) = users.remove(user_id.as_str()).expect("ordered users are held");
-        writes.user_args.push(version.into_pyobject(py)?.into_any().unbind());
-        writes.user_args.push(blob.into_any());
-        if let Some(at) = arrival {
-            writes.arrivals.push(at);
-        }
-        writes.user_ids.push(user_id);
-    }
-    for out in &item_outs {
-        let o = out.get();
-        if let Some(w) = &o.write {
-            match items.get(&o.item) {
-                Some(&at) if item_rows[at].1.version >= w.version => {}
-                Some(&at) => item_rows[at] = (o.item, w),
-                None => {
-                    items.insert(o.item, item_rows.len());
-                    item_rows.push((o.item, w));
-                }
-            }
-        }
-        if let Some((version, blob)) = &o.neighbours {
-            match neighbours.get(&o.item) {
-                Some(held) if held.0 >= *version => {}
-                _ => {
-                    if !neighbours.contains_key(&o.item) {
-                        neighbour_order.push(o.item);
-                    }
-                    neighbours.insert(o.item, (*version, PyBytes::new(py, blob).unbind()));
-                }
-            }
-        }
-        for (segment, score) in &o.segments {
-            let key = (*segment, o.item);
-            match segments.get(&key) {
-                Some(&at) => writes.segment_scores[at].2 = *score,
-                None => {
-                    segments.insert(key, writes.segment_scores.len());
-                    writes.segment_scores.push((intern::name(*segment), intern::name(o.item), *score));
-                }
-            }
-        }
-    }
     let mut windows: FxHashMap<(Id, Id, u64), usize> = FxHashMap::default();
-    for object in &bound {
-        if let Ok(out) = object.cast::<FeedbackOut>() {
+    let mut arrivals: Vec<Option<f64>> = Vec::new();
+    for object in batch.iter() {
+        let object = match object.cast::<PyTuple>() {
+            Ok(pair) => pair.get_item(1)?,
+            Err(_) => object,
+        };
+        if let Ok(delta) = object.cast::<UserDelta>() {
+            let d = delta.get();
+            writes.applied += u64::from(d.applied);
+            writes.duplicates += u64::from(d.duplicates);
+            writes.dead_letters += d.dead_letters.len() as u64;
+            writes.user_alarms += u64::from(d.user_alarms);
+            writes.global_alarms += u64::from(d.global_alarms);
+            if let Some((version, blob)) = &d.record {
+                let row = (d.user_id.clone(), *version, PyBytes::new(py, blob).unbind());
+                match users.get(&d.user_id) {
+                    Some(&at) if writes.users[at].1 >= *version => {}
+                    Some(&at) => {
+                        writes.users[at] = row;
+                        arrivals[at] = d.arrival_s;
+                    }
+                    None => {
+                        users.insert(d.user_id.clone(), writes.users.len());
+                        writes.users.push(row);
+                        arrivals.push(d.arrival_s);
+                    }
+                }
+            }
+            if let Some(state) = &d.parked {
+                writes.parked.push((d.user_id.to_string(), PyBytes::new(py, state).unbind()));
+            }
+            for h in &d.holdouts {
+                let vector = PyBytes::new(py, &crate::records::vector_bytes(&h.user_vector)).unbind();
+                writes.holdouts.push((h.key.clone(), vector, intern::name(h.item)));
+            }
+            for a in &d.alarms {
+                writes.alarms.push((a.kind, a.scope, a.detail.clone()));
+            }
+        } else if let Ok(out) = object.cast::<ItemOut>() {
+            let o = out.get();
+            if let Some(w) = &o.write {
+                match items.get(&o.item) {
+                    Some(&at) if writes.items[at].1.version >= w.version => {}
+                    Some(&at) => writes.items[at] = (o.item, w.clone()),
+                    None => {
+                        items.insert(o.item, writes.items.len());
+                        writes.items.push((o.item, w.clone()));
+                    }
+                }
+            }
+            if let Some((version, blob)) = &o.neighbours {
+                let row = (o.item, *version, PyBytes::new(py, blob).unbind());
+                match neighbours.get(&o.item) {
+                    Some(&at) if writes.neighbours[at].1 >= *version => {}
+                    Some(&at) => writes.neighbours[at] = row,
+                    None => {
+                        neighbours.insert(o.item, writes.neighbours.len());
+                        writes.neighbours.push(row);
+                    }
+                }
+            }
+            for (segment, score) in &o.segments {
+                let key = (*segment, o.item);
+                match segments.get(&key) {
+                    Some(&at) => writes.segment_scores[at].2 = *score,
+                    None => {
+                        segments.insert(key, writes.segment_scores.len());
+                        writes.segment_scores.push((intern::name(*segment), intern::name(o.item), *score));
+                    }
+                }
+            }
+        } else if let Ok(out) = object.cast::<FeedbackOut>() {
             let o = out.get();
             for w in &o.windows {
                 let key = (o.model, o.segment, w.start_s.to_bits());
@@ -320,61 +435,7 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
             }
         }
     }
-    // The item-write script's arguments, grouped by the command they feed so the script can
-    // pass whole ranges on (see state/store.py): n, ids, versions, (id, vector) pairs,
-    // (id, version) pairs, (popularity, id) pairs, then counted lists of (trend, id) pairs,
-    // ids to un-list from trending, and (id, category) pairs.
-    if !item_rows.is_empty() {
-        let args = &mut writes.item_args;
-        let text = |s: &str| PyString::new(py, s).into_any().unbind();
-        let int = |v: u64| -> PyResult<Py<PyAny>> { Ok(v.into_pyobject(py)?.into_any().unbind()) };
-        args.push(int(item_rows.len() as u64)?);
-        for (item, _) in &item_rows {
-            args.push(text(intern::name(*item)));
-        }
-        for (_, w) in &item_rows {
-            args.push(int(w.version)?);
-        }
-        for (item, w) in &item_rows {
-            args.push(text(intern::name(*item)));
-            args.push(PyBytes::new(py, &crate::records::vector_bytes(&w.vector)).into_any().unbind());
-        }
-        for (item, w) in &item_rows {
-            args.push(text(intern::name(*item)));
-            args.push(int(w.version)?);
-        }
-        // Redis parses scores with strtod: Rust's shortest round-trip form reads back exactly.
-        for (item, w) in &item_rows {
-            args.push(text(&w.popularity_log2.to_string()));
-            args.push(text(intern::name(*item)));
-        }
-        let trending: Vec<_> = item_rows.iter().filter_map(|(i, w)| w.trend_log2.map(|t| (*i, t))).collect();
-        args.push(int(trending.len() as u64)?);
-        for (item, trend) in trending {
-            args.push(text(&trend.to_string()));
-            args.push(text(intern::name(item)));
-        }
-        let untrend: Vec<_> = item_rows.iter().filter(|(_, w)| w.untrend).collect();
-        args.push(int(untrend.len() as u64)?);
-        for (item, _) in untrend {
-            args.push(text(intern::name(*item)));
-        }
-        let categories: Vec<_> = item_rows
-            .iter()
-            .filter_map(|(i, w)| w.category.filter(|_| w.category_changed).map(|c| (*i, c)))
-            .collect();
-        args.push(int(categories.len() as u64)?);
-        for (item, category) in categories {
-            args.push(text(intern::name(item)));
-            args.push(text(intern::name(category)));
-        }
-    }
-    for item in neighbour_order {
-        let (version, blob) = neighbours.remove(&item).expect("ordered neighbours are held");
-        writes.neighbour_ids.push(intern::name(item));
-        writes.neighbour_args.push(version.into_pyobject(py)?.into_any().unbind());
-        writes.neighbour_args.push(blob.into_any());
-    }
+    writes.arrivals = arrivals.into_iter().flatten().collect();
     Ok(writes)
 }
 
@@ -387,6 +448,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(archive_rows, m)?)?;
     m.add_function(wrap_pyfunction!(collect_writes, m)?)?;
     m.add_class::<StateWrites>()?;
+    m.add_class::<WritePlan>()?;
     Ok(())
 }
 
