@@ -206,12 +206,9 @@ class RedisStore:
         stored = self._stored_versions(self.keys.user_versions, list(newest))
         fresh = [(u, r) for (u, r), v in zip(newest.items(), stored, strict=True) if r.version > v]
         if fresh:
-            commands = self._user_commands(
-                [u for u, _ in fresh],
-                [encode_user(r) for _, r in fresh],
-                [x for u, r in fresh for x in (u, r.version)],
-            )
-            self._execute(commands)
+            records = [x for u, r in fresh for x in (self.keys.user(u), encode_user(r))]
+            versions = [x for u, r in fresh for x in (u, r.version)]
+            self._execute([("MSET", *records), ("HSET", self.keys.user_versions, *versions)])
         return len(fresh)
 
     def _log_changes_command(self, item_ids: Sequence[str]) -> tuple[Any, ...]:
@@ -228,17 +225,6 @@ class RedisStore:
         if not ids:
             return []
         return [-1 if v is None else int(v) for v in self.client.hmget(key, ids)]
-
-    def _user_commands(
-        self, user_ids: Sequence[str], blobs: Sequence[bytes], versions: Sequence[Any]
-    ) -> list[tuple[Any, ...]]:
-        if not user_ids:
-            return []
-        records = [
-            x for user_id, blob in zip(user_ids, blobs, strict=True)
-            for x in (self.keys.user(user_id), blob)
-        ]  # fmt: skip
-        return [("MSET", *records), ("HSET", self.keys.user_versions, *versions)]
 
     def _execute(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Send commands in one round trip, packed by hiredis; their replies, in order.
@@ -373,7 +359,7 @@ class RedisStore:
         users = next(replies) if writes.user_ids else []
         items = next(replies) if writes.item_ids else []
         neighbours = next(replies) if writes.neighbour_ids else []
-        plan = writes.plan(users, items, neighbours)
+        plan = writes.plan(users, items, neighbours, k.user(""), k.neighbours(""))
         commands: list[tuple[Any, ...]] = []
         if plan.item_factors:
             commands += [
@@ -388,25 +374,19 @@ class RedisStore:
             commands.append(("ZREM", k.trending, *plan.untrending))
         if plan.categories:
             commands.append(("HSET", k.item_categories, *plan.categories))
-        if plan.neighbour_ids:
-            records = [
-                x
-                for item_id, blob in zip(plan.neighbour_ids, plan.neighbour_blobs, strict=True)
-                for x in (k.neighbours(item_id), blob)
-            ]
-            commands.append(("MSET", *records))
+        if plan.neighbour_records:
+            commands.append(("MSET", *plan.neighbour_records))
             commands.append(("HSET", k.neighbour_versions, *plan.neighbour_versions))
-        by_segment: dict[str, list[Any]] = {}
-        for segment, item_id, score in writes.segment_scores:
-            by_segment.setdefault(segment, []).extend((score, item_id))
-        for segment, scores in by_segment.items():
+        for segment, scores in writes.segment_scores:
             key = k.segment_popularity(segment)
             commands.append(("ZADD", key, *scores))
             commands.append(("ZREMRANGEBYRANK", key, 0, -(SEGMENT_POPULAR_MAX + 1)))
         for model, segment, start_s, impressions, clicks, conversions in writes.feedback:
             counts = msgspec.msgpack.encode([impressions, clicks, conversions])
             commands.append(("HSET", k.feedback(model, segment), repr(start_s), counts))
-        commands += self._user_commands(plan.user_ids, plan.user_blobs, plan.user_versions)
+        if plan.user_records:
+            commands.append(("MSET", *plan.user_records))
+            commands.append(("HSET", k.user_versions, *plan.user_versions))
         commands += self._park_commands(writes.parked, parked_ttl_s)
         for key, vector, item_id in writes.holdouts:
             fields = ("key", key, "vector", vector, "item", item_id)

@@ -184,9 +184,9 @@ pub struct StateWrites {
     /// (user id, full state) of users leaving worker memory.
     #[pyo3(get)]
     pub parked: Vec<(String, Py<PyBytes>)>,
-    /// (segment, item id, log2 popularity within the segment).
+    /// Per segment: (log2 popularity within the segment, item id) pairs.
     #[pyo3(get)]
-    pub segment_scores: Vec<(&'static str, &'static str, f64)>,
+    pub segment_scores: Vec<(&'static str, Vec<Py<PyAny>>)>,
     /// (key, user vector before the event, item id) of sampled events.
     #[pyo3(get)]
     pub holdouts: Vec<(String, Py<PyBytes>, &'static str)>,
@@ -244,13 +244,16 @@ impl StateWrites {
     }
 
     /// What to write, given the versions stored for `user_ids`, `item_ids` and
-    /// `neighbour_ids` (as `HMGET` returns them).
+    /// `neighbour_ids` (as `HMGET` returns them). Record keys are the id appended to the
+    /// prefix `state/keys.py` gives for each kind.
     fn plan<'py>(
         &self,
         py: Python<'py>,
         stored_users: &Bound<'py, PyList>,
         stored_items: &Bound<'py, PyList>,
         stored_neighbours: &Bound<'py, PyList>,
+        user_key_prefix: &str,
+        neighbour_key_prefix: &str,
     ) -> PyResult<WritePlan> {
         let _timer = crate::timing::time(crate::timing::Part::CollectWrites);
         let text = |s: &str| PyString::new(py, s).into_any().unbind();
@@ -258,8 +261,8 @@ impl StateWrites {
         let mut plan = WritePlan::default();
         for ((user, version, blob), stored) in self.users.iter().zip(stored_users.iter()) {
             if is_newer(*version, stored_version(&stored)?) {
-                plan.user_ids.push(user.to_string());
-                plan.user_blobs.push(blob.clone_ref(py).into_any());
+                plan.user_records.push(text(&format!("{user_key_prefix}{user}")));
+                plan.user_records.push(blob.clone_ref(py).into_any());
                 plan.user_versions.push(text(user));
                 plan.user_versions.push(int(*version)?);
             }
@@ -292,9 +295,10 @@ impl StateWrites {
         }
         for ((item, version, blob), stored) in self.neighbours.iter().zip(stored_neighbours.iter()) {
             if is_newer(*version, stored_version(&stored)?) {
-                plan.neighbour_ids.push(intern::name(*item));
-                plan.neighbour_blobs.push(blob.clone_ref(py).into_any());
-                plan.neighbour_versions.push(text(intern::name(*item)));
+                let id = intern::name(*item);
+                plan.neighbour_records.push(text(&format!("{neighbour_key_prefix}{id}")));
+                plan.neighbour_records.push(blob.clone_ref(py).into_any());
+                plan.neighbour_versions.push(text(id));
                 plan.neighbour_versions.push(int(*version)?);
             }
         }
@@ -306,9 +310,8 @@ impl StateWrites {
 #[pyclass(module = "operators._native", frozen, get_all)]
 #[derive(Default)]
 pub struct WritePlan {
-    /// Users to write, their records (same order), and (user id, version) pairs.
-    pub user_ids: Vec<String>,
-    pub user_blobs: Vec<Py<PyAny>>,
+    /// (record key, record) pairs of users to write, and (user id, version) pairs.
+    pub user_records: Vec<Py<PyAny>>,
     pub user_versions: Vec<Py<PyAny>>,
     /// (item id, float32 vector) pairs.
     pub item_factors: Vec<Py<PyAny>>,
@@ -323,9 +326,8 @@ pub struct WritePlan {
     pub untrending: Vec<Py<PyAny>>,
     /// (item id, category) pairs of items whose category is new.
     pub categories: Vec<Py<PyAny>>,
-    /// Items whose neighbour lists to write, their records (same order), and (id, version).
-    pub neighbour_ids: Vec<&'static str>,
-    pub neighbour_blobs: Vec<Py<PyAny>>,
+    /// (record key, record) pairs of neighbour lists to write, and (item id, version) pairs.
+    pub neighbour_records: Vec<Py<PyAny>>,
     pub neighbour_versions: Vec<Py<PyAny>>,
 }
 
@@ -339,6 +341,7 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
     let mut items: FxHashMap<Id, usize> = FxHashMap::default();
     let mut neighbours: FxHashMap<Id, usize> = FxHashMap::default();
     let mut segments: FxHashMap<(Id, Id), usize> = FxHashMap::default();
+    let mut segment_rows: Vec<(Id, Id, f64)> = Vec::new();
     let mut windows: FxHashMap<(Id, Id, u64), usize> = FxHashMap::default();
     let mut arrivals: Vec<Option<f64>> = Vec::new();
     for object in batch.iter() {
@@ -404,10 +407,10 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
             for (segment, score) in &o.segments {
                 let key = (*segment, o.item);
                 match segments.get(&key) {
-                    Some(&at) => writes.segment_scores[at].2 = *score,
+                    Some(&at) => segment_rows[at].2 = *score,
                     None => {
-                        segments.insert(key, writes.segment_scores.len());
-                        writes.segment_scores.push((intern::name(*segment), intern::name(o.item), *score));
+                        segments.insert(key, segment_rows.len());
+                        segment_rows.push((*segment, o.item, *score));
                     }
                 }
             }
@@ -436,6 +439,16 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
         }
     }
     writes.arrivals = arrivals.into_iter().flatten().collect();
+    let mut by_segment: FxHashMap<Id, usize> = FxHashMap::default();
+    for (segment, item, score) in segment_rows {
+        let at = *by_segment.entry(segment).or_insert_with(|| {
+            writes.segment_scores.push((intern::name(segment), Vec::new()));
+            writes.segment_scores.len() - 1
+        });
+        let pairs = &mut writes.segment_scores[at].1;
+        pairs.push(PyString::new(py, &score.to_string()).into_any().unbind());
+        pairs.push(PyString::new(py, intern::name(item)).into_any().unbind());
+    }
     Ok(writes)
 }
 
