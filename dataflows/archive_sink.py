@@ -15,9 +15,8 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-
 import msgspec
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 import operators
 from freshrec.archive import ArchiveWriter
@@ -28,8 +27,11 @@ _event: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 
 
 def archive_rows(batch: list[object]) -> list[tuple[str, ArchiveItem]]:
-    """The archive's rows of a batch of user-model outputs, keyed by user (routes a row to an
-    archive partition). Payloads were validated by the user model, so they decode directly."""
+    """The archive's rows of a batch of user-model outputs, keyed by user.
+
+    The key routes a row to an archive partition. Payloads were validated by the user model,
+    so they decode directly.
+    """
     return [
         (
             row.user_id,

@@ -30,9 +30,7 @@ class ItemReplicaFeed:
     def refresh(self) -> int:
         """Adopt the items changed since the last refresh; return how many (waits out outages)."""
         with self._lock:  # worker threads of one process share the replica
-            changed, max_seq = retry_while_unreachable(
-                lambda: self.store.item_change_ids(self.seq)
-            )
+            changed, max_seq = retry_while_unreachable(lambda: self.store.item_change_ids(self.seq))
             remote = self.vectors.remote(changed)
             ids, matrix = retry_while_unreachable(lambda: self.store.item_vectors(remote))
             self.vectors.apply(ids, matrix)

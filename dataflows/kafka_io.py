@@ -9,6 +9,7 @@ with the original payload, the reason and where they came from.
 from __future__ import annotations
 
 import logging
+
 from bytewax.connectors.kafka import (
     KafkaSink,
     KafkaSinkMessage,

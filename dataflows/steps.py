@@ -50,7 +50,7 @@ def _per_process(key: tuple[object, ...], build: type | object) -> object:
 
 
 def parked_users(store: RedisStore) -> ParkedUsers:
-    """This process' index of parked users, loaded from the store once."""
+    """The index of parked users of this process, loaded from the store once."""
 
     def load() -> ParkedUsers:
         parked = ParkedUsers()
@@ -63,11 +63,14 @@ def parked_users(store: RedisStore) -> ParkedUsers:
 
 
 def live_quality(sample_every: int) -> LiveQuality:
-    """This process' sampled test-then-train HR@10 and global drift policy."""
-    return _per_process(("quality", sample_every), lambda: LiveQuality(sample_every))  # type: ignore[return-value]
+    """The sampled test-then-train HR@10 and global drift policy of this process."""
+    quality = _per_process(("quality", sample_every), lambda: LiveQuality(sample_every))
+    return quality  # type: ignore[return-value]
 
 
-def build_user_model(settings: Settings, params: IsgdParams, config: UserConfig) -> UserModelFactory:
+def build_user_model(
+    settings: Settings, params: IsgdParams, config: UserConfig
+) -> UserModelFactory:
     """The user model's builder, wired to this process' replica, indexes and Redis."""
     feed = shared_replica(settings.redis_url, settings.redis_prefix, params)
     store = RedisStore.from_url(settings.redis_url, settings.redis_prefix, settings.factors)

@@ -102,6 +102,7 @@ class Enricher:
         device_hits, device_misses, device_entries, place_hits, place_misses, place_entries,
         and zones (loaded, UTC included).
         """
+
 # --- page_hinkley.rs -------------------------------------------------------------------------
 
 Mode = Literal["up", "down", "both"]
@@ -585,6 +586,7 @@ class PopularityShift:
     def to_state(self) -> bytes: ...
     @staticmethod
     def from_state(data: bytes) -> PopularityShift: ...
+
 # --- events.rs -------------------------------------------------------------------------------
 
 def decode_event_fast(
@@ -604,3 +606,360 @@ def decode_event(payload: bytes, now_s: float, max_future_skew_s: float) -> dict
     The event's fields (as :func:`decode_event_fast`), or the dead-letter reason, byte for
     byte ``errors_as_reason(decode_event(payload, now=..., max_future_skew_s=...))``.
     """
+
+# --- dedup.rs --------------------------------------------------------------------------------
+
+class EventDedup:
+    """Event ids (as 64-bit hashes) of one user seen within a horizon of event time."""
+
+    horizon_s: float
+    max_ids: int
+    newest_ts_s: float
+    def __init__(self, horizon_s: float = 86_400.0, max_ids: int = 10_000) -> None: ...
+    def is_duplicate(self, event_id: str, ts_s: float) -> bool: ...
+    def __len__(self) -> int: ...
+    def to_state(self) -> bytes: ...
+    @staticmethod
+    def from_state(
+        state: bytes, horizon_s: float = 86_400.0, max_ids: int = 10_000
+    ) -> EventDedup: ...
+
+# --- covisitation.rs -------------------------------------------------------------------------
+
+class CoVisitation:
+    """The offline harness's item-to-item co-visitation over users' recent histories."""
+
+    def __init__(
+        self,
+        half_life_s: float = 604_800.0,
+        history: int = 5,
+        neighbours: int = 50,
+        session_gap_s: float = 10_800.0,
+        recency_decay: float = 0.7,
+        max_items: int = 200_000,
+        max_users: int = 200_000,
+    ) -> None: ...
+    def learn(self, user_id: str, item_id: str, ts_s: float, weight: float = 1.0) -> None: ...
+    def last_items(self, user_id: str) -> list[str]: ...
+    def scores(self, user_id: str, now_s: float | None = None) -> dict[str, float]: ...
+    def recommend(
+        self, user_id: str, k: int, exclude: set[str] | None = None, now_s: float | None = None
+    ) -> list[str]: ...
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """(items with neighbours kept, users with a history kept)."""
+    @property
+    def longest(self) -> tuple[int, int]:
+        """(longest neighbour list, longest history)."""
+
+# --- item_state.rs ---------------------------------------------------------------------------
+
+class ItemConfig:
+    """Half-lives and bounds of item state (from the settings)."""
+
+    half_life_s: float
+    trend_half_life_s: float
+    trend_min_events: float
+    covisit_half_life_s: float
+    neighbour_capacity: int
+    def __init__(
+        self,
+        half_life_s: float = 86_400.0,
+        trend_half_life_s: float = 3_600.0,
+        trend_min_events: float = 3.0,
+        covisit_half_life_s: float = 604_800.0,
+        neighbour_capacity: int = 100,
+    ) -> None: ...
+
+class ItemState:
+    """One item's vector, update counts, popularities, neighbours and segment popularity."""
+
+    item_id: str
+    vector: Vector
+    version: int
+    popularity_log2: float
+    short_popularity_log2: float
+    last_ts_s: float
+    covisit_version: int
+    category_id: str | None
+    segments: list[tuple[str, float]]
+    neighbour_scores: list[tuple[str, float]]
+    def __init__(self, item_id: str, params: IsgdParams, config: ItemConfig) -> None: ...
+    def learn(
+        self, user_vector: Vector, weight: float, ts_s: float, category_id: str | None = None
+    ) -> None: ...
+    def covisit(self, other_id: str, weight: float, ts_s: float) -> None: ...
+    def segment_hit(self, segment: str, weight: float, ts_s: float) -> float: ...
+    def trend_log2(self) -> float | None: ...
+    def top_neighbours(self, m: int) -> list[tuple[str, float]]: ...
+    def to_state(self) -> bytes: ...
+    @staticmethod
+    def from_state(state: bytes, params: IsgdParams, config: ItemConfig) -> ItemState: ...
+
+# --- user_state.rs ---------------------------------------------------------------------------
+
+class UserConfig:
+    """Per-user bounds, horizons and drift policy (from the settings)."""
+
+    window: int
+    seen_max: int
+    session_gap_s: float
+    covisit_span: int
+    drift_detection: bool
+    def __init__(
+        self,
+        window: int = 50,
+        seen_max: int = 500,
+        dedup_horizon_s: float = 86_400.0,
+        dedup_max_ids: int = 10_000,
+        session_gap_s: float = 1800.0,
+        covisit_span: int = 5,
+        recalibration: UserRecalibrationConfig | None = None,
+    ) -> None: ...
+
+ItemUpdateTuple = tuple[str, bytes, float, float, str | None]
+CoVisitTuple = tuple[str, tuple[str, ...], tuple[float, ...], float]
+
+class UserState:
+    """One user's state (the user model's, with its hyperparameters) for tests and tools."""
+
+    user_id: str
+    vector: Vector
+    version: int
+    duplicates: int
+    dedup_ids: int
+    segment: str
+    last_error: float
+    last_surprise: float | None
+    session: tuple[int, float, float, int, list[str]]
+    seen: list[str]
+    purchased: list[str]
+    counts: dict[str, int]
+    last_ts_s: float
+    def __init__(self, user_id: str, params: IsgdParams, config: UserConfig) -> None: ...
+    def recent_items(self) -> list[str]: ...
+    def is_duplicate(self, event_id: str, ts_s: float) -> bool: ...
+    def learn(
+        self,
+        item_id: str,
+        item_vector: Vector,
+        event_type: str,
+        ts_s: float,
+        category_id: str | None = None,
+        boost: float = 1.0,
+        segment: str = "",
+    ) -> tuple[ItemUpdateTuple, list[CoVisitTuple]]: ...
+    def observe(self, item_id: str, event_type: str, ts_s: float) -> None: ...
+    def check_drift(
+        self, item_vector: Callable[[str], Vector | None]
+    ) -> dict[str, object] | None: ...
+    def record(self, event_ts_s: float, written_at_s: float) -> tuple[int, bytes]: ...
+    def to_state(self) -> bytes: ...
+    @staticmethod
+    def from_state(state: bytes, params: IsgdParams, config: UserConfig) -> UserState: ...
+
+# --- item_vectors.rs -------------------------------------------------------------------------
+
+class ItemVectors:
+    """The worker-local replica of item vectors the user model reads."""
+
+    ids: list[str]
+    def __init__(self, params: IsgdParams) -> None: ...
+    def remote(self, item_ids: list[str]) -> list[str]: ...
+    def apply_staged(self) -> int: ...
+    def apply(self, item_ids: list[str], matrix: bytes) -> int: ...
+    def get(self, item_id: str) -> Vector: ...
+    def __len__(self) -> int: ...
+
+# --- live_quality.rs -------------------------------------------------------------------------
+
+class LiveQuality:
+    """Sampled test-then-train HR@10 of the live model and the global drift policy on it."""
+
+    window_recall: float
+    evaluated: int
+    def __init__(self, sample_every: int = 10, negatives: int = 99, window: int = 1000) -> None: ...
+    def sampled(self, event_id: str) -> bool: ...
+
+# --- messages.rs: the flow's message vocabulary ----------------------------------------------
+
+class ItemBatch:
+    """Everything one batch does to one item (the item model's input)."""
+
+    item_id: str
+    def __len__(self) -> int: ...
+
+class ItemOut:
+    """What one batch changed of one item (the item model's output)."""
+
+    item_id: str
+    item_write: tuple[int, bytes, float, float | None, str | None] | None
+    neighbours_record: tuple[int, bytes] | None
+    segment_scores: list[tuple[str, float]]
+
+class DeadLetter:
+    """A message that could not be used, and why."""
+
+    payload: bytes
+    reason: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    key: bytes | None
+    def __init__(
+        self,
+        payload: bytes,
+        reason: str,
+        source_topic: str,
+        source_partition: int,
+        source_offset: int,
+        key: bytes | None = None,
+    ) -> None: ...
+
+class ArchiveRow:
+    """A valid event (its payload) with its enrichment, for the Parquet archive."""
+
+    user_id: str
+    payload: bytes
+    device_class: str
+    tod_bucket: str
+    weekday: int
+    local_hour: int
+    segment: str
+
+class UserDelta:
+    """Everything one user's batch produced: the user model's one output per call."""
+
+    user_id: str
+    record: tuple[int, bytes] | None
+    parked: bytes | None
+    dead_letters: list[DeadLetter]
+    archive_rows: list[ArchiveRow]
+    alarms: list[tuple[str, str, str]]
+    counts: tuple[int, int, int]
+
+# --- the keyed models (Bytewax StatefulBatchLogic by duck typing) ----------------------------
+
+LogicReturn = tuple[list[object], bool]
+
+class _Logic:
+    def on_batch(self, values: list[object]) -> LogicReturn: ...
+    def snapshot(self) -> bytes: ...
+    def notify_at(self) -> object: ...
+    def on_notify(self) -> LogicReturn: ...
+    def on_eof(self) -> LogicReturn: ...
+
+class ParkedUsers:
+    """The process-wide index of users whose state is parked in Redis."""
+
+    def __init__(self) -> None: ...
+    def add(self, user_ids: list[str]) -> None: ...
+    def __contains__(self, user_id: str) -> bool: ...
+    def __len__(self) -> int: ...
+
+class UserModel(_Logic): ...
+
+class UserModelFactory:
+    def __init__(
+        self,
+        params: IsgdParams,
+        config: UserConfig,
+        *,
+        replica: ItemVectors,
+        quality: LiveQuality | None,
+        parked: ParkedUsers,
+        refresh_items: Callable[[], object],
+        refresh_interval_s: float,
+        fetch_parked: Callable[[str], bytes | None],
+        idle_ttl_s: float,
+        max_future_skew_s: float,
+        archive: bool = False,
+    ) -> None: ...
+    def __call__(self, resume: bytes | None = None) -> UserModel: ...
+
+class ItemModel(_Logic): ...
+
+class ItemModelFactory:
+    def __init__(
+        self, params: IsgdParams, config: ItemConfig, top_m: int, replica: ItemVectors | None = None
+    ) -> None: ...
+    def __call__(self, resume: bytes | None = None) -> ItemModel: ...
+
+class FeedbackBatch: ...
+class FeedbackOut: ...
+class FeedbackModel(_Logic): ...
+
+class FeedbackModelFactory:
+    def __init__(self, window_s: float, keep: int) -> None: ...
+    def __call__(self, resume: bytes | None = None) -> FeedbackModel: ...
+
+class PopularitySample:
+    @staticmethod
+    def from_items(items: list[str]) -> PopularitySample: ...
+
+class ShiftAlarms: ...
+class PopularityShiftModel(_Logic): ...
+
+class PopularityShiftModelFactory:
+    def __init__(self, window: int) -> None: ...
+    def __call__(self, resume: bytes | None = None) -> PopularityShiftModel: ...
+
+# --- routing.rs ------------------------------------------------------------------------------
+
+def key_by_user(batch: list[object]) -> list[tuple[str, tuple[str, object]]]: ...
+def item_batches(batch: list[object]) -> list[tuple[str, ItemBatch]]: ...
+def feedback_batches(batch: list[object]) -> list[tuple[str, FeedbackBatch]]: ...
+def popularity_samples(batch: list[object]) -> list[tuple[str, PopularitySample]]: ...
+def dead_letters(batch: list[object]) -> list[DeadLetter]: ...
+def archive_rows(batch: list[object]) -> list[ArchiveRow]: ...
+
+class WritePlan:
+    """The newer part of a batch's writes, as arguments of variadic Redis commands."""
+
+    user_records: list[object]
+    user_versions: list[object]
+    item_factors: list[object]
+    item_versions: list[object]
+    item_ids: list[str]
+    popularity: list[object]
+    trending: list[object]
+    untrending: list[object]
+    categories: list[object]
+    neighbour_records: list[object]
+    neighbour_versions: list[object]
+
+class StateWrites:
+    """A batch's writes to Redis, coalesced to the newest version per key."""
+
+    user_ids: list[str]
+    item_ids: list[str]
+    neighbour_ids: list[str]
+    arrivals: list[float]
+    parked: list[tuple[str, bytes]]
+    segment_scores: list[tuple[str, list[object]]]
+    holdouts: list[tuple[str, bytes, str]]
+    feedback: list[tuple[str, str, float, int, int, int]]
+    alarms: list[tuple[str, str, str]]
+    applied: int
+    duplicates: int
+    dead_letters: int
+    user_alarms: int
+    global_alarms: int
+    ctr_alarms: int
+    shift_alarms: int
+    def plan(
+        self,
+        stored_users: list[bytes | None],
+        stored_items: list[bytes | None],
+        stored_neighbours: list[bytes | None],
+        user_key_prefix: str,
+        neighbour_key_prefix: str,
+    ) -> WritePlan: ...
+
+def collect_writes(batch: list[object]) -> StateWrites: ...
+
+# --- timing.rs -------------------------------------------------------------------------------
+
+def enable_timing(on: bool) -> None: ...
+def native_time() -> dict[str, tuple[float, int]]:
+    """Part → (seconds spent in its calls, calls) since timing was enabled."""

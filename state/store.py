@@ -389,11 +389,11 @@ class RedisStore:
             commands.append(("HSET", k.user_versions, *plan.user_versions))
         commands += self._park_commands(writes.parked, parked_ttl_s)
         for key, vector, item_id in writes.holdouts:
-            fields = ("key", key, "vector", vector, "item", item_id)
-            commands.append(("XADD", k.holdout, "MAXLEN", "~", 20_000, "*", *fields))
+            sample = ("key", key, "vector", vector, "item", item_id)
+            commands.append(("XADD", k.holdout, "MAXLEN", "~", 20_000, "*", *sample))
         for kind, scope, detail in writes.alarms:
-            fields = ("kind", kind, "scope", scope, "detail", detail)
-            commands.append(("XADD", k.alarms, "MAXLEN", "~", 10_000, "*", *fields))
+            alarm = ("kind", kind, "scope", scope, "detail", detail)
+            commands.append(("XADD", k.alarms, "MAXLEN", "~", 10_000, "*", *alarm))
         self._execute(commands)
         if writes.feedback:
             self._trim_feedback({(m, s) for m, s, *_ in writes.feedback}, feedback_keep)

@@ -136,6 +136,8 @@ impl<'a> Reader<'a> {
         }
         Err(Invalid(format!("{} snapshot is malformed", self.what)))
     }
+    /// A length prefix (not the reader's length: `len` mirrors `Writer::len`).
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&mut self) -> Result<usize, Invalid> {
         let n = self.varint()?;
         // A length can never exceed what is left: refuse before allocating for it.
@@ -152,13 +154,15 @@ impl<'a> Reader<'a> {
     }
     pub fn f32s(&mut self) -> Result<Vec<f32>, Invalid> {
         let n = self.len()?;
-        let raw = self.take(n.checked_mul(4).ok_or_else(|| Invalid::new("snapshot is malformed"))?)?;
+        let raw =
+            self.take(n.checked_mul(4).ok_or_else(|| Invalid::new("snapshot is malformed"))?)?;
         Ok(raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
     }
     pub fn str(&mut self) -> Result<&'a str, Invalid> {
         let n = self.len()?;
         let raw = self.take(n)?;
-        std::str::from_utf8(raw).map_err(|_| Invalid(format!("{} snapshot is malformed", self.what)))
+        std::str::from_utf8(raw)
+            .map_err(|_| Invalid(format!("{} snapshot is malformed", self.what)))
     }
     pub fn opt_f64(&mut self) -> Result<Option<f64>, Invalid> {
         Ok(if self.bool()? { Some(self.f64()?) } else { None })

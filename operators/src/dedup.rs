@@ -165,7 +165,10 @@ impl PyEventDedup {
     #[new]
     #[pyo3(signature = (horizon_s=86_400.0, max_ids=10_000))]
     fn new(horizon_s: f64, max_ids: i64) -> PyResult<Self> {
-        Ok(PyEventDedup { cfg: DedupConfig::new(horizon_s, max_ids)?, inner: EventDedup::default() })
+        Ok(PyEventDedup {
+            cfg: DedupConfig::new(horizon_s, max_ids)?,
+            inner: EventDedup::default(),
+        })
     }
 
     #[getter]

@@ -52,7 +52,8 @@ impl FeedbackBatch {
         let n = r.len()?;
         let mut hits = Vec::with_capacity(n);
         for _ in 0..n {
-            let t = EventType::from_index(r.u8()?).ok_or_else(|| Invalid::new("feedback batch is malformed"))?;
+            let t = EventType::from_index(r.u8()?)
+                .ok_or_else(|| Invalid::new("feedback batch is malformed"))?;
             hits.push((t, r.f64()?));
         }
         r.end()?;
@@ -117,7 +118,9 @@ impl FeedbackModelFactory {
             return Ok(FeedbackModel { shared, key: None, windows: FeedbackWindows::new(), ctr });
         };
         let bytes = snapshot.cast::<PyBytes>().map_err(|_| {
-            Invalid::new("feedback: the recovery store holds a snapshot of an older freshrec; recreate it")
+            Invalid::new(
+                "feedback: the recovery store holds a snapshot of an older freshrec; recreate it",
+            )
         })?;
         let mut r = Reader::with_header(bytes.as_bytes(), b"FRF", 1, "feedback state")?;
         let key = (intern::intern(r.str()?), intern::intern(r.str()?));
@@ -172,7 +175,10 @@ impl FeedbackModel {
         let out = PyList::empty(py);
         if let Some((model, segment)) = self.key {
             if !touched.is_empty() || !alarms.is_empty() {
-                out.append(Bound::new(py, FeedbackOut { model, segment, windows: touched, alarms })?)?;
+                out.append(Bound::new(
+                    py,
+                    FeedbackOut { model, segment, windows: touched, alarms },
+                )?)?;
             }
         }
         (out, false).into_pyobject(py)

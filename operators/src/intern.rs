@@ -19,9 +19,8 @@ struct Table {
     names: Vec<&'static str>,
 }
 
-static TABLE: LazyLock<RwLock<Table>> = LazyLock::new(|| {
-    RwLock::new(Table { ids: FxHashMap::default(), names: Vec::new() })
-});
+static TABLE: LazyLock<RwLock<Table>> =
+    LazyLock::new(|| RwLock::new(Table { ids: FxHashMap::default(), names: Vec::new() }));
 
 /// The id of `name`, interning it on first sight.
 pub fn intern(name: &str) -> Id {

@@ -358,12 +358,20 @@ impl IncrementalMF {
     }
 
     /// The user's vector (a copy), or None.
-    fn user_vector<'py>(&self, py: Python<'py>, user_id: &str) -> Option<Bound<'py, PyArray1<f32>>> {
+    fn user_vector<'py>(
+        &self,
+        py: Python<'py>,
+        user_id: &str,
+    ) -> Option<Bound<'py, PyArray1<f32>>> {
         self.users.get(user_id).map(|v| PyArray1::from_slice(py, v))
     }
 
     /// The item's vector (a copy), or None.
-    fn item_vector<'py>(&self, py: Python<'py>, item_id: &str) -> Option<Bound<'py, PyArray1<f32>>> {
+    fn item_vector<'py>(
+        &self,
+        py: Python<'py>,
+        item_id: &str,
+    ) -> Option<Bound<'py, PyArray1<f32>>> {
         self.items.get(item_id).map(|v| PyArray1::from_slice(py, v))
     }
 }

@@ -39,7 +39,12 @@ pub struct ItemModelFactory {
 impl ItemModelFactory {
     #[new]
     #[pyo3(signature = (params, config, top_m, replica=None))]
-    fn new(params: IsgdParams, config: ItemConfig, top_m: usize, replica: Option<Py<ItemVectors>>) -> Self {
+    fn new(
+        params: IsgdParams,
+        config: ItemConfig,
+        top_m: usize,
+        replica: Option<Py<ItemVectors>>,
+    ) -> Self {
         ItemModelFactory { shared: Arc::new(ItemShared { params, config, top_m, replica }) }
     }
 
@@ -73,7 +78,14 @@ impl ItemModel {
             for op in &batch.ops {
                 match op {
                     ItemOp::Learn(l) => {
-                        state.learn(&l.user_vector, l.weight, l.ts_s, l.category, &shared.params, &shared.config);
+                        state.learn(
+                            &l.user_vector,
+                            l.weight,
+                            l.ts_s,
+                            l.category,
+                            &shared.params,
+                            &shared.config,
+                        );
                         let score = state.segment_hit(l.segment, l.weight, l.ts_s, &shared.config);
                         match segments.iter_mut().find(|(s, _)| *s == l.segment) {
                             Some(slot) => slot.1 = score,
@@ -127,8 +139,10 @@ impl ItemModel {
     fn on_batch<'py>(&mut self, values: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyTuple>> {
         let _timer = crate::timing::time(crate::timing::Part::ItemModel);
         let py = values.py();
-        let bound: Vec<Bound<'py, ItemBatch>> =
-            values.iter().map(|v| v.cast_into::<ItemBatch>().map_err(PyErr::from)).collect::<PyResult<_>>()?;
+        let bound: Vec<Bound<'py, ItemBatch>> = values
+            .iter()
+            .map(|v| v.cast_into::<ItemBatch>().map_err(PyErr::from))
+            .collect::<PyResult<_>>()?;
         let batches: Vec<&ItemBatch> = bound.iter().map(|b| b.get()).collect();
         let out = PyList::empty(py);
         if let Some(changed) = self.apply(&batches) {

@@ -84,7 +84,9 @@ impl ItemConfig {
         covisit_half_life_s: f64,
         neighbour_capacity: i64,
     ) -> Result<Self, Invalid> {
-        for (name, value) in [("half_life_s", half_life_s), ("trend_half_life_s", trend_half_life_s)] {
+        for (name, value) in
+            [("half_life_s", half_life_s), ("trend_half_life_s", trend_half_life_s)]
+        {
             ensure(value > 0.0 && value.is_finite(), || {
                 format!("{name} must be finite and > 0, got {}", py_float(value))
             })?;
@@ -150,7 +152,8 @@ impl ItemState {
             self.category = category;
         }
         isgd::item_step(&mut self.vector, user_vector, weight, params);
-        self.popularity_log2 = popularity::add_event(self.popularity_log2, weight, ts_s, cfg.half_life_s);
+        self.popularity_log2 =
+            popularity::add_event(self.popularity_log2, weight, ts_s, cfg.half_life_s);
         self.short_popularity_log2 =
             popularity::add_event(self.short_popularity_log2, weight, ts_s, cfg.trend_half_life_s);
         self.last_ts_s = self.last_ts_s.max(ts_s);
@@ -183,7 +186,8 @@ impl ItemState {
     /// > 0 means the item is drawing more attention lately than over the long half-life.
     pub fn trend_log2(&self, cfg: &ItemConfig) -> Option<f64> {
         let now = self.last_ts_s;
-        let short = popularity::decayed_value(self.short_popularity_log2, now, cfg.trend_half_life_s);
+        let short =
+            popularity::decayed_value(self.short_popularity_log2, now, cfg.trend_half_life_s);
         if short < cfg.trend_min_events {
             return None;
         }
@@ -214,7 +218,11 @@ impl ItemState {
         let item = intern::intern(r.str()?);
         let vector = r.f32s()?;
         ensure(vector.len() == params.factors, || {
-            format!("item snapshot has {} factors, the settings say {}", vector.len(), params.factors)
+            format!(
+                "item snapshot has {} factors, the settings say {}",
+                vector.len(),
+                params.factors
+            )
         })?;
         let version = r.varint()?;
         let popularity_log2 = r.f64()?;

@@ -101,7 +101,10 @@ impl ItemVectors {
     pub fn get(&self, item: Id) -> Option<Vec<f32>> {
         let k = self.params.factors;
         let table = self.table.read().expect("replica poisoned");
-        table.rows.get(&item).map(|&row| table.data[row as usize * k..(row as usize + 1) * k].to_vec())
+        table
+            .rows
+            .get(&item)
+            .map(|&row| table.data[row as usize * k..(row as usize + 1) * k].to_vec())
     }
 
     /// Run `f` over the held item ids (in first-held order) and their vectors, row after
@@ -121,6 +124,10 @@ impl ItemVectors {
 
     pub fn len(&self) -> usize {
         self.table.read().expect("replica poisoned").ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// An item model of this process changed `item`: the user models see it at the next

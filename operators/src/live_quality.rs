@@ -78,20 +78,25 @@ impl LiveQuality {
         })?;
         let mut state = self.state.lock().expect("live quality poisoned");
         let hit = rank <= 10;
-        if state.hits.len() == self.window {
-            if state.hits.pop_front() == Some(true) {
-                state.hit_count -= 1;
-            }
+        if state.hits.len() == self.window && state.hits.pop_front() == Some(true) {
+            state.hit_count -= 1;
         }
         state.hits.push_back(hit);
         state.hit_count += usize::from(hit);
         state.evaluated += 1;
-        state.drift.update(&self.drift_config, if hit { 1.0 } else { 0.0 }).expect("a hit is finite")
+        state
+            .drift
+            .update(&self.drift_config, if hit { 1.0 } else { 0.0 })
+            .expect("a hit is finite")
     }
 
     /// Process-wide boost of learning rates during a global warm-up.
     pub fn learning_rate_multiplier(&self) -> f64 {
-        self.state.lock().expect("live quality poisoned").drift.learning_rate_multiplier(&self.drift_config)
+        self.state
+            .lock()
+            .expect("live quality poisoned")
+            .drift
+            .learning_rate_multiplier(&self.drift_config)
     }
 }
 

@@ -38,7 +38,11 @@ pub struct ItemLearn {
 pub enum ItemOp {
     Learn(ItemLearn),
     /// Co-visited with `other` in a session.
-    CoVisit { other: Id, weight: f64, ts_s: f64 },
+    CoVisit {
+        other: Id,
+        weight: f64,
+        ts_s: f64,
+    },
 }
 
 /// Everything one batch does to one item (the item model's input).
@@ -184,7 +188,6 @@ impl ItemOut {
         self.segments.iter().map(|(s, v)| (intern::name(*s), *v)).collect()
     }
 }
-
 
 // --- the user model's output -----------------------------------------------------------------
 
@@ -371,4 +374,3 @@ mod tests {
         assert_eq!(ItemBatch::from_bytes(&batch.to_bytes()).unwrap(), batch);
     }
 }
-

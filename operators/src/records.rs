@@ -96,10 +96,8 @@ mod tests {
     fn neighbours_record_bytes() {
         // msgspec: encode_neighbours(NeighboursRecord(3, ["x"], [1.25]))
         let expected = "0000000000000003930391a17891cb3ff4000000000000";
-        let got: String = encode_neighbours(3, &[("x", 1.25)])
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let got: String =
+            encode_neighbours(3, &[("x", 1.25)]).iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(got, expected);
     }
 }

@@ -14,8 +14,8 @@ use rustc_hash::FxHashMap;
 
 use crate::errors::Invalid;
 use crate::events::{self, Fast};
-use crate::intern::{self, Id};
 use crate::feedback_model::{FeedbackBatch, FeedbackOut};
+use crate::intern::{self, Id};
 use crate::messages::{ArchiveRow, DeadLetter, ItemBatch, ItemOp, ItemOut, UserDelta};
 use crate::popularity_shift_model::{PopularitySample, ShiftAlarms};
 
@@ -43,7 +43,9 @@ pub fn key_by_user<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyLis
                 };
                 match from_key {
                     Some(key) => key,
-                    None => payload_user(&msg).map_or_else(|| empty.clone(), |u| PyString::new(py, &u)),
+                    None => {
+                        payload_user(&msg).map_or_else(|| empty.clone(), |u| PyString::new(py, &u))
+                    }
                 }
             }
         };
@@ -111,7 +113,11 @@ pub fn feedback_batches<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, 
     for delta in deltas(batch) {
         for hit in &delta.get().feedback {
             let slot = *slots.entry((hit.model, hit.segment)).or_insert_with(|| {
-                grouped.push(FeedbackBatch { model: hit.model, segment: hit.segment, hits: Vec::new() });
+                grouped.push(FeedbackBatch {
+                    model: hit.model,
+                    segment: hit.segment,
+                    hits: Vec::new(),
+                });
                 grouped.len() - 1
             });
             grouped[slot].hits.push((hit.event_type, hit.ts_s));
@@ -130,8 +136,9 @@ pub fn feedback_batches<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, 
 pub fn popularity_samples<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
     let _timer = crate::timing::time(crate::timing::Part::SideOutputs);
     let py = batch.py();
-    let items: Vec<Id> =
-        deltas(batch).flat_map(|d| d.get().holdouts.iter().map(|h| h.item).collect::<Vec<_>>()).collect();
+    let items: Vec<Id> = deltas(batch)
+        .flat_map(|d| d.get().holdouts.iter().map(|h| h.item).collect::<Vec<_>>())
+        .collect();
     let out = PyList::empty(py);
     if !items.is_empty() {
         out.append(("all", Bound::new(py, PopularitySample { items })?))?;
@@ -218,7 +225,8 @@ fn stored_version(value: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
         return Ok(None);
     }
     let raw = value.cast::<PyBytes>()?.as_bytes();
-    let text = std::str::from_utf8(raw).map_err(|_| Invalid::new("a stored version is not text"))?;
+    let text =
+        std::str::from_utf8(raw).map_err(|_| Invalid::new("a stored version is not text"))?;
     Ok(Some(text.parse::<u64>().map_err(|_| Invalid::new("a stored version is not a number"))?))
 }
 
@@ -273,7 +281,9 @@ impl StateWrites {
             }
             let id = intern::name(*item);
             plan.item_factors.push(text(id));
-            plan.item_factors.push(PyBytes::new(py, &crate::records::vector_bytes(&w.vector)).into_any().unbind());
+            plan.item_factors.push(
+                PyBytes::new(py, &crate::records::vector_bytes(&w.vector)).into_any().unbind(),
+            );
             plan.item_versions.push(text(id));
             plan.item_versions.push(int(w.version)?);
             plan.item_ids.push(id);
@@ -293,7 +303,8 @@ impl StateWrites {
                 plan.categories.push(text(intern::name(category)));
             }
         }
-        for ((item, version, blob), stored) in self.neighbours.iter().zip(stored_neighbours.iter()) {
+        for ((item, version, blob), stored) in self.neighbours.iter().zip(stored_neighbours.iter())
+        {
             if is_newer(*version, stored_version(&stored)?) {
                 let id = intern::name(*item);
                 plan.neighbour_records.push(text(&format!("{neighbour_key_prefix}{id}")));
@@ -375,7 +386,8 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
                 writes.parked.push((d.user_id.to_string(), PyBytes::new(py, state).unbind()));
             }
             for h in &d.holdouts {
-                let vector = PyBytes::new(py, &crate::records::vector_bytes(&h.user_vector)).unbind();
+                let vector =
+                    PyBytes::new(py, &crate::records::vector_bytes(&h.user_vector)).unbind();
                 writes.holdouts.push((h.key.clone(), vector, intern::name(h.item)));
             }
             for a in &d.alarms {
@@ -418,7 +430,14 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
             let o = out.get();
             for w in &o.windows {
                 let key = (o.model, o.segment, w.start_s.to_bits());
-                let row = (intern::name(o.model), intern::name(o.segment), w.start_s, w.impressions, w.clicks, w.conversions);
+                let row = (
+                    intern::name(o.model),
+                    intern::name(o.segment),
+                    w.start_s,
+                    w.impressions,
+                    w.clicks,
+                    w.conversions,
+                );
                 match windows.get(&key) {
                     Some(&at) => writes.feedback[at] = row,
                     None => {

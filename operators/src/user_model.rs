@@ -162,7 +162,11 @@ impl UserModelFactory {
                          (not versioned bytes); recreate the recovery store",
                     )
                 })?;
-                Some(UserState::from_bytes(bytes.as_bytes(), &self.shared.params, &self.shared.config)?)
+                Some(UserState::from_bytes(
+                    bytes.as_bytes(),
+                    &self.shared.params,
+                    &self.shared.config,
+                )?)
             }
         };
         Ok(UserModel { shared: self.shared.clone(), state, last_active_s: wall_clock_s() })
@@ -249,8 +253,11 @@ impl UserModel {
                 let blob = shared.fetch_parked.call1(py, (user_id,))?;
                 if !blob.is_none(py) {
                     let bytes = blob.cast_bound::<PyBytes>(py)?;
-                    restored =
-                        Some(UserState::from_bytes(bytes.as_bytes(), &shared.params, &shared.config)?);
+                    restored = Some(UserState::from_bytes(
+                        bytes.as_bytes(),
+                        &shared.params,
+                        &shared.config,
+                    )?);
                 }
             }
             self.state = Some(
@@ -338,7 +345,9 @@ impl UserModel {
                     user_vector: state.vector.clone(),
                     item,
                 });
-                if let Some(warmup) = quality.evaluate(&event.event_id, &state.vector, item, replica) {
+                if let Some(warmup) =
+                    quality.evaluate(&event.event_id, &state.vector, item, replica)
+                {
                     delta.global_alarms += 1;
                     delta.alarms.push(Alarm {
                         kind: "global drift",
@@ -370,7 +379,9 @@ impl UserModel {
             &mut ops,
         );
         drop(ops);
-        if let Some(decision) = state.check_drift(|id| replica.get(id), &shared.params, &shared.config)? {
+        if let Some(decision) =
+            state.check_drift(|id| replica.get(id), &shared.params, &shared.config)?
+        {
             delta.user_alarms += 1;
             delta.alarms.push(Alarm {
                 kind: "user drift",
@@ -383,10 +394,13 @@ impl UserModel {
         }
         Ok(Some(ts_s))
     }
-
 }
 
-fn emit<'py>(py: Python<'py>, delta: Option<UserDelta>, discard: bool) -> PyResult<Bound<'py, PyTuple>> {
+fn emit<'py>(
+    py: Python<'py>,
+    delta: Option<UserDelta>,
+    discard: bool,
+) -> PyResult<Bound<'py, PyTuple>> {
     let out = PyList::empty(py);
     if let Some(delta) = delta {
         out.append(Bound::new(py, delta)?)?;
@@ -421,7 +435,8 @@ impl UserModel {
                     continue;
                 }
             };
-            let payload: &[u8] = if value.is_none() { b"" } else { value.cast::<PyBytes>()?.as_bytes() };
+            let payload: &[u8] =
+                if value.is_none() { b"" } else { value.cast::<PyBytes>()?.as_bytes() };
             match events::decode(py, payload, now_us, self.shared.max_future_skew_s)? {
                 Err(reason) => {
                     let mut letter = message_letter(&msg, reason)?;
@@ -442,7 +457,9 @@ impl UserModel {
                         delta.user_id = event.user_id.as_str().into();
                     }
                     let arrival = arrival_s(&msg)?;
-                    if let Some(ts) = self.apply(py, &event, payload, arrival, &mut delta, &mut item_buf)? {
+                    if let Some(ts) =
+                        self.apply(py, &event, payload, arrival, &mut delta, &mut item_buf)?
+                    {
                         last_ts = Some(ts);
                     }
                 }
@@ -476,7 +493,11 @@ impl UserModel {
     /// Wake up when the user has been idle for `idle_ttl_s`.
     fn notify_at<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDateTime>> {
         let utc = PyTzInfo::utc(py)?;
-        PyDateTime::from_timestamp(py, self.last_active_s + self.shared.idle_ttl_s, Some(&utc.to_owned()))
+        PyDateTime::from_timestamp(
+            py,
+            self.last_active_s + self.shared.idle_ttl_s,
+            Some(&utc.to_owned()),
+        )
     }
 
     /// Idle long enough: hand the state to Redis (parked) and leave memory.

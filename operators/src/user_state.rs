@@ -16,10 +16,11 @@ use crate::events::EventType;
 use crate::intern::{self, Id};
 use crate::isgd::{self, IsgdParams, Kind};
 use crate::messages::{ItemLearn, ItemOp};
-use crate::records::{UserRecordFields, encode_user};
 use crate::recalibration::{
-    CategoryProfile, CategoryProfileConfig, Recalibration, UserRecalibration, UserRecalibrationConfig,
+    CategoryProfile, CategoryProfileConfig, Recalibration, UserRecalibration,
+    UserRecalibrationConfig,
 };
+use crate::records::{UserRecordFields, encode_user};
 use crate::sessions::{SESSION_MAX_ITEMS, Session};
 use crate::user_window::{UserWindow, WindowConfig};
 
@@ -193,7 +194,8 @@ impl UserState {
         let recent: Vec<(Id, f64)> =
             self.window.recent.iter().map(|r| (r.item, params.weight(r.event_type))).collect();
         let initial = isgd::initial_vector(&self.user_id, Kind::User, params);
-        let decision = policy.recalibrate(cfg, &self.vector, &recent, item_vector, &initial, params)?;
+        let decision =
+            policy.recalibrate(cfg, &self.vector, &recent, item_vector, &initial, params)?;
         self.vector = decision.user_vector.clone().into();
         Ok(Some(decision))
     }
@@ -268,7 +270,11 @@ impl UserState {
         let user_id: Box<str> = r.str()?.into();
         let vector = r.f32s()?;
         ensure(vector.len() == params.factors, || {
-            format!("user snapshot has {} factors, the settings say {}", vector.len(), params.factors)
+            format!(
+                "user snapshot has {} factors, the settings say {}",
+                vector.len(),
+                params.factors
+            )
         })?;
         let version = r.varint()?;
         let duplicates = r.varint()?;
@@ -306,7 +312,11 @@ impl UserState {
         w.finish()
     }
 
-    pub fn from_bytes(data: &[u8], params: &IsgdParams, config: &UserConfig) -> Result<Self, Invalid> {
+    pub fn from_bytes(
+        data: &[u8],
+        params: &IsgdParams,
+        config: &UserConfig,
+    ) -> Result<Self, Invalid> {
         let mut r = Reader::with_header(data, Self::TAG, Self::FORMAT, "user state")?;
         let state = UserState::read(&mut r, params, config)?;
         r.end()?;
@@ -377,7 +387,8 @@ impl PyUserConfig {
 }
 
 fn parse_event_type(name: &str) -> PyResult<EventType> {
-    EventType::from_name(name).ok_or_else(|| PyValueError::new_err(format!("unknown event type {name:?}")))
+    EventType::from_name(name)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown event type {name:?}")))
 }
 
 /// One user's state with its hyperparameters: `UserState(user_id, params, config)`.
@@ -432,7 +443,13 @@ impl PyUserState {
     #[getter]
     fn session(&self) -> (u32, f64, f64, u32, Vec<&'static str>) {
         let s = &self.state.session;
-        (s.session_no, s.start_ts_s, s.last_ts_s, s.event_count, intern::names(s.items.iter().copied()))
+        (
+            s.session_no,
+            s.start_ts_s,
+            s.last_ts_s,
+            s.event_count,
+            intern::names(s.items.iter().copied()),
+        )
     }
     /// Distinct items of the window, most recent first.
     fn recent_items(&self) -> Vec<&'static str> {
@@ -519,7 +536,9 @@ impl PyUserState {
         let mut span: Vec<(&'static str, f64)> = Vec::new();
         let mut back: Vec<Bound<'py, PyTuple>> = Vec::new();
         for (target, op) in ops {
-            let ItemOp::CoVisit { other, weight, ts_s } = op else { unreachable!("co-visits only") };
+            let ItemOp::CoVisit { other, weight, ts_s } = op else {
+                unreachable!("co-visits only")
+            };
             if target == item {
                 span.push((intern::name(other), weight));
             } else {
@@ -572,7 +591,12 @@ impl PyUserState {
     }
 
     /// (version, encoded `state.records.UserRecord`) as the flow writes it.
-    fn record<'py>(&self, py: Python<'py>, event_ts_s: f64, written_at_s: f64) -> (u64, Bound<'py, PyBytes>) {
+    fn record<'py>(
+        &self,
+        py: Python<'py>,
+        event_ts_s: f64,
+        written_at_s: f64,
+    ) -> (u64, Bound<'py, PyBytes>) {
         let (version, blob) = self.state.record(event_ts_s, written_at_s);
         (version, PyBytes::new(py, &blob))
     }
@@ -583,7 +607,11 @@ impl PyUserState {
     }
 
     #[staticmethod]
-    fn from_state(state: &[u8], params: IsgdParams, config: PyRef<'_, PyUserConfig>) -> PyResult<Self> {
+    fn from_state(
+        state: &[u8],
+        params: IsgdParams,
+        config: PyRef<'_, PyUserConfig>,
+    ) -> PyResult<Self> {
         let config = config.inner.clone();
         Ok(PyUserState { state: UserState::from_bytes(state, &params, &config)?, params, config })
     }

@@ -67,8 +67,13 @@ streams = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(stream=streams, history=st.integers(1, 4), neighbours=st.integers(1, 5),
-       max_items=st.integers(1, 8), max_users=st.integers(1, 4))
+@given(
+    stream=streams,
+    history=st.integers(1, 4),
+    neighbours=st.integers(1, 5),
+    max_items=st.integers(1, 8),
+    max_users=st.integers(1, 4),
+)
 def test_native_equals_the_python_oracle(
     stream: list[tuple[str, str, float, float]],
     history: int,
@@ -76,8 +81,15 @@ def test_native_equals_the_python_oracle(
     max_items: int,
     max_users: int,
 ) -> None:
-    args = dict(half_life_s=20.0, history=history, neighbours=neighbours, session_gap_s=10.0,
-                recency_decay=0.7, max_items=max_items, max_users=max_users)
+    args = dict(
+        half_life_s=20.0,
+        history=history,
+        neighbours=neighbours,
+        session_gap_s=10.0,
+        recency_decay=0.7,
+        max_items=max_items,
+        max_users=max_users,
+    )
     native, oracle = CoVisitation(**args), OracleCoVisitation(**args)
     ts = 0.0
     for user, item, step, weight in stream:
