@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import polars as pl
@@ -139,7 +139,7 @@ class PlainIsgd:
         self.U = np.zeros((1024, params.factors), dtype=np.float32)
         self.V = np.zeros((1024, params.factors), dtype=np.float32)
 
-    def _row(self, table: dict[str, int], key: str, kind: str) -> int:
+    def _row(self, table: dict[str, int], key: str, kind: Literal["user", "item"]) -> int:
         i = table.get(key)
         if i is None:
             i = table[key] = len(table)

@@ -604,3 +604,244 @@ def decode_event(payload: bytes, now_s: float, max_future_skew_s: float) -> dict
     The event's fields (as :func:`decode_event_fast`), or the dead-letter reason, byte for
     byte ``errors_as_reason(decode_event(payload, now=..., max_future_skew_s=...))``.
     """
+
+# --- dedup.rs --------------------------------------------------------------------------------
+
+class EventDedup:
+    """Event ids of one key seen within ``horizon_s`` of event time (kept as 64-bit hashes).
+
+    ``to_state()``: ``b"FRD"``, version 1, newest_ts, then (hash, ts) per id in insertion
+    order; the hyperparameters are not part of it (``from_state`` takes them).
+    """
+
+    def __init__(self, horizon_s: float = 86_400.0, max_ids: int = 10_000) -> None: ...
+    @property
+    def horizon_s(self) -> float: ...
+    @property
+    def max_ids(self) -> int: ...
+    @property
+    def newest_ts_s(self) -> float:
+        """Newest event time remembered (-inf before any)."""
+    def is_duplicate(self, event_id: str, ts_s: float) -> bool:
+        """True if the id was seen within the horizon; otherwise remember it."""
+    def __len__(self) -> int: ...
+    def to_state(self) -> bytes: ...
+    @staticmethod
+    def from_state(
+        state: bytes, horizon_s: float = 86_400.0, max_ids: int = 10_000
+    ) -> EventDedup: ...
+
+# --- covisitation.rs -------------------------------------------------------------------------
+
+class CoVisitation:
+    """Item→item co-visitation with forward decay, top-M neighbours per item (the harness's).
+
+    >>> cv = CoVisitation(half_life_s=3600.0)
+    >>> for user, item, ts in [("a", "x", 0), ("a", "y", 10), ("b", "x", 20), ("b", "y", 30)]:
+    ...     cv.learn(user, item, ts)
+    >>> cv.learn("c", "x", 40)
+    >>> cv.recommend("c", 2, exclude={"x"})
+    ['y']
+    """
+
+    def __init__(
+        self,
+        half_life_s: float = 7 * 86_400.0,
+        history: int = 5,
+        neighbours: int = 50,
+        session_gap_s: float = 3 * 3600.0,
+        recency_decay: float = 0.7,
+        max_items: int = 200_000,
+        max_users: int = 200_000,
+    ) -> None: ...
+    def learn(self, user_id: str, item_id: str, ts_s: float, weight: float = 1.0) -> None:
+        """Record that ``user_id`` touched ``item_id`` at ``ts_s`` (weight > 0)."""
+    def last_items(self, user_id: str) -> list[str]:
+        """The user's most recent items, newest first."""
+    def scores(self, user_id: str, now_s: float | None = None) -> dict[str, float]:
+        """Candidate items with their recency-weighted decayed co-visitation scores."""
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """Items whose neighbours are kept, users whose history is kept."""
+    @property
+    def longest(self) -> tuple[int, int]:
+        """Longest neighbour list and longest history kept."""
+    def recommend(
+        self,
+        user_id: str,
+        k: int,
+        exclude: set[str] | frozenset[str] | None = None,
+        now_s: float | None = None,
+    ) -> list[str]:
+        """The ``k`` items most co-visited with the user's recent ones, best first."""
+
+# --- user_state.rs ---------------------------------------------------------------------------
+
+class UserConfig:
+    """Per-user bounds, horizons and drift policy (from the settings)."""
+
+    def __init__(
+        self,
+        window: int = 50,
+        seen_max: int = 500,
+        dedup_horizon_s: float = 86_400.0,
+        dedup_max_ids: int = 10_000,
+        session_gap_s: float = 1800.0,
+        covisit_span: int = 5,
+        recalibration: UserRecalibrationConfig | None = None,
+    ) -> None: ...
+    @property
+    def window(self) -> int: ...
+    @property
+    def seen_max(self) -> int: ...
+    @property
+    def session_gap_s(self) -> float: ...
+    @property
+    def covisit_span(self) -> int: ...
+    @property
+    def drift_detection(self) -> bool: ...
+
+#: (item_id, user vector before the step as float32 bytes, weight, ts_s, category_id)
+_ItemUpdate = tuple[str, bytes, float, float, str | None]
+#: (item_id, other_ids, weights, ts_s): one co-visit message for one item's owner
+_CoVisit = tuple[str, tuple[str, ...], tuple[float, ...], float]
+
+class UserState:
+    """One user's vector, window, session, dedup memory, drift policy and counters.
+
+    The flow runs the user model of ``user_model.rs``; this face is for tests and tools.
+    ``to_state()``: ``b"FRU"``, version 1 (layout in ``operators/src/user_state.rs``); the
+    params and config are not part of it (``from_state`` takes them).
+    """
+
+    def __init__(self, user_id: str, params: IsgdParams, config: UserConfig) -> None: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def vector(self) -> Vector:
+        """The user vector (a copy)."""
+    @property
+    def version(self) -> int:
+        """Events applied (duplicates not included)."""
+    @property
+    def duplicates(self) -> int: ...
+    @property
+    def dedup_ids(self) -> int:
+        """Event ids the dedup memory holds."""
+    @property
+    def segment(self) -> str: ...
+    @property
+    def last_error(self) -> float:
+        """ISGD error of the last interaction before its step."""
+    @property
+    def last_surprise(self) -> float | None:
+        """Category surprise of the last interaction (None: no category)."""
+    @property
+    def session(self) -> tuple[int, float, float, int, list[str]]:
+        """(session_no, start_ts_s, last_ts_s, event_count, items)."""
+    def recent_items(self) -> list[str]:
+        """Distinct items of the window, most recent first."""
+    @property
+    def seen(self) -> list[str]:
+        """Seen items, oldest first."""
+    @property
+    def purchased(self) -> list[str]:
+        """Purchased items, oldest first."""
+    @property
+    def counts(self) -> dict[str, int]:
+        """Event type → count (types seen only)."""
+    @property
+    def last_ts_s(self) -> float: ...
+    def is_duplicate(self, event_id: str, ts_s: float) -> bool:
+        """True (and counted) if this event id was already applied within the horizon."""
+    def learn(
+        self,
+        item_id: str,
+        item_vector: Vector,
+        event_type: str,
+        ts_s: float,
+        category_id: str | None = None,
+        boost: float = 1.0,
+        segment: str = "",
+    ) -> tuple[_ItemUpdate, list[_CoVisit]]:
+        """Apply an interaction; the item half of the step and the co-visit messages."""
+    def observe(self, item_id: str, event_type: str, ts_s: float) -> None:
+        """Count an event that does not train the model (e.g. an impression)."""
+    def check_drift(self, item_vector: Callable[[str], Vector | None]) -> dict[str, object] | None:
+        """Feed the last loss to the drift policy; on an alarm the decision (vector adopted).
+
+        Keys: user_vector, learning_rate_multiplier, boost_events, refit_items, threshold,
+        event_index.
+        """
+    def record(self, event_ts_s: float, written_at_s: float) -> tuple[int, bytes]:
+        """(version, encoded ``state.records.UserRecord``) as the flow writes it."""
+    def to_state(self) -> bytes: ...
+    @staticmethod
+    def from_state(state: bytes, params: IsgdParams, config: UserConfig) -> UserState: ...
+
+# --- item_state.rs ---------------------------------------------------------------------------
+
+class ItemConfig:
+    """Half-lives and bounds of item state (from the settings)."""
+
+    half_life_s: float
+    trend_half_life_s: float
+    trend_min_events: float
+    def __init__(
+        self,
+        half_life_s: float = 86_400.0,
+        trend_half_life_s: float = 3_600.0,
+        trend_min_events: float = 3.0,
+        covisit_half_life_s: float = 7 * 86_400.0,
+        neighbour_capacity: int = 100,
+    ) -> None: ...
+    @property
+    def covisit_half_life_s(self) -> float: ...
+    @property
+    def neighbour_capacity(self) -> int: ...
+
+class ItemState:
+    """One item's vector, counts, decayed popularities, neighbours and segment popularity.
+
+    The flow runs the item model of ``item_model.rs``; this face is for tests and tools.
+    ``to_state()``: ``b"FRI"``, version 1 (layout in ``operators/src/item_state.rs``).
+    """
+
+    def __init__(self, item_id: str, params: IsgdParams, config: ItemConfig) -> None: ...
+    @property
+    def item_id(self) -> str: ...
+    @property
+    def vector(self) -> Vector:
+        """The item vector (a copy)."""
+    @property
+    def version(self) -> int: ...
+    @property
+    def popularity_log2(self) -> float: ...
+    @property
+    def short_popularity_log2(self) -> float: ...
+    @property
+    def last_ts_s(self) -> float: ...
+    @property
+    def covisit_version(self) -> int: ...
+    @property
+    def category_id(self) -> str | None: ...
+    @property
+    def segments(self) -> list[tuple[str, float]]:
+        """(segment, log2 popularity of this item within it), in first-seen order."""
+    @property
+    def neighbour_scores(self) -> list[tuple[str, float]]:
+        """Every tracked neighbour with its log2 score, in insertion order."""
+    def learn(
+        self, user_vector: Vector, weight: float, ts_s: float, category_id: str | None = None
+    ) -> None:
+        """Apply one positive interaction of a user (vector before their update)."""
+    def covisit(self, other_id: str, weight: float, ts_s: float) -> None: ...
+    def segment_hit(self, segment: str, weight: float, ts_s: float) -> float:
+        """Count one interaction within a context segment; the new log2 score."""
+    def trend_log2(self) -> float | None:
+        """log2 of short- over long-term event rate at the last event; None if too quiet."""
+    def top_neighbours(self, m: int) -> list[tuple[str, float]]:
+        """The ``m`` strongest neighbours with their log2 scores, strongest first."""
+    def to_state(self) -> bytes: ...
+    @staticmethod
+    def from_state(state: bytes, params: IsgdParams, config: ItemConfig) -> ItemState: ...
