@@ -1,13 +1,13 @@
 """Shift scenario on the Taobao log: detection delay and HR@10 recovery, with vs without recalibration.
 
 Replays the normalised Taobao log (``freshrec.datasets.load_taobao``) prequentially — every
-event is first a test (rank, hit or miss), then a training step — through the same ISGD code
-the live flow runs (``operators/isgd.py``). At time T (the median timestamp) a preference
-shift is injected for a share of the users with enough history, and three variants run on the
-very same stream:
+event is first a test (rank, hit or miss), then a training step — through the same native ISGD
+steps the live flow runs (``user_step``/``item_step``, ``operators/src/isgd.rs``). At time T
+(the median timestamp) a preference shift is injected for a share of the users with enough
+history, and three variants run on the very same stream:
 
     (a) plain ISGD;
-    (b) ISGD + per-user Page-Hinkley recalibration (``operators/recalibration.py``);
+    (b) ISGD + per-user Page-Hinkley recalibration (native, ``operators/src/recalibration.rs``);
     (c) (b) + a short-memory ISGD model, combined per user with Hedge (``operators/ensemble.py``).
 
 **HR@10** ranks *every item seen before the event* (no sampling) by the model's score for the
@@ -46,7 +46,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,21 +55,29 @@ import numpy.typing as npt
 import polars as pl
 
 from freshrec.datasets import load_taobao
-from operators.ensemble import Hedge, combine_scores
-from operators.isgd import DEFAULT_EVENT_WEIGHTS, IsgdParams, initial_vector, item_step, user_step
-from operators.recalibration import (
+from operators import (
+    DEFAULT_EVENT_WEIGHTS,
     CategoryProfile,
     GlobalRecalibration,
     GlobalRecalibrationConfig,
+    IsgdParams,
     UserRecalibration,
     UserRecalibrationConfig,
+    initial_vector,
+    item_step,
+    user_step,
 )
+from operators.ensemble import Hedge, combine_scores
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 K = 10
 LONG = IsgdParams()  # the live defaults: 32 factors, eta 0.05, lambda 0.01
 SHORT = IsgdParams(learn_rate=0.2, regularization=0.05)  # short memory: faster steps, more decay
 USER_POLICY = UserRecalibrationConfig()
+USER_POLICY_FIELDS = (
+    "min_instances", "delta", "lambda_factor", "std_alpha", "min_threshold", "alpha",
+    "refit_events", "refit_epochs", "shrink", "boost", "boost_events",
+)  # fmt: skip
 GLOBAL_POLICY = GlobalRecalibrationConfig()
 CURVE_BEFORE, CURVE_AFTER = 20, 60
 
@@ -481,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "min_history": args.min_history,
             "t_s": stream.t_s,
             "t_event": int(np.argmax(stream.after_t)),
-            "user_policy": asdict(USER_POLICY),
+            "user_policy": {name: getattr(USER_POLICY, name) for name in USER_POLICY_FIELDS},
             "summaries": summaries,
         }
         args.json.write_text(json.dumps(payload, indent=2))

@@ -11,7 +11,7 @@ whose validity nobody knows in advance.
 ``freshrec.events.decode_event`` on the produced bytes is the oracle of valid / invalid; the
 generator's intended class must agree with it wherever the intent is unambiguous. Expected
 per-user counts come from replaying the oracle-valid events, in partition order, through the
-dedup operator (``operators.dedup.EventDedup``) with the worker's settings. The worker runs as
+dedup operator (native ``operators.EventDedup``) with the worker's settings. The worker runs as
 a real process (``python -m bytewax.run``) on its own embedded stack. Then: the worker is
 alive; every user's ``events`` and ``duplicates`` equal the expected; every user record
 expected exists and no other; the dead-letter topic holds exactly the invalid payloads (as a
@@ -56,7 +56,7 @@ from freshrec.events import (  # noqa: E402
 from freshrec.replay import iter_dataset_events  # noqa: E402
 from freshrec.settings import Settings, load_settings  # noqa: E402
 from freshrec.stack import LocalStack, create_topics  # noqa: E402
-from operators.dedup import EventDedup  # noqa: E402
+from operators import EventDedup  # noqa: E402
 from state.records import decode_user  # noqa: E402
 from state.store import RedisStore  # noqa: E402
 

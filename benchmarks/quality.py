@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import polars as pl
@@ -41,11 +41,18 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from freshrec import datasets  # noqa: E402
-from operators import isgd, popularity  # noqa: E402
-from operators.covisitation import CoVisitation  # noqa: E402
+from operators import (  # noqa: E402
+    DEFAULT_EVENT_WEIGHTS,
+    CoVisitation,
+    IsgdParams,
+    PrequentialEvaluator,
+    add_event,
+    initial_vector,
+    item_step,
+    user_step,
+)
 from operators.fm import FMParams, OnlineFM  # noqa: E402
 from operators.implicit_mf import ImplicitMF, ImplicitMFParams, top_k  # noqa: E402
-from operators.prequential import PrequentialEvaluator  # noqa: E402
 
 K = 10
 DEEP = 20
@@ -74,7 +81,7 @@ class Model(Protocol):
 
 
 class DecayedPopularity:
-    """Most popular items by forward-decayed event weight (operators/popularity.py)."""
+    """Most popular items by forward-decayed event weight (native ``add_event``, as the flow)."""
 
     def __init__(self, half_life_s: float, name: str = "popularity (decayed)") -> None:
         self.name = name
@@ -90,8 +97,8 @@ class DecayedPopularity:
             self.ids.append(e.item)
             if i >= self.log2.size:
                 self.log2 = np.concatenate([self.log2, np.full(self.log2.size, -np.inf)])
-        weight = isgd.DEFAULT_EVENT_WEIGHTS.get(e.behavior, 1.0)
-        self.log2[i] = popularity.add_event(float(self.log2[i]), weight, e.ts, self.half_life_s)
+        weight = DEFAULT_EVENT_WEIGHTS.get(e.behavior, 1.0)
+        self.log2[i] = add_event(float(self.log2[i]), weight, e.ts, self.half_life_s)
 
     def recommend(self, e: Event, k: int, exclude: set[str]) -> list[str]:
         banned = [self.index[i] for i in exclude if i in self.index]
@@ -99,7 +106,7 @@ class DecayedPopularity:
 
 
 class CoVisitationModel:
-    """Decayed co-visitation (operators/covisitation.py), topped up with decayed popularity."""
+    """Decayed co-visitation (native ``CoVisitation``), topped up with decayed popularity."""
 
     def __init__(self, half_life_s: float, session_gap_s: float) -> None:
         self.name = "co-visitation"
@@ -107,7 +114,7 @@ class CoVisitationModel:
         self.pop = DecayedPopularity(half_life_s)
 
     def learn(self, e: Event) -> None:
-        self.cv.learn(e.user, e.item, e.ts, isgd.DEFAULT_EVENT_WEIGHTS.get(e.behavior, 1.0))
+        self.cv.learn(e.user, e.item, e.ts, DEFAULT_EVENT_WEIGHTS.get(e.behavior, 1.0))
         self.pop.learn(e)
 
     def recommend(self, e: Event, k: int, exclude: set[str]) -> list[str]:
@@ -118,10 +125,11 @@ class CoVisitationModel:
 
 
 class PlainIsgd:
-    """ISGD exactly as operators/isgd.py (Vinagre et al. 2014), on rows of dense matrices so
-    every item can be scored at once; items ranked by |1 - <A_u, B_i>| as in the paper."""
+    """ISGD (Vinagre et al. 2014) with the live flow's native steps (operators/src/isgd.rs),
+    applied in place to rows of dense matrices so every item can be scored at once; items
+    ranked by |1 - <A_u, B_i>| as in the paper."""
 
-    def __init__(self, params: isgd.IsgdParams, name: str = "ISGD (Vinagre 2014)") -> None:
+    def __init__(self, params: IsgdParams, name: str = "ISGD (Vinagre 2014)") -> None:
         self.name = name
         self.params = params
         self.frozen = False  # static MF: learn during pretraining only
@@ -131,7 +139,7 @@ class PlainIsgd:
         self.U = np.zeros((1024, params.factors), dtype=np.float32)
         self.V = np.zeros((1024, params.factors), dtype=np.float32)
 
-    def _row(self, table: dict[str, int], key: str, kind: str) -> int:
+    def _row(self, table: dict[str, int], key: str, kind: Literal["user", "item"]) -> int:
         i = table.get(key)
         if i is None:
             i = table[key] = len(table)
@@ -142,7 +150,7 @@ class PlainIsgd:
                     self.U = mat
                 else:
                     self.V = mat
-            mat[i] = isgd.initial_vector(key, kind, self.params)
+            mat[i] = initial_vector(key, kind, self.params)
             if kind == "item":
                 self.ids.append(key)
         return i
@@ -154,8 +162,8 @@ class PlainIsgd:
         i = self._row(self.items, e.item, "item")
         weight = self.params.weight_of(e.behavior)
         user_before = self.U[u].copy()
-        isgd.user_step(self.U[u], self.V[i], weight, self.params)
-        isgd.item_step(self.V[i], user_before, weight, self.params)
+        user_step(self.U[u], self.V[i], weight, self.params)
+        item_step(self.V[i], user_before, weight, self.params)
 
     def recommend(self, e: Event, k: int, exclude: set[str]) -> list[str]:
         u = self.users.get(e.user)
@@ -184,7 +192,7 @@ class BatchAls:
         self.pop = DecayedPopularity(half_life_s)
 
     def learn(self, e: Event) -> None:
-        self.rows.append((e.user, e.item, isgd.DEFAULT_EVENT_WEIGHTS.get(e.behavior, 1.0)))
+        self.rows.append((e.user, e.item, DEFAULT_EVENT_WEIGHTS.get(e.behavior, 1.0)))
         self.pop.learn(e)
         self.since_fit += 1
         if self.since_fit >= self.refit_every:
@@ -307,7 +315,7 @@ class Hybrid:
         return ranked[:k]
 
     def learn(self, e: Event) -> None:
-        weight = isgd.DEFAULT_EVENT_WEIGHTS.get(e.behavior, 1.0)
+        weight = DEFAULT_EVENT_WEIGHTS.get(e.behavior, 1.0)
         self.categories[e.item] = e.category
         if self.fm_weight > 0:
             query = self._query(e)
@@ -433,7 +441,7 @@ def build_models(dataset: str, protocol: str, n_events: int) -> list[Callable[[]
         negatives=4, negative_weight=1.0, negative_sampling="recency",
         lr_decay_events=50.0, min_learn_rate_ratio=0.3,
     )
-    plain = isgd.IsgdParams(factors=32)
+    plain = IsgdParams(factors=32)
 
     def static() -> Model:
         return PlainIsgd(plain, name="static MF (ISGD, pretrain only)")

@@ -1,6 +1,6 @@
 """Incremental matrix factorisation for implicit feedback, one event at a time.
 
-Extends ISGD (Vinagre, Jorge and Gama 2014, :mod:`operators.isgd`) for e-commerce streams:
+Extends ISGD (Vinagre, Jorge and Gama 2014, ``operators/src/isgd.rs``) for e-commerce streams:
 
 * an item bias ``b_i``, so the model learns how popular an item is *now*, and the user factors
   only explain what differs from that; prediction ``r_ui = b_i + <p_u, q_i>``;
@@ -13,7 +13,7 @@ Extends ISGD (Vinagre, Jorge and Gama 2014, :mod:`operators.isgd`) for e-commerc
   user or item moves fast, a well-known one is not thrown around by one event;
 * new users start at the vector of the first item they touch, new items at the vector of the
   item the same user touched just before (co-visitation), plus a small hashed noise from
-  :func:`operators.isgd.initial_vector` so two newcomers never coincide.
+  :func:`operators.initial_vector` so two newcomers never coincide.
 
 The loss of one (user, item) pair is ``w/2 (y - r_ui)^2 + lambda/2 (|p_u|^2 + |q_i|^2 +
 b_i^2)``; :func:`pair_loss` and :func:`pair_gradients` state it so tests can check the steps
@@ -32,7 +32,7 @@ from typing import Final, Literal
 import numpy as np
 import numpy.typing as npt
 
-from operators.isgd import DEFAULT_EVENT_WEIGHTS, IsgdParams, initial_vector
+from operators import DEFAULT_EVENT_WEIGHTS, IsgdParams, initial_vector
 
 Vector = npt.NDArray[np.float32]
 Matrix = npt.NDArray[np.float32]

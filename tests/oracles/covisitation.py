@@ -2,7 +2,7 @@
 
 Two items are co-visited when one user touches both within ``session_gap_s`` and ``history``
 events of each other. Each item keeps its strongest neighbours in an
-:class:`operators.item_neighbours.ItemNeighbours` (log2 forward decay, at most ``neighbours``
+:class:`tests.oracles.item_neighbours.ItemNeighbours` (log2 forward decay, at most ``neighbours``
 each); at most ``max_items`` items and ``max_users`` user histories are kept, least recently
 touched forgotten first. A user's recommendations are the neighbours of their last items,
 weighted by how recent each of those items is.

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from operators import popularity
-from operators.isgd import IsgdParams, Vector, initial_vector, item_step
-from operators.item_neighbours import ItemNeighbours, NeighboursSnapshot
+from tests.oracles import popularity
+from tests.oracles.isgd import IsgdParams, Vector, initial_vector, item_step
+from tests.oracles.item_neighbours import ItemNeighbours, NeighboursSnapshot
 
 
 @dataclass(frozen=True, slots=True)
