@@ -40,10 +40,16 @@ pub fn decayed_value(log2_score: f64, now_s: f64, half_life_s: f64) -> f64 {
 #[pyfunction(name = "add_event")]
 fn py_add_event(log2_score: f64, weight: f64, ts_s: f64, half_life_s: f64) -> PyResult<f64> {
     if !(weight > 0.0) {
-        return Err(PyValueError::new_err(format!("weight must be > 0, got {weight}")));
+        return Err(PyValueError::new_err(format!(
+            "weight must be > 0, got {}",
+            crate::errors::py_float(weight)
+        )));
     }
     if !(half_life_s > 0.0) {
-        return Err(PyValueError::new_err(format!("half_life_s must be > 0, got {half_life_s}")));
+        return Err(PyValueError::new_err(format!(
+            "half_life_s must be > 0, got {}",
+            crate::errors::py_float(half_life_s)
+        )));
     }
     Ok(add_event(log2_score, weight, ts_s, half_life_s))
 }
