@@ -50,7 +50,20 @@ BENCHES: dict[str, Bench] = {
     "pipeline": Bench(
         "bench_pipeline.py",
         [],
-        ["--rounds", "1", "--repeats", "2", "--sections", "throughput,dedup", "--budget-s", "120"],
+        [
+            "--rounds",
+            "1",
+            "--repeats",
+            "2",
+            "--sections",
+            "throughput,floors,profile,memory",
+            "--users",
+            "10000",
+            "--ttl-users",
+            "0",
+            "--budget-s",
+            "120",
+        ],  # fmt: skip
     ),
     "serving": Bench(
         "bench_serving.py", [], ["--seconds", "5", "--wrk-seconds", "5", "--recall-users", "200"]
@@ -182,6 +195,15 @@ def pipeline_section(docs: list[Any], out: Path) -> tuple[list[list[str]], list[
                 _fmt(full, 0),
                 f"keyed counter {_fmt(counter, 0)}",
                 _fmt(full / counter if full and counter else None, 4),
+            ]
+        )
+        skeleton = med.get("skeleton")
+        rows.append(
+            [
+                "full flow vs skeleton (the keyed shape, no work)",
+                _fmt(full, 0),
+                f"skeleton {_fmt(skeleton, 0)}",
+                _fmt(full / skeleton if full and skeleton else None, 4),
             ]
         )
         rows.append(
