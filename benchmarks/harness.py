@@ -214,13 +214,40 @@ def pipeline_section(docs: list[Any], out: Path) -> tuple[list[list[str]], list[
                 _fmt(full / passthrough if full and passthrough else None, 5),
             ]
         )
-    for key, value in sorted(_flatten(doc).items()):
-        if key.startswith("throughput."):
-            continue
-        if any(w in key for w in ("events_per_s", "bytes_per_user")) and isinstance(
-            value, int | float
-        ):
-            rows.append([key, _fmt(float(value), 0), "same run", "–"])
+    floors = _get(doc, "floors") or {}
+    if floors:
+        total, counter = floors.get("sum_us_per_event"), floors.get("keyed_counter_us_per_event")
+        rows.append(
+            [
+                "floors: native µs per event, sum of the stages",
+                _fmt(total, 2),
+                f"keyed counter whole {_fmt(counter, 2)} µs",
+                _fmt(total / counter if total and counter else None, 2),
+            ]
+        )
+    broker = _get(doc, "broker", "events_per_s") or {}
+    if broker:
+        one, two = broker.get("one_process"), broker.get("two_processes")
+        rows.append(
+            [
+                "from the broker: events/s, two processes",
+                _fmt(two, 0),
+                f"one process {_fmt(one, 0)}",
+                _fmt(two / one if one and two else None, 3),
+            ]
+        )
+    for run in _get(doc, "memory") or []:
+        if run.get("user_idle_ttl_s", 0) >= 1e9 and "bytes_per_resident_user" in run:
+            rows.append(
+                [
+                    f"worker RSS per resident user, {run['users']:,} users",
+                    _fmt(run["bytes_per_resident_user"], 0),
+                    "same run",
+                    "–",
+                ]
+            )
+    for name, sizes in (_get(doc, "snapshot_bytes_per_user") or {}).items():
+        rows.append([f"snapshot bytes per user ({name})", _fmt(sizes.get("mean"), 0), "", "–"])
     return rows[:20], []
 
 
