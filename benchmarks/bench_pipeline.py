@@ -1,51 +1,63 @@
-"""Dataflow throughput, where the full flow's time goes, worker memory per user, dedup bytes.
+"""Dataflow throughput of the native flow, its floors, where its time goes, worker memory.
 
 Everything is measured side by side in one run (the machine is shared and noisy), on the real
 stack: an embedded Tansu broker and a private redis-server, started and stopped here.
 
-1. events/s over the Taobao head (84k real events) for a pass-through flow, a keyed counter
-   (``key_on`` + ``stateful_map``) and the full ``build_flow``, all fed the same
-   ``KafkaSourceMessage`` objects from a ``TestingSource`` (no broker), in interleaved
-   rounds; then the pass-through and the full flow as ``python -m bytewax.run`` processes
-   reading the same events from a topic (``consumer_tail=False`` ends them at its end).
-1b. floors: the per-event cost of each stage the pipeline must run (decode + validate,
-   enrichment, the user state, the item side), each alone over the same events with no
-   stream engine at all, next to the keyed counter's whole per-event cost in the same run:
-   the sum is a lower bound of this implementation's cost per event.
-2. cProfile of the full flow: top 25 by tottime (saved to ``benchmarks/out/``) and the time
-   per part of the flow (a library's time is charged to our code that called it).
-3. resident memory of a worker process (the full flow on a ``TestingSource``) at 10k / 100k /
-   1M synthetic users (2–3 events each) over real item rows, and with ``user_idle_ttl_s=1``
-   (idle users parked in Redis, compared with the same events without eviction); a run that
-   would overrun the time budget (``--budget-s``) is stopped and extrapolated, marked so.
-4. ``EventDedup`` bytes per remembered event id and per user at the default horizon.
+1. throughput (issue 13): events/s over the Taobao head (84k real events) for reference flows
+   and the full ``build_flow``, all fed the same ``KafkaSourceMessage`` objects (keyed by user
+   id) from a ``TestingSource`` (batch 1000, no broker), in interleaved rounds:
+   - pass-through: ``map(identity)`` → no-op sink;
+   - keyed counter: ``key_on`` + ``stateful_map`` (count per user) → no-op sink;
+   - decode only: ``flat_map_batch`` over the native decoder (``operators.decode_batch``: one
+     native call per batch, the same ``events::decode`` as the user model) → no-op sink;
+   - skeleton: the full flow's keyed shape with trivial Python bodies and no work at all — a
+     decode step (``flat_map_batch`` keying each message by user, the item id looked up by
+     offset), a user-keyed ``stateful_batch`` emitting one item message per event, an item-
+     keyed ``stateful_batch`` (one output per item and batch): the design's own ceiling;
+   - skeleton, user step only: the same without the item exchange (what one keyed exchange
+     fewer per event would allow);
+   - full ``build_flow`` into a private Redis namespace; every event must be accounted for.
+2. floors: the native per-event cost of each stage alone, no stream engine, timed in Rust
+   loops (``operators.stage_costs``) over the same events, next to the keyed counter's whole
+   per-event cost in the same run: the sum bounds this implementation's cost per event.
+3. broker: the events produced once to a topic (≥ 4 partitions), then the full flow as
+   ``python -m bytewax.run dataflows.personalize:flow`` with one worker process and with two
+   (``-i/-a``), ``consumer_tail=false`` so each ends at the topic's end; events/s from the first
+   to the last Redis write (polled), every event applied.
+4. profile: where the full flow's wall time goes (in-process run): native parts
+   (``operators.enable_timing``/``native_time``), Redis (the sink's ``store.write_batch`` and
+   the item replica's refresh, timed by wrapping them here), Python glue of the sink, and the
+   Bytewax engine (the rest); keyed calls and messages per event.
+5. memory: resident memory of a worker process (the full flow on a ``TestingSource``) at 10k /
+   100k / 1M synthetic users (2–3 events each) over real item rows, and with
+   ``user_idle_ttl_s=1`` (idle users parked in Redis); a run that would overrun the time
+   budget (``--budget-s``) is stopped and extrapolated, marked so. Snapshot bytes per user:
+   ``len(UserState.to_state())`` (the bytes ``UserModel.snapshot()`` and parking write) of
+   users rebuilt with the same events through ``operators.UserState``, and the parked states'
+   sizes in Redis in the ttl run.
 
     python benchmarks/bench_pipeline.py [--rounds 3] [--users 10000,100000,1000000]
-        [--sections throughput,floors,broker,profile,dedup,memory] [--budget-s 780] [--json OUT]
+        [--sections throughput,floors,broker,profile,memory] [--budget-s 1000] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import cProfile
 import ctypes
 import functools
 import gc
-import io
 import json
 import math
 import os
 import platform
-import pstats
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
-import types
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -62,65 +74,53 @@ from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import TestingSource, run_main
 
-from dataflows import kafka_io, steps
-from dataflows.personalize import build_flow, enrich_event, isgd_params, item_config, user_config
+import operators
+from dataflows import item_replica, personalize, steps
+from dataflows.personalize import build_flow, isgd_params, item_config, user_config
 from freshrec import processes
 from freshrec.datasets import TAOBAO_WINDOW_END_S, TAOBAO_WINDOW_START_S, load_taobao
 from freshrec.events import INTERACTION_TYPES, Event, encode_event
 from freshrec.replay import iter_dataset_events, send_to_kafka
 from freshrec.settings import Settings, load_settings
 from freshrec.stack import LocalStack, create_topics
-from operators import popularity
-from operators.dedup import EventDedup
-from operators.isgd import initial_vector
-from operators.item_state import ItemState
-from operators.user_state import ItemUpdate, UserState
 from state.keys import Keys
-from state.store import RedisStore
+from state.store import SEGMENT_POPULAR_MAX, RedisStore
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-OUT_DIR = Path(__file__).resolve().parent / "out"
 BATCH_SIZE = 1000
-PASSTHROUGH_TAG = "BENCH-PASSTHROUGH "
-GOAL_FULL_OVER_KEYED = 0.5
-SECTIONS = ("throughput", "floors", "broker", "profile", "dedup", "memory")
+GOAL_FULL_OVER_KEYED = 0.15
+STRETCH_FULL_OVER_KEYED = 0.5
+GOAL_FULL_OVER_SKELETON = 0.7
+GOAL_FLOOR_SUM_US = 3.0
+GOAL_BYTES_PER_USER = 1000
+SECTIONS = ("throughput", "floors", "broker", "profile", "memory")
+FLOWS = ("passthrough", "keyed_counter", "decode_only", "skeleton", "skeleton_user_only", "full")
 NO_EVICTION_TTL_S = 1e9
+CLEANUP_RESERVE_S = 45.0
 
 
 # --- the reference flows ------------------------------------------------------------------------
 
 
 class _CountingPartition(StatelessSinkPartition[Any]):
-    def __init__(self, report: bool) -> None:
-        self.report = report
+    def __init__(self, values: bool) -> None:
+        self.values = values
         self.count = 0
-        self.first_s = 0.0
-        self.last_s = 0.0
 
     def write_batch(self, items: list[Any]) -> None:
-        now = time.time()
-        if not self.count:
-            self.first_s = now
-        self.last_s = now
-        self.count += len(items)
-
-    def close(self) -> None:
-        if self.report:
-            # Read by the parent from the process log (wall-clock times, comparable across
-            # processes): how many messages arrived and when the first and last batch did.
-            line = json.dumps({"count": self.count, "first": self.first_s, "last": self.last_s})
-            print(PASSTHROUGH_TAG + line, flush=True)
+        # values=True: the items are (key, n) pairs, each standing for n events.
+        self.count += sum(n for _, n in items) if self.values else len(items)
 
 
 class CountingSink(DynamicSink[Any]):
-    """Drops every item, counting them: the cheapest output there is."""
+    """Drops every item, counting them (or summing their counts): the cheapest output."""
 
-    def __init__(self, report: bool = False) -> None:
-        self.report = report
+    def __init__(self, values: bool = False) -> None:
+        self.values = values
         self.partitions: list[_CountingPartition] = []
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _CountingPartition:
-        part = _CountingPartition(self.report)
+        part = _CountingPartition(self.values)
         self.partitions.append(part)
         return part
 
@@ -151,16 +151,15 @@ def passthrough_flow(source: Source[Any], sink: CountingSink) -> Dataflow:
 
 
 def decode_only_flow(source: Source[Any], sink: CountingSink, settings: Settings) -> Dataflow:
-    """input → map(decode + validate, as the full flow's first step) → no-op sink.
+    """input → flat_map_batch(native decode + validate of the batch) → no-op sink.
 
-    The least any flow that looks inside the events does: it bounds the full flow's rate.
+    The least any flow that looks inside the events does (one native call per batch, one
+    small string out per event): it bounds the full flow's rate.
     """
     flow = Dataflow("bench_decode_only")
     raw = op.input("in", flow, source)
-    decode = functools.partial(
-        kafka_io.decode_arrival, max_future_skew_s=settings.max_future_skew_s
-    )
-    op.output("out", op.map("decode", raw, decode), sink)
+    decode = functools.partial(operators.decode_batch, max_future_skew_s=settings.max_future_skew_s)
+    op.output("out", op.flat_map_batch("decode", raw, decode), sink)
     return flow
 
 
@@ -173,12 +172,67 @@ def keyed_counter_flow(source: Source[Any], sink: CountingSink) -> Dataflow:
     return flow
 
 
-def __getattr__(name: str) -> Dataflow:
-    # `python -m bytewax.run benchmarks/bench_pipeline.py:kafka_passthrough`: the pass-through
-    # on the events topic of the settings in the environment (built lazily, like the worker).
-    if name == "kafka_passthrough":
-        return passthrough_flow(kafka_io.build_source(load_settings()), CountingSink(report=True))
-    raise AttributeError(name)
+class _SkeletonUser(op.StatefulBatchLogic[str, str, None]):
+    """No work: one item message per event (the item ids the decode step looked up)."""
+
+    def on_batch(self, values: list[str]) -> tuple[list[str], bool]:
+        return values, False
+
+    def snapshot(self) -> None:
+        return None
+
+
+class _SkeletonItem(op.StatefulBatchLogic[int, int, None]):
+    """No work: one output per item and batch (how many messages it got)."""
+
+    def on_batch(self, values: list[int]) -> tuple[list[int], bool]:
+        return [len(values)], False
+
+    def snapshot(self) -> None:
+        return None
+
+
+def _skeleton_user(_resume: object) -> _SkeletonUser:
+    return _SkeletonUser()
+
+
+def _skeleton_item(_resume: object) -> _SkeletonItem:
+    return _SkeletonItem()
+
+
+def _item_messages(batch: list[tuple[str, str]]) -> list[tuple[str, int]]:
+    return [(item, 1) for _user, item in batch]
+
+
+def _user_outputs(batch: list[tuple[str, str]]) -> list[tuple[str, int]]:
+    return [(user, 1) for user, _item in batch]
+
+
+def skeleton_flow(
+    source: Source[Any], sink: CountingSink, item_of_offset: list[str], item_exchange: bool = True
+) -> Dataflow:
+    """The full flow's keyed shape, trivial Python bodies, no work (issue 13's reference).
+
+    decode step (``flat_map_batch``: key = the message key, value = the event's item id,
+    looked up by offset: no parsing) → user-keyed ``stateful_batch`` emitting one item
+    message per event → re-key by item (``flat_map_batch``, as ``item_batches``) → item-keyed
+    ``stateful_batch`` (one output per item and batch) → no-op sink summing the counts.
+    ``item_exchange=False`` stops after the user step (one keyed exchange per event fewer).
+    """
+
+    def decode(batch: list[KafkaSourceMessage[bytes, bytes]]) -> list[tuple[str, str]]:
+        return [(m.key.decode(), item_of_offset[m.offset]) for m in batch]
+
+    flow = Dataflow("bench_skeleton" if item_exchange else "bench_skeleton_user_only")
+    raw = op.input("in", flow, source)
+    users = op.stateful_batch("user", op.flat_map_batch("decode", raw, decode), _skeleton_user)
+    if item_exchange:
+        by_item = op.flat_map_batch("item_messages", users, _item_messages)
+        out = op.stateful_batch("item", by_item, _skeleton_item)
+    else:
+        out = op.flat_map_batch("user_outputs", users, _user_outputs)
+    op.output("out", out, sink)
+    return flow
 
 
 # --- shared plumbing ---------------------------------------------------------------------------
@@ -203,6 +257,14 @@ def isolated(settings: Settings, prefixes: list[str], **overrides: Any) -> Setti
 
 def store_of(settings: Settings) -> RedisStore:
     return RedisStore.from_url(settings.redis_url, settings.redis_prefix, settings.factors)
+
+
+def drop_namespace(settings: Settings) -> None:
+    store = store_of(settings)
+    try:
+        store.delete_namespace()
+    finally:
+        store.client.close()
 
 
 def applied_events(settings: Settings, user_ids: list[str]) -> int:
@@ -248,226 +310,179 @@ def fmt(value: float | None, spec: str, width: int = 0) -> str:
     return f"{'n/a':>{width}}" if value is None else f"{value:>{width}{spec}}"
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 # --- 1. throughput --------------------------------------------------------------------------------
+
+
+def _run_flow(
+    name: str,
+    settings: Settings,
+    messages: list[KafkaSourceMessage[bytes, bytes]],
+    item_of_offset: list[str],
+    user_ids: list[str],
+    prefixes: list[str],
+) -> float:
+    """One in-process run of a flow over the messages; its seconds (checked: nothing lost)."""
+    n = len(messages)
+    source = TestingSource(messages, BATCH_SIZE)
+    sink = CountingSink(values=name == "skeleton")
+    full_settings = None
+    if name == "passthrough":
+        flow = passthrough_flow(source, sink)
+    elif name == "keyed_counter":
+        flow = keyed_counter_flow(source, sink)
+    elif name == "decode_only":
+        flow = decode_only_flow(source, sink, settings)
+    elif name in ("skeleton", "skeleton_user_only"):
+        flow = skeleton_flow(source, sink, item_of_offset, item_exchange=name == "skeleton")
+    else:
+        full_settings = isolated(settings, prefixes)
+        flow = build_flow(full_settings, source)
+    gc.collect()
+    started = time.perf_counter()
+    run_main(flow)
+    seconds = time.perf_counter() - started
+    if full_settings is None:
+        if sink.count != n:
+            raise RuntimeError(f"{name} accounted for {sink.count} of {n} events")
+    else:
+        seen = applied_events(full_settings, user_ids)
+        if seen != n:
+            raise RuntimeError(f"full flow accounted for {seen} of {n} events")
+        drop_namespace(full_settings)
+    return seconds
 
 
 def measure_in_process(
     settings: Settings,
     messages: list[KafkaSourceMessage[bytes, bytes]],
+    item_of_offset: list[str],
     user_ids: list[str],
     rounds: int,
     repeats: int,
     prefixes: list[str],
 ) -> dict[str, Any]:
-    """Interleaved rounds of pass-through, keyed counter and full flow over the same messages."""
+    """Interleaved rounds of every flow over the same messages (the full flow once a round)."""
     n = len(messages)
-    runs: dict[str, list[float]] = {
-        "passthrough": [],
-        "keyed_counter": [],
-        "decode_only": [],
-        "full": [],
-    }
+    runs: dict[str, list[float]] = {name: [] for name in FLOWS}
     per_round: list[dict[str, float]] = []
     for _ in range(rounds):
         medians: dict[str, float] = {}
-        for name in runs:
+        for name in FLOWS:
             this_round = []
             for _ in range(1 if name == "full" else repeats):
-                sink = CountingSink()
-                full_settings = None
-                if name == "passthrough":
-                    flow = passthrough_flow(TestingSource(messages, BATCH_SIZE), sink)
-                elif name == "keyed_counter":
-                    flow = keyed_counter_flow(TestingSource(messages, BATCH_SIZE), sink)
-                elif name == "decode_only":
-                    flow = decode_only_flow(TestingSource(messages, BATCH_SIZE), sink, settings)
-                else:
-                    full_settings = isolated(settings, prefixes)
-                    flow = build_flow(full_settings, TestingSource(messages, BATCH_SIZE))
-                gc.collect()
-                started = time.perf_counter()
-                run_main(flow)
-                seconds = time.perf_counter() - started
-                if full_settings is None:
-                    if sink.count != n:
-                        raise RuntimeError(f"{name} emitted {sink.count} of {n} messages")
-                else:
-                    seen = applied_events(full_settings, user_ids)
-                    if seen != n:
-                        raise RuntimeError(f"full flow accounted for {seen} of {n} events")
-                    store_of(full_settings).delete_namespace()
-                this_round.append(rate(n, seconds))
+                seconds = _run_flow(name, settings, messages, item_of_offset, user_ids, prefixes)
+                this_round.append(n / seconds)
             runs[name] += this_round
             medians[name] = statistics.median(this_round)
         per_round.append(medians)
     median = {name: statistics.median(values) for name, values in runs.items()}
-    return {
+    out: dict[str, Any] = {
         "events": n,
+        "users": len(user_ids),
+        "batch_size": BATCH_SIZE,
         "rounds": rounds,
         "repeats_of_cheap_flows": repeats,
+        "decode_only_is": "flat_map_batch over operators.decode_batch (native, one call per batch)",
         "events_per_s_median": median,
         "events_per_s_runs": runs,
-        "full_over_passthrough": median["full"] / median["passthrough"],
         "full_over_keyed_counter": median["full"] / median["keyed_counter"],
-        "full_over_keyed_counter_per_round": [r["full"] / r["keyed_counter"] for r in per_round],
+        "full_over_skeleton": median["full"] / median["skeleton"],
+        "full_over_passthrough": median["full"] / median["passthrough"],
+        "full_over_decode_only": median["full"] / median["decode_only"],
+        "skeleton_over_keyed_counter": median["skeleton"] / median["keyed_counter"],
+        "skeleton_user_only_over_keyed_counter": (
+            median["skeleton_user_only"] / median["keyed_counter"]
+        ),
         "decode_only_over_keyed_counter": median["decode_only"] / median["keyed_counter"],
-        "full_over_passthrough_per_round": [r["full"] / r["passthrough"] for r in per_round],
     }
+    for a, b in (("full", "keyed_counter"), ("full", "skeleton"), ("skeleton", "keyed_counter")):
+        out[f"{a}_over_{b}_per_round"] = [r[a] / r[b] for r in per_round]
+    return out
 
 
-def _best_us_per_event(run: Callable[[], object], n: int, repeats: int) -> float:
-    best = math.inf
-    for _ in range(repeats):
-        gc.collect()
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return best / n * 1e6
+# --- 2. floors ------------------------------------------------------------------------------------
 
 
 def measure_floors(
     settings: Settings, messages: list[KafkaSourceMessage[bytes, bytes]], repeats: int
 ) -> dict[str, Any]:
-    """Per-event µs of each required stage alone (no Bytewax) vs the keyed counter's."""
+    """Per-event µs of each stage alone (native loops, no Bytewax) vs the keyed counter's."""
     n = len(messages)
-    params = isgd_params(settings)
-    config = user_config(settings)
-    item_cfg = item_config(settings)
-    decode = functools.partial(
-        kafka_io.decode_arrival, max_future_skew_s=settings.max_future_skew_s
+    costs = operators.stage_costs(
+        [m.value for m in messages],
+        isgd_params(settings),
+        user_config(settings),
+        item_config(settings),
+        settings.neighbours_per_item,
+        repeats=repeats,
+        batch_size=BATCH_SIZE,
+        sample_every=settings.prequential_sample_every,
+        max_future_skew_s=settings.max_future_skew_s,
     )
-    arrived = [decode(m) for m in messages]
-    enriched = [enrich_event(a) for a in arrived if isinstance(a, kafka_io.Arrived)]
-
-    def user_side() -> list[Any]:
-        # What UserModelLogic does per event, minus Bytewax, Redis and live sampling.
-        users: dict[str, UserState] = {}
-        item_vectors: dict[str, Any] = {}
-        out: list[Any] = []
-        for e in enriched:
-            event = e.event
-            state = users.get(event.user_id)
-            if state is None:
-                state = users[event.user_id] = UserState(event.user_id, params, config)
-            if state.is_duplicate(event.event_id, event.ts_s):
-                continue
-            if event.type not in INTERACTION_TYPES:
-                state.observe(event.item_id, event.type, event.ts_s)
-                continue
-            vec = item_vectors.get(event.item_id)
-            if vec is None:
-                vec = item_vectors[event.item_id] = initial_vector(event.item_id, "item", params)
-            update, covisits = state.learn(
-                event.item_id, vec, event.type, event.ts_s, event.category_id
-            )
-            state.check_drift(item_vectors.get)
-            out.append(update)
-            out.extend(covisits)
-            out.append(steps.SegmentHit(e.segment, event.item_id, update.weight, event.ts_s))
-        return out
-
-    item_messages = user_side()
-
-    def item_side() -> None:
-        # What ItemModelLogic and SegmentPopularityLogic do per message, minus Bytewax.
-        items: dict[str, ItemState] = {}
-        segments: dict[tuple[str, str], float] = {}
-        half_life_s = settings.popularity_half_life_s
-        for msg in item_messages:
-            if isinstance(msg, steps.SegmentHit):
-                key = (msg.segment, msg.item_id)
-                segments[key] = popularity.add_event(
-                    segments.get(key, popularity.NO_POPULARITY), msg.weight, msg.ts_s, half_life_s
-                )
-                continue
-            state = items.get(msg.item_id)
-            if state is None:
-                state = items[msg.item_id] = ItemState(msg.item_id, params, item_cfg)
-            if isinstance(msg, ItemUpdate):
-                user_vec = np.frombuffer(msg.user_vector, dtype=np.float32)
-                state.learn(user_vec, msg.weight, msg.ts_s, msg.category_id)
-            else:
-                for other_id, weight in zip(msg.other_ids, msg.weights, strict=True):
-                    state.covisit(other_id, weight, msg.ts_s)
-
-    def counter() -> None:
+    best = math.inf
+    for _ in range(repeats):
         sink = CountingSink()
-        run_main(keyed_counter_flow(TestingSource(messages, BATCH_SIZE), sink))
-
-    floors = {
-        "decode + validate (msgspec)": _best_us_per_event(
-            lambda: [decode(m) for m in messages], n, repeats
-        ),
-        "enrichment": _best_us_per_event(lambda: [enrich_event(a) for a in arrived], n, repeats),
-        "user state (dedup, session, window, ISGD user half, drift)": _best_us_per_event(
-            user_side, n, repeats
-        ),
-        "item side (ISGD item half, popularity, segments, co-visits)": _best_us_per_event(
-            item_side, n, repeats
-        ),
-    }
-    counter_us = _best_us_per_event(counter, n, repeats)
+        flow = keyed_counter_flow(TestingSource(messages, BATCH_SIZE), sink)
+        gc.collect()
+        started = time.perf_counter()
+        run_main(flow)
+        best = min(best, time.perf_counter() - started)
+    counter_us = best / n * 1e6
+    stages = costs["stage_us_per_event"]
+    total = sum(stages.values())
     return {
         "events": n,
         "repeats": repeats,
-        "stage_us_per_event": floors,
-        "sum_us_per_event": sum(floors.values()),
+        "timed_by": "operators.stage_costs: Rust loops over the crate's own functions, best of repeats",
+        "stage_us_per_event": stages,
+        "detail_us_per_event": costs["detail_us_per_event"],
+        "sum_us_per_event": total,
         "keyed_counter_us_per_event": counter_us,
-        "goal_budget_us_per_event": counter_us / GOAL_FULL_OVER_KEYED,
+        "goal_sum_us_per_event": GOAL_FLOOR_SUM_US,
+        "sum_over_keyed_counter": total / counter_us,
     }
 
 
-def print_floors(f: dict[str, Any]) -> None:
-    print(
-        f"1b. floors: µs per event of each required stage alone (no stream engine, best of "
-        f"{f['repeats']}), {f['events']:,} events"
-    )
-    for name, us in f["stage_us_per_event"].items():
-        print(f"   {us:8.2f} µs  {name}")
-    print(f"   {f['sum_us_per_event']:8.2f} µs  sum: this implementation's floor per event")
-    print(f"   {f['keyed_counter_us_per_event']:8.2f} µs  keyed counter flow, whole, same run")
-    print(
-        f"   {f['goal_budget_us_per_event']:8.2f} µs  budget per event of a full flow at "
-        f"{GOAL_FULL_OVER_KEYED}× the counter's rate; the floor is "
-        f"{f['sum_us_per_event'] / f['goal_budget_us_per_event']:.1f}× the budget"
-    )
+# --- 3. from the broker ------------------------------------------------------------------------------
 
 
-def _run_worker_process(
-    argv: list[str], settings: Settings, log: Path, timeout_s: float, poll_redis: bool
+def _run_worker_processes(
+    argvs: list[list[str]], settings: Settings, logs: list[Path], timeout_s: float
 ) -> dict[str, Any]:
-    """Run a dataflow process to its end; poll Redis for the first and last item write."""
-    store = store_of(settings) if poll_redis else None
+    """Run dataflow processes to their end; poll Redis for the first and last item write."""
+    store = store_of(settings)
     first_write = last_write = 0.0
     last_seq = 0
-    started_wall = time.time()
     started = time.perf_counter()
-    proc = processes.spawn(argv, settings, log)
+    procs = [processes.spawn(argv, settings, log) for argv, log in zip(argvs, logs, strict=True)]
     try:
-        while proc.poll() is None:
+        while any(p.poll() is None for p in procs):
             if time.perf_counter() - started > timeout_s:
-                raise TimeoutError(f"{argv} did not end within {timeout_s} s; log {log}")
-            if store is not None:
-                seq = store.item_change_seq()
-                if seq != last_seq:
-                    now = time.time()
-                    first_write = first_write or now
-                    last_write, last_seq = now, seq
-                time.sleep(0.002)
-            else:
-                time.sleep(0.01)
+                raise TimeoutError(f"{argvs[0]} did not end within {timeout_s} s; logs {logs}")
+            seq = store.item_change_seq()
+            if seq != last_seq:
+                now = time.perf_counter()
+                first_write = first_write or now
+                last_write, last_seq = now, seq
+            time.sleep(0.002)
     finally:
-        processes.stop(proc)
-        if store is not None:
-            store.client.close()
+        for p in procs:
+            processes.stop(p)
+        store.client.close()
     seconds = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"{argv} exited with {proc.returncode}; log {log}:\n{log_tail(log)}")
+    for p, log in zip(procs, logs, strict=True):
+        if p.returncode != 0:
+            raise RuntimeError(f"worker exited with {p.returncode}; log {log}:\n{log_tail(log)}")
     return {
         "wall_s": seconds,
-        "started_wall": started_wall,
-        "first_output_wall": first_write,
-        "last_output_wall": last_write,
+        "first_write_after_s": first_write - started if first_write else None,
+        "write_span_s": last_write - first_write if first_write else None,
     }
 
 
@@ -479,308 +494,332 @@ def measure_broker(
     prefixes: list[str],
     timeout_s: float,
 ) -> dict[str, Any]:
-    """Pass-through and full flow as ``python -m bytewax.run`` processes on a real topic.
+    """The full flow as ``python -m bytewax.run`` processes on a real topic, 1 and 2 processes.
 
-    Wall time runs from spawn to exit (start-up, connecting, end-of-partition detection
-    included); ``net`` subtracts a run of the same process on an empty topic; ``span`` is
-    the time from the first to the last output batch (the pass-through's sink reports it,
-    the full flow's item writes are polled in Redis), which leaves start-up and the end out.
+    Events/s over the span from the first to the last item write in Redis (polled every
+    2 ms): start-up, connecting and end-of-partition detection are left out; wall (spawn →
+    exit) is given too.
     """
     tag = uuid.uuid4().hex[:8]
-    topic, empty_topic, dlq = f"bench-{tag}", f"bench-empty-{tag}", f"bench-dlq-{tag}"
-    partitions = settings.events_partitions
-    create_topics(settings.kafka_bootstrap, {topic: partitions, empty_topic: partitions, dlq: 1})
+    topic, dlq = f"bench-{tag}", f"bench-dlq-{tag}"
+    partitions = max(4, settings.events_partitions)
+    create_topics(settings.kafka_bootstrap, {topic: partitions, dlq: 1})
     produced = send_to_kafka(events, settings, topic=topic, progress=False)
-    passthrough_argv = [
-        sys.executable,
-        "-m",
-        "bytewax.run",
-        f"{Path(__file__).resolve()}:kafka_passthrough",
-        "-w",
-        "1",
-    ]
+    n = len(events)
     result: dict[str, Any] = {
         "partitions": partitions,
+        "events": n,
         "produce_events_per_s": produced.events_per_s,
+        "measured_by": "first → last item write in Redis (polled); workers -w 1 each",
     }
-    n = len(events)
-    for which, name in (("empty", empty_topic), ("loaded", topic)):
-        for flow in ("passthrough", "full"):
-            flow_settings = isolated(
-                settings, prefixes, events_topic=name, dlq_topic=dlq, consumer_tail=False
-            )
-            log = run_dir / f"broker-{flow}-{which}.log"
-            argv = processes.worker_argv() if flow == "full" else passthrough_argv
-            run = _run_worker_process(argv, flow_settings, log, timeout_s, flow == "full")
-            if flow == "passthrough":
-                lines = [
-                    line
-                    for line in log.read_text().splitlines()
-                    if line.startswith(PASSTHROUGH_TAG)
-                ]
-                report = json.loads(lines[-1][len(PASSTHROUGH_TAG) :])
-                got = report["count"]
-                run["first_output_wall"], run["last_output_wall"] = report["first"], report["last"]
-            else:
-                got = applied_events(flow_settings, user_ids) if which == "loaded" else 0
-            expected = n if which == "loaded" else 0
-            if got != expected:
-                raise RuntimeError(f"{flow} on the {which} topic saw {got} of {expected} events")
-            result[f"{flow}_{which}"] = run
-    for flow in ("passthrough", "full"):
-        loaded, empty = result[f"{flow}_loaded"], result[f"{flow}_empty"]
-        span = loaded["last_output_wall"] - loaded["first_output_wall"]
-        result[flow] = {
-            "wall_events_per_s": rate(n, loaded["wall_s"]),
-            "net_events_per_s": rate(n, loaded["wall_s"] - empty["wall_s"]),
-            "span_events_per_s": rate(n, span),
-            "startup_and_end_s": empty["wall_s"],
-        }
-    for kind in ("wall", "net", "span"):
-        key = f"{kind}_events_per_s"
-        result[f"full_over_passthrough_{kind}"] = ratio(
-            result["full"][key], result["passthrough"][key]
+    per_s: dict[str, float | None] = {}
+    for name, count in (("one_process", 1), ("two_processes", 2)):
+        flow_settings = isolated(
+            settings, prefixes, events_topic=topic, dlq_topic=dlq, consumer_tail=False
         )
+        if count == 1:
+            argvs = [processes.worker_argv()]
+        else:
+            addresses = [f"127.0.0.1:{free_port()}" for _ in range(count)]
+            argvs = [processes.worker_argv(process_id=i, addresses=addresses) for i in range(count)]
+        logs = [run_dir / f"broker-{name}-{i}.log" for i in range(count)]
+        run = _run_worker_processes(argvs, flow_settings, logs, timeout_s)
+        got = applied_events(flow_settings, user_ids)
+        if got != n:
+            raise RuntimeError(f"{name} from the broker applied {got} of {n} events; logs {logs}")
+        drop_namespace(flow_settings)
+        run["events_per_s"] = rate(n, run["write_span_s"] or 0.0)
+        run["wall_events_per_s"] = rate(n, run["wall_s"])
+        result[name] = run
+        per_s[name] = run["events_per_s"]
+    result["events_per_s"] = per_s
+    result["two_over_one"] = ratio(per_s["two_processes"], per_s["one_process"])
     return result
 
 
-# --- 2. profile ------------------------------------------------------------------------------------
-
-ENGINE = "Bytewax engine (Rust: scheduling, exchange, per-key state maps)"
-SHIMS = "Bytewax Python shims (map/key_on/branch/stateful wrappers)"
-INPUT = "input: TestingSource"
-DECODE = "decode (msgspec JSON + checks)"
-ENRICH = "enrichment (context, segment)"
-KEYS = "our key functions and branch predicates"
-USER = "user step (dedup, session, window, ISGD user half, record)"
-REPLICA = "user step: item replica refresh (Redis read)"
-PARKED = "user step: parked-state lookup (Redis GET per new user)"
-ITEM = "item step (ISGD item half, popularity, trend, neighbours)"
-SEGMENT = "segment popularity step"
-FEEDBACK = "feedback step"
-SINK = "Redis sink (encode + Lua writes, incl. waiting for Redis)"
-METRICS = "metrics (prometheus)"
-UNATTRIBUTED = "other / unattributed"
-
-_OWN_FILES = {
-    "dataflows/kafka_io.py": DECODE,
-    "freshrec/events.py": DECODE,
-    "operators/enrich.py": ENRICH,
-    "dataflows/item_replica.py": REPLICA,
-    "operators/user_state.py": USER,
-    "operators/user_window.py": USER,
-    "operators/sessions.py": USER,
-    "operators/dedup.py": USER,
-    "operators/item_state.py": ITEM,
-    "operators/item_neighbours.py": ITEM,
-    "operators/feedback.py": FEEDBACK,
-    "freshrec/metrics.py": METRICS,
-    "dataflows/monitor.py": METRICS,
-}
-# Shared by several steps: their time goes to whichever step called them.
-_SHARED_FILES = {"operators/isgd.py", "operators/popularity.py", "state/records.py"}
-_STEP_CLASSES = {
-    "UserModelLogic": USER,
-    "user_record": USER,
-    "build_user_logic": USER,
-    "ItemModelLogic": ITEM,
-    "build_item_logic": ITEM,
-    "SegmentPopularityLogic": SEGMENT,
-    "FeedbackLogic": FEEDBACK,
-    "_RedisPartition": SINK,
-    "RedisSink": SINK,
-}
+# --- 4. profile -------------------------------------------------------------------------------------
 
 
-def loaded_qualnames() -> dict[tuple[str, int, str], str]:
-    """``co_qualname`` of every code object of our loaded functions, by profiler key.
+class _Stopwatch:
+    """Seconds and calls of a wrapped callable (instrumentation of this process only)."""
 
-    Taken from the code that ran, not from the files (others edit them while this runs);
-    lambdas and comprehensions are found nested in their function's constants.
-    """
-    names: dict[tuple[str, int, str], str] = {}
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self.items = 0
 
-    def visit(code: types.CodeType) -> None:
-        key = (code.co_filename, code.co_firstlineno, code.co_name)
-        names[key] = code.co_qualname.replace(".<locals>", "")
-        for const in code.co_consts:
-            if isinstance(const, types.CodeType):
-                visit(const)
+    def wrap(self, fn: Callable[..., Any], count: Callable[[Any, tuple], int] | None = None):
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                out = fn(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+                self.calls += 1
+            if count is not None:
+                self.items += count(out, args)
+            return out
 
-    root = str(PROJECT_ROOT)
-    for obj in gc.get_objects():
-        if isinstance(obj, types.FunctionType) and obj.__code__.co_filename.startswith(root):
-            visit(obj.__code__)
-    return names
+        return timed
 
 
-def categorise(func: tuple[str, int, str], qualnames: dict[Any, str]) -> str | None:
-    """The part of the flow a profiled function belongs to; None: charge it to its callers."""
-    filename, line, name = func
-    if filename == "~":
-        return ENGINE if "run_main" in name else None
-    path = Path(filename)
+@contextlib.contextmanager
+def patched(target: Any, name: str, value: Any) -> Iterator[None]:
+    old = getattr(target, name)
+    setattr(target, name, value)
     try:
-        rel = path.resolve().relative_to(PROJECT_ROOT).as_posix()
-    except ValueError:
-        rel = None
-    if rel is None or rel.startswith(".venv/"):
-        if "/bytewax/" in filename:
-            return INPUT if filename.endswith("testing.py") else SHIMS
-        if "/prometheus_client/" in filename:
-            return METRICS
-        return None
-    if rel.startswith("benchmarks/"):
-        return "benchmark harness"
-    if rel in _OWN_FILES:
-        return _OWN_FILES[rel]
-    if rel in _SHARED_FILES:
-        return None
-    parts = qualnames.get(func, name).split(".")
-    top = parts[0]
-    if rel == "dataflows/personalize.py":
-        return ENRICH if top == "enrich_event" else KEYS
-    if rel == "dataflows/steps.py":
-        if top == "retry_while_unreachable":
-            return None
-        return _STEP_CLASSES.get(top, f"dataflows/steps.py: {top or name}")
-    if rel == "state/store.py":
-        method = parts[1] if len(parts) > 1 else parts[0]
-        if method.startswith(("write_", "park_", "_write")):
-            return SINK
-        if method == "read_item_changes":
-            return REPLICA
-        if method == "parked_user_state":
-            return PARKED
-        return None
-    return f"other own code: {rel}"
+        yield
+    finally:
+        setattr(target, name, old)
 
 
-def attribute(raw: dict[Any, Any], qualnames: dict[Any, str]) -> dict[str, float]:
-    """Seconds of own time per part of the flow.
+PROFILE_PARTS = {
+    "bytewax_engine": "the rest of the wall time: scheduling, exchanges, per-key logic calls "
+    "(on_batch, notify_at), Python shims",
+    "native": "operators.native_time() of every native step (the user model's replica "
+    "refresh callback taken out)",
+    "redis": "the sink's store.write_batch (redis-py + round trips + server) and the item "
+    "replica's refresh (reads)",
+    "python_glue": "the sink partition's own Python (metrics, retry wrapper)",
+}
 
-    A function outside our code (redis-py, numpy, a builtin) is charged to the parts that
-    called it, split by the cumulative time of each call edge; that is exact for a library
-    function called from one place and proportional otherwise.
+
+def redis_breakdown(settings: Settings, captured: list[Any], prefixes: list[str]) -> dict[str, Any]:
+    """Replay the profiled run's batches of writes into a fresh namespace, part by part.
+
+    The same commands ``RedisStore.write_batch`` sends, one pipeline per part and batch (in
+    the same order, so the keys grow as in the run): what each part costs of the Redis time.
     """
-    memo: dict[Any, dict[str, float]] = {}
-
-    def shares(func: Any, visiting: frozenset[Any]) -> dict[str, float]:
-        if func in memo:
-            return memo[func]
-        own = categorise(func, qualnames)
-        if own is not None:
-            result = {own: 1.0}
-        else:
-            callers = raw.get(func, (0, 0, 0.0, 0.0, {}))[4]
-            edges = {c: e for c, e in callers.items() if c not in visiting}
-            weights = {c: e[3] for c, e in edges.items()}
-            if sum(weights.values()) <= 0:
-                weights = {c: float(e[1]) for c, e in edges.items()}
-            total = sum(weights.values())
-            if total <= 0:
-                result = {UNATTRIBUTED: 1.0}
-            else:
-                acc: dict[str, float] = defaultdict(float)
-                for caller, weight in weights.items():
-                    for category, share in shares(caller, visiting | {func}).items():
-                        acc[category] += share * weight / total
-                result = dict(acc)
-        if not visiting:
-            memo[func] = result
-        return result
-
+    store = store_of(isolated(settings, prefixes))
+    k = store.keys
     seconds: dict[str, float] = defaultdict(float)
-    for func, (_cc, _nc, tottime, _ct, _callers) in raw.items():
-        if tottime <= 0:
-            continue
-        for category, share in shares(func, frozenset()).items():
-            seconds[category] += tottime * share
-    return dict(sorted(seconds.items(), key=lambda kv: -kv[1]))
+    sizes: dict[str, int] = defaultdict(int)
 
+    def part(name: str, send: Callable[[Any], None]) -> None:
+        pipe = store.client.pipeline(transaction=False)
+        send(pipe)
+        started = time.perf_counter()
+        pipe.execute()
+        seconds[name] += time.perf_counter() - started
 
-def _short(func: tuple[str, int, str], qualnames: dict[Any, str]) -> str:
-    filename, line, name = func
-    if filename.startswith(str(PROJECT_ROOT)) and "/.venv/" not in filename:
-        qualified = qualnames.get(func, name)
-        return f"{Path(filename).relative_to(PROJECT_ROOT)}:{line}({qualified})"
-    text = pstats.func_std_string(func)
-    marker = "site-packages/"
-    return text[text.index(marker) + len(marker) :] if marker in text else text
+    item_keys = [k.item_factors, k.item_versions, k.item_changes, k.item_change_seq,
+                 k.popularity, k.trending, k.item_categories]  # fmt: skip
+    try:
+        for w in captured:
+            if w.item_args:
+                sizes["items"] += len(w.item_args) // 6
+                part("items (Lua: factors, version, change log, popularity, trend, category)",
+                     lambda p, w=w: store._write_items(keys=item_keys, args=w.item_args, client=p))  # fmt: skip
+            if w.neighbour_ids:
+                sizes["neighbour_lists"] += len(w.neighbour_ids)
+                sizes["neighbour_bytes"] += sum(len(b) for b in w.neighbour_args[1::2])
+                keys = [k.neighbours(i) for i in w.neighbour_ids]
+                part("neighbour lists (Lua versioned SET)",
+                     lambda p, w=w, keys=keys: store._versioned_set(keys=keys, args=w.neighbour_args, client=p))  # fmt: skip
+            if w.segment_scores:
+                sizes["segment_scores"] += len(w.segment_scores)
+
+                def segments(p: Any, w: Any = w) -> None:
+                    by_segment: dict[str, dict[str, float]] = {}
+                    for segment, item_id, score in w.segment_scores:
+                        by_segment.setdefault(segment, {})[item_id] = score
+                    for segment, scores in by_segment.items():
+                        p.zadd(k.segment_popularity(segment), scores)
+                        p.zremrangebyrank(
+                            k.segment_popularity(segment), 0, -(SEGMENT_POPULAR_MAX + 1)
+                        )
+
+                part("segment popularity (ZADD + trim)", segments)
+            if w.user_ids:
+                sizes["user_records"] += len(w.user_ids)
+                sizes["user_record_bytes"] += sum(len(b) for b in w.user_args[1::2])
+                keys = [k.user(u) for u in w.user_ids]
+                part("user records (Lua versioned SET)",
+                     lambda p, w=w, keys=keys: store._versioned_set(keys=keys, args=w.user_args, client=p))  # fmt: skip
+            if w.holdouts:
+                sizes["holdouts"] += len(w.holdouts)
+
+                def holdouts(p: Any, w: Any = w) -> None:
+                    for key, vector, item_id in w.holdouts:
+                        fields = {"key": key, "vector": vector, "item": item_id}
+                        p.xadd(k.holdout, fields, maxlen=20_000, approximate=True)
+
+                part("holdouts (XADD)", holdouts)
+    finally:
+        store.delete_namespace()
+        store.client.close()
+    total = sum(seconds.values())
+    per_batch = {
+        name: (s / len(captured) * 1e3 if captured else 0.0) for name, s in seconds.items()
+    }
+    return {
+        "batches": len(captured),
+        "seconds": dict(seconds),
+        "share": {name: s / total for name, s in seconds.items()} if total else {},
+        "ms_per_batch": per_batch,
+        "counts": dict(sizes),
+        "user_record_bytes_mean": sizes["user_record_bytes"] / max(sizes["user_records"], 1),
+    }
 
 
 def profile_full_flow(
     settings: Settings,
     messages: list[KafkaSourceMessage[bytes, bytes]],
+    user_ids: list[str],
     prefixes: list[str],
-    top_n: int = 25,
 ) -> dict[str, Any]:
-    """cProfile one in-process run of the full flow; save the stats and the top functions."""
+    """One in-process run of the full flow with the native timers on and Redis timed."""
+    n = len(messages)
     flow_settings = isolated(settings, prefixes)
-    flow = build_flow(flow_settings, TestingSource(messages, BATCH_SIZE))
-    profiler = cProfile.Profile()
-    gc.collect()
-    started = time.perf_counter()
-    profiler.enable()
-    run_main(flow)
-    profiler.disable()
-    seconds = time.perf_counter() - started
-    store_of(flow_settings).delete_namespace()
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    prof_path = OUT_DIR / "pipeline_full_flow.prof"
-    profiler.dump_stats(prof_path)
-    text = io.StringIO()
-    stats = pstats.Stats(profiler, stream=text)
-    stats.sort_stats("tottime").print_stats(top_n)
-    top_path = OUT_DIR / "pipeline_full_flow_top25.txt"
-    top_path.write_text(text.getvalue())
-    raw = stats.stats  # type: ignore[attr-defined]
-    qualnames = loaded_qualnames()
-    total = sum(v[2] for v in raw.values())
-    top = sorted(raw.items(), key=lambda kv: -kv[1][2])[:top_n]
+    redis_write, refresh, sink = _Stopwatch(), _Stopwatch(), _Stopwatch()
+    captured: list[Any] = []  # each batch's StateWrites, replayed part by part afterwards
+    routed = {
+        name: _Stopwatch()
+        for name in (
+            "key_by_user",
+            "item_batches",
+            "feedback_batches",
+            "popularity_samples",
+            "dead_letters",
+        )
+    }
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(
+            patched(
+                RedisStore,
+                "write_batch",
+                redis_write.wrap(
+                    RedisStore.write_batch, lambda _out, args: captured.append(args[1]) or 0
+                ),
+            )
+        )
+        stack.enter_context(
+            patched(
+                item_replica.ItemReplicaFeed,
+                "refresh",
+                refresh.wrap(item_replica.ItemReplicaFeed.refresh),
+            )
+        )
+        stack.enter_context(
+            patched(
+                steps._RedisPartition,
+                "write_batch",
+                sink.wrap(steps._RedisPartition.write_batch, lambda _out, args: len(args[1])),
+            )
+        )
+        for name, watch in routed.items():
+            fn = getattr(personalize, name)
+            stack.enter_context(
+                patched(personalize, name, watch.wrap(fn, lambda out, _args: len(out)))
+            )
+        flow = build_flow(flow_settings, TestingSource(messages, BATCH_SIZE))
+        gc.collect()
+        operators.enable_timing(True)
+        started = time.perf_counter()
+        try:
+            run_main(flow)
+        finally:
+            wall = time.perf_counter() - started
+            operators.enable_timing(False)
+        native = {
+            name: {"seconds": s, "calls": c} for name, (s, c) in operators.native_time().items()
+        }
+    seen = applied_events(flow_settings, user_ids)
+    if seen != n:
+        raise RuntimeError(f"profiled full flow accounted for {seen} of {n} events")
+    drop_namespace(flow_settings)
+    # The user model's native time includes its Python callback that refreshes the item
+    # replica from Redis: that time is Redis's.
+    user_native = native["user_model"]["seconds"] - refresh.seconds
+    native_total = sum(v["seconds"] for v in native.values()) - refresh.seconds
+    redis_total = redis_write.seconds + refresh.seconds
+    # The sink partition's own Python: around collect_writes (native) and store.write_batch.
+    sink_glue = max(0.0, sink.seconds - native["collect_writes"]["seconds"] - redis_write.seconds)
+    wrapper_s = sum(w.calls for w in routed.values()) * 1e-6  # the wrappers' own frames, ~1 µs
+    engine = wall - native_total - redis_total - sink_glue
+    seconds = {
+        "wall": wall,
+        "bytewax_engine": engine,
+        "native": native_total,
+        "redis": redis_total,
+        "python_glue": sink_glue,
+    }
+    native_parts = {name: v["seconds"] for name, v in native.items()}
+    native_parts["user_model"] = user_native
+    share = {k: v / wall for k, v in seconds.items() if k != "wall"}
+    keyed_messages = n + routed["item_batches"].items + routed["feedback_batches"].items
+    keyed_messages += routed["popularity_samples"].items
+    calls_per_event = {
+        "user_model_calls": native["user_model"]["calls"] / n,
+        "item_model_calls": native["item_model"]["calls"] / n,
+        "feedback_model_calls": native["feedback_model"]["calls"] / n,
+        "popularity_shift_calls": native["popularity_shift"]["calls"] / n,
+        "keyed_calls": sum(
+            native[k]["calls"]
+            for k in ("user_model", "item_model", "feedback_model", "popularity_shift")
+        )
+        / n,
+        "item_messages": routed["item_batches"].items / n,
+        "keyed_messages (into the stateful steps)": keyed_messages / n,
+        "sink_messages": sink.items / n,
+        "messages (keyed + sink + dead letters)": (
+            keyed_messages + sink.items + routed["dead_letters"].items
+        )
+        / n,
+    }
+    redis_parts = redis_breakdown(settings, captured, prefixes)
     return {
-        "profiled_run_s": seconds,
-        "profiled_events_per_s": rate(len(messages), seconds),
-        "own_time_total_s": total,
-        "top_by_tottime": [
-            {
-                "function": _short(func, qualnames),
-                "tottime_s": v[2],
-                "calls": v[1],
-                "cumtime_s": v[3],
-            }
-            for func, v in top
-        ],
-        "seconds_by_part": attribute(raw, qualnames),
-        "files": [str(prof_path), str(top_path)],
+        "events": n,
+        "events_per_s": n / wall,
+        "redis_parts_replayed": redis_parts,
+        "seconds": seconds,
+        "share": share,
+        "parts_are": PROFILE_PARTS,
+        "native_seconds": native_parts,
+        "native_calls": {name: v["calls"] for name, v in native.items()},
+        "native_us_per_event": {name: s / n * 1e6 for name, s in native_parts.items()},
+        "redis_seconds": {
+            "store.write_batch": redis_write.seconds,
+            "store.write_batch_calls": redis_write.calls,
+            "item replica refresh": refresh.seconds,
+            "item replica refresh calls": refresh.calls,
+        },
+        "sink_partition_seconds": sink.seconds,
+        "instrumentation_overhead_s_estimate": wrapper_s,
+        "calls_per_event": calls_per_event,
     }
 
 
-# --- 3. memory per user (child process) -------------------------------------------------------------
+# --- 5. memory per user (child process) -------------------------------------------------------------
 
 
-def _count_user_logics(counts: dict[str, int]) -> None:
-    """Count per-user logics built and evicted in this child (resident = built - evicted).
+def _count_user_models(counts: dict[str, int]) -> None:
+    """Count user models built and parked in this child (resident = built - parked).
 
-    Wraps the adapter's factory and ``on_notify`` in this process only (instrumentation;
-    no file is changed); two integers, so it adds no memory per user.
+    Wraps the user step's builder (a Python frame per new key in front of the native
+    factory) and the sink's ``collect_writes`` (how many users a batch parks), in this
+    process only; two integers, so it adds no memory per user.
     """
-    build = steps.build_user_logic
+    build = steps.build_user_model
 
     def counted_build(*args: Any, **kwargs: Any) -> Any:
-        counts["built"] += 1
-        return build(*args, **kwargs)
+        factory = build(*args, **kwargs)
 
-    on_notify = steps.UserModelLogic.on_notify
+        def builder(resume: object = None) -> Any:
+            counts["built"] += 1
+            return factory(resume)
 
-    def counted_notify(self: Any) -> Any:
-        out, discard = on_notify(self)
-        if discard:
-            counts["evicted"] += 1
-        return out, discard
+        return builder
 
-    steps.build_user_logic = counted_build  # type: ignore[assignment]
-    steps.UserModelLogic.on_notify = counted_notify  # type: ignore[method-assign]
+    collect = steps.collect_writes
+
+    def counted_collect(items: list[object]) -> Any:
+        writes = collect(items)
+        counts["evicted"] += len(writes.parked)
+        return writes
+
+    steps.build_user_model = counted_build  # type: ignore[assignment]
+    steps.collect_writes = counted_collect  # type: ignore[assignment]
 
 
 def _release_free_heap() -> None:
@@ -810,21 +849,111 @@ def slice_ends(n_events: int, slices: int) -> list[int]:
     return sorted(e for e in ends if 0 < e < n_events) + [n_events]
 
 
+def synthetic_plan(
+    n_users: int, events_per_user: float, seed: int, n_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exactly n_users distinct users (ids 1..n), each with floor or ceil of events_per_user
+    events, in a random order: the user and the item row of each event (deterministic)."""
+    rng = np.random.default_rng(seed)
+    events_each = math.floor(events_per_user) + (rng.random(n_users) < events_per_user % 1)
+    user_of_event = rng.permutation(np.repeat(np.arange(1, n_users + 1), events_each))
+    row_of_event = rng.integers(0, n_rows, len(user_of_event))
+    return user_of_event, row_of_event
+
+
+def make_event(
+    pool: dict[str, list[Any]], seq: int, user_id: str, row: int, step_s: float
+) -> Event:
+    """The seq-th synthetic event: a real Taobao row's item, category and behaviour."""
+    return Event(
+        event_id=f"synth-{seq}",
+        user_id=user_id,
+        item_id=pool["item_id"][row],
+        type=pool["behavior"][row],
+        ts=datetime.fromtimestamp(TAOBAO_WINDOW_START_S + seq * step_s, UTC),
+        category_id=pool["category_id"][row],
+    )
+
+
+def size_stats(sizes: list[int]) -> dict[str, float]:
+    ordered = sorted(sizes)
+    return {
+        "users": len(ordered),
+        "mean": statistics.fmean(ordered),
+        "median": statistics.median(ordered),
+        "p90": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))],
+        "max": ordered[-1],
+    }
+
+
+def snapshot_sizes(by_user: dict[str, list[Event]], settings: Settings) -> dict[str, float]:
+    """``len(UserState.to_state())`` of each user after their events (size statistics).
+
+    The user model's snapshot and parked state are ``UserState::to_bytes`` of the same
+    state; it is rebuilt here through the ``operators.UserState`` face with the flow's
+    per-event calls (dedup, learn or observe, drift check). That face leaves the context
+    segment empty, so the last applied event's segment (from ``operators.Enricher``, as the
+    flow's) is added to each size.
+    """
+    params, config = isgd_params(settings), user_config(settings)
+    enricher = operators.Enricher()
+    sizes = []
+    for user_id, events in by_user.items():
+        state = operators.UserState(user_id, params, config)
+        segment = ""
+        for e in events:
+            if state.is_duplicate(e.event_id, e.ts_s):
+                continue
+            c = e.context
+            offset = e.ts.utcoffset()
+            segment = enricher.enrich(
+                c.user_agent if c else None,
+                c.device if c else None,
+                c.country if c else None,
+                c.region if c else None,
+                round(e.ts_s * 1e6),
+                int(offset.total_seconds()) if offset else 0,
+            )[7]
+            if e.type in INTERACTION_TYPES:
+                vector = operators.initial_vector(e.item_id, "item", params)
+                state.learn(e.item_id, vector, e.type, e.ts_s, e.category_id, 1.0, segment)
+                state.check_drift(lambda _item: None)
+            else:
+                state.observe(e.item_id, e.type, e.ts_s)
+        sizes.append(len(state.to_state()) + len(segment.encode()))
+    return size_stats(sizes)
+
+
+def synthetic_snapshot_bytes(
+    settings: Settings,
+    pool: Path,
+    users: int,
+    events_per_user: float,
+    seed: int,
+    sample: int = 2000,
+) -> dict[str, float]:
+    """Snapshot bytes of the first ``sample`` users of a memory run (the same events)."""
+    rows = json.loads(pool.read_text())
+    user_of_event, row_of_event = synthetic_plan(users, events_per_user, seed, len(rows["item_id"]))
+    step_s = (TAOBAO_WINDOW_END_S - TAOBAO_WINDOW_START_S) / max(len(user_of_event), 1)
+    by_user: dict[str, list[Event]] = defaultdict(list)
+    for seq in np.nonzero(user_of_event <= sample)[0].tolist():
+        user_id = str(user_of_event[seq])
+        by_user[user_id].append(make_event(rows, seq, user_id, int(row_of_event[seq]), step_s))
+    return snapshot_sizes(by_user, settings)
+
+
 def memory_child(params: dict[str, Any]) -> None:
     """Run the full flow on synthetic users; write RSS samples as JSON lines to params['out']."""
     settings = load_settings()
     counts = {"built": 0, "evicted": 0}
-    _count_user_logics(counts)
+    _count_user_models(counts)
     pool = json.loads(Path(params["pool"]).read_text())
-    items, categories, behaviours = pool["item_id"], pool["category_id"], pool["behavior"]
-    n_users = int(params["users"])
-    rng = np.random.default_rng(int(params["seed"]))
-    # Exactly n_users distinct users: each gets floor or ceil of events_per_user events, in a
-    # random order (drawn before the baseline: ~8 bytes per event, part of it).
-    per_user = float(params["events_per_user"])
-    events_each = math.floor(per_user) + (rng.random(n_users) < per_user % 1)
-    user_of_event = rng.permutation(np.repeat(np.arange(1, n_users + 1), events_each))
-    row_of_event = rng.integers(0, len(items), len(user_of_event))
+    items = pool["item_id"]
+    # Drawn before the baseline: ~8 bytes per event, part of it.
+    user_of_event, row_of_event = synthetic_plan(
+        int(params["users"]), float(params["events_per_user"]), int(params["seed"]), len(items)
+    )
     n_events = len(user_of_event)
     ends = slice_ends(n_events, int(params["slices"]))
     sample_every_s = float(params["sample_every_s"])
@@ -832,6 +961,10 @@ def memory_child(params: dict[str, Any]) -> None:
     drain = timedelta(seconds=float(params["drain_s"]))
     step_s = (TAOBAO_WINDOW_END_S - TAOBAO_WINDOW_START_S) / max(n_events, 1)
     out = open(params["out"], "a")  # noqa: SIM115 - written through the whole run
+
+    def synthetic_event(seq: int, user_id: str, row: int) -> Event:
+        return make_event(pool, seq, user_id, row, step_s)
+
     started = last_sample_at = time.perf_counter()
     paused_s = 0.0
     sent = 0
@@ -867,15 +1000,7 @@ def memory_child(params: dict[str, Any]) -> None:
                     users = user_of_event[chunk].tolist()
                     rows = row_of_event[chunk].tolist()
                 user_id = str(users[seq % BATCH_SIZE])
-                row = rows[seq % BATCH_SIZE]
-                event = Event(
-                    event_id=f"synth-{seq}",
-                    user_id=user_id,
-                    item_id=items[row],
-                    type=behaviours[row],
-                    ts=datetime.fromtimestamp(TAOBAO_WINDOW_START_S + seq * step_s, UTC),
-                    category_id=categories[row],
-                )
+                event = synthetic_event(seq, user_id, rows[seq % BATCH_SIZE])
                 yield KafkaSourceMessage(
                     key=user_id.encode(),
                     value=encode_event(event),
@@ -959,7 +1084,14 @@ def run_memory(
     done = next((r for r in records if r["label"] == "done"), None)
     keys = Keys(run_settings.redis_prefix)
     client = store_of(run_settings).client
-    parked = sum(1 for _ in client.scan_iter(match=keys.user_state("*"), count=10_000))
+    index = keys.parked_users.encode()
+    parked_keys = sorted(set(client.scan_iter(match=keys.user_state("*"), count=10_000)) - {index})
+    parked = len(parked_keys)
+    # The parked states are the users' snapshots (UserModel parks state.to_bytes()).
+    pipe = client.pipeline(transaction=False)
+    for key in parked_keys[:2000]:
+        pipe.strlen(key)
+    parked_sizes = [int(x) for x in pipe.execute()] if parked_keys else []
     client.close()
     n_events = plan["events"] if plan else round(users * args.events_per_user)
     result: dict[str, Any] = {
@@ -974,6 +1106,11 @@ def run_memory(
         "child_hwm_kib": max((s["hwm_kib"] for s in samples), default=0),
         "parked_states_in_redis": parked,
     }
+    result["snapshot_bytes"] = synthetic_snapshot_bytes(
+        run_settings, pool, users, args.events_per_user, int(params["seed"])
+    )
+    if parked_sizes:
+        result["parked_state_bytes"] = size_stats(parked_sizes)
     if done is not None:
         result["events_per_s_excl_pauses"] = rate(done["events"], done["run_s"] - done["paused_s"])
     baseline = next((s for s in samples if s["label"] == "baseline"), None)
@@ -1009,138 +1146,12 @@ def run_memory(
     return result
 
 
-# --- 4. dedup memory ------------------------------------------------------------------------------
-
-
-def traced_bytes(build: Callable[[], object]) -> tuple[int, object]:
-    """Bytes allocated (and still held) by ``build()``, by tracemalloc."""
-    gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    built = build()
-    gc.collect()
-    after = tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
-    return after - before, built
-
-
-def _deep_getsizeof(dedup: EventDedup) -> int:
-    size = sys.getsizeof(dedup) + sys.getsizeof(dedup.__dict__) + sys.getsizeof(dedup.ids)
-    return size + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in dedup.ids.items())
-
-
-def measure_dedup(settings: Settings, events: list[Event]) -> dict[str, Any]:
-    """Bytes per remembered id (realistic id styles) and per user at the default horizon."""
-    horizon_s, max_ids = settings.dedup_horizon_s, settings.dedup_max_ids
-    base_ts = float(TAOBAO_WINDOW_START_S)
-    id_styles: dict[str, Callable[[int], list[str]]] = {
-        # Line numbers of a 100M-row log: distinct, 8-9 digits.
-        "taobao-<seq>": lambda n: [f"taobao-{s}" for s in range(50_000_000, 50_000_000 + n)],
-        "uuid4": lambda n: [str(uuid.uuid4()) for _ in range(n)],
-    }
-    per_id: dict[str, dict[str, Any]] = {}
-    for style, make in id_styles.items():
-        for n in (64, 1_000, max_ids):
-            copies = max(1, 30_000 // n)  # ≥ 30k ids per measurement: small n is not noise
-
-            def fill(ids: list[str], n: int = n) -> list[EventDedup]:
-                dedups = []
-                for start in range(0, len(ids), n):
-                    dedup = EventDedup(horizon_s, max_ids)
-                    for i, event_id in enumerate(ids[start : start + n]):
-                        dedup.is_duplicate(event_id, base_ts + i)  # all within the horizon
-                    dedups.append(dedup)
-                return dedups
-
-            total_ids = copies * n
-            with_strings, built = traced_bytes(lambda make=make, k=total_ids: fill(make(k)))
-            assert isinstance(built, list) and sum(map(len, built)) == total_ids
-            sizes = sum(_deep_getsizeof(d) for d in built)
-            del built
-            prebuilt = make(total_ids)
-            structure_only, _ = traced_bytes(lambda ids=prebuilt: fill(ids))
-            per_id[f"{style}, {n:,} per user"] = {
-                "ids_per_user": n,
-                "users": copies,
-                "bytes_per_id_with_string": with_strings / total_ids,
-                "bytes_per_id_excl_string": structure_only / total_ids,
-                "getsizeof_bytes_per_id": sizes / total_ids,
-            }
-
-    # Real users: every Taobao event through its user's dedup, ids copied as a decoder would.
+def taobao_snapshot_bytes(settings: Settings, events: list[Event]) -> dict[str, float]:
+    """Snapshot bytes of the Taobao head's real users (~100 events each) after all of them."""
     by_user: dict[str, list[Event]] = defaultdict(list)
     for event in events:
         by_user[event.user_id].append(event)
-
-    def replay_users() -> dict[str, EventDedup]:
-        dedups = {}
-        for user_id, user_events in by_user.items():
-            dedup = dedups[user_id] = EventDedup(horizon_s, max_ids)
-            for event in user_events:
-                dedup.is_duplicate(event.event_id.encode().decode(), event.ts_s)
-        return dedups
-
-    real_bytes, built = traced_bytes(replay_users)
-    dedups = built if isinstance(built, dict) else {}
-    remembered = [len(d) for d in dedups.values()]
-    events_per_user = [len(v) for v in by_user.values()]
-
-    # Synthetic users of the memory runs: ~2.5 ids each.
-    def synthetic_users(n_users: int = 10_000) -> list[EventDedup]:
-        users = []
-        for u in range(n_users):
-            dedup = EventDedup(horizon_s, max_ids)
-            for k in range(2 + (u % 2)):
-                dedup.is_duplicate(f"synth-{u * 3 + k}", base_ts + k)
-            users.append(dedup)
-        return users
-
-    synthetic_bytes, _ = traced_bytes(synthetic_users)
-    bytes_per_id_max = per_id[f"uuid4, {max_ids:,} per user"]["bytes_per_id_with_string"]
-    return {
-        "horizon_s": horizon_s,
-        "max_ids": max_ids,
-        "per_id": per_id,
-        "taobao_users": len(dedups),
-        "taobao_events_per_user_mean": statistics.mean(events_per_user),
-        "taobao_ids_remembered_mean": statistics.mean(remembered),
-        "taobao_ids_remembered_median": statistics.median(remembered),
-        "taobao_ids_remembered_max": max(remembered),
-        "taobao_bytes_per_user": real_bytes / len(dedups),
-        "taobao_bytes_per_remembered_id": real_bytes / max(sum(remembered), 1),
-        "synthetic_2_to_3_ids_bytes_per_user": synthetic_bytes / 10_000,
-        "worst_case_bytes_per_user_at_max_ids": bytes_per_id_max * max_ids,
-    }
-
-
-def measure_user_state(
-    settings: Settings, events: list[Event], max_users: int = 200
-) -> dict[str, Any]:
-    """Whole ``UserState`` bytes per real Taobao user (window, seen, dedup, session, vector)."""
-    params, config = isgd_params(settings), user_config(settings)
-    by_user: dict[str, list[Event]] = defaultdict(list)
-    for event in events:
-        if event.user_id in by_user or len(by_user) < max_users:
-            by_user[event.user_id].append(event)
-
-    def replay() -> dict[str, UserState]:
-        states = {}
-        for user_id, user_events in by_user.items():
-            state = states[user_id] = UserState(user_id, params, config)
-            for event in user_events:
-                if state.is_duplicate(event.event_id.encode().decode(), event.ts_s):
-                    continue
-                item_id = event.item_id.encode().decode()  # its own string, as decoded
-                if event.type in INTERACTION_TYPES:
-                    vector = initial_vector(item_id, "item", params)
-                    state.learn(item_id, vector, event.type, event.ts_s, event.category_id)
-                else:
-                    state.observe(item_id, event.type, event.ts_s)
-        return states
-
-    total, states = traced_bytes(replay)
-    users = len(states) if isinstance(states, dict) else 1
-    return {"taobao_users": users, "bytes_per_user": total / users}
+    return snapshot_sizes(by_user, settings)
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -1163,82 +1174,162 @@ def _mib(kib: float) -> str:
     return f"{kib / 1024:,.0f} MiB"
 
 
+def _verdict(value: float | None, goal: float, at_most: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return "MET" if (value <= goal if at_most else value >= goal) else "MISSED"
+
+
+def print_ratios(result: dict[str, Any]) -> None:
+    """The issue's figures first."""
+    print("== issue 13 figures ==")
+    t = result.get("throughput")
+    if t:
+        r = t["full_over_keyed_counter"]
+        print(
+            f"   full / keyed counter  {r:.3f}  (goal ≥ {GOAL_FULL_OVER_KEYED}: "
+            f"{_verdict(r, GOAL_FULL_OVER_KEYED)}; stretch {STRETCH_FULL_OVER_KEYED})"
+        )
+        r = t["full_over_skeleton"]
+        print(
+            f"   full / skeleton       {r:.3f}  (goal ≥ {GOAL_FULL_OVER_SKELETON}: "
+            f"{_verdict(r, GOAL_FULL_OVER_SKELETON)}); skeleton / keyed counter "
+            f"{t['skeleton_over_keyed_counter']:.3f}"
+        )
+    f = result.get("floors")
+    if f:
+        s = f["sum_us_per_event"]
+        print(
+            f"   floors: sum {s:.2f} µs per event (goal ≤ {GOAL_FLOOR_SUM_US}: "
+            f"{_verdict(s, GOAL_FLOOR_SUM_US, at_most=True)}); keyed counter whole "
+            f"{f['keyed_counter_us_per_event']:.2f} µs"
+        )
+    b = result.get("broker")
+    if b:
+        e = b["events_per_s"]
+        print(
+            f"   broker: one process {fmt(e['one_process'], ',.0f')} ev/s, two processes "
+            f"{fmt(e['two_processes'], ',.0f')} ev/s"
+        )
+    memory = [
+        r
+        for r in result.get("memory", [])
+        if r["user_idle_ttl_s"] >= NO_EVICTION_TTL_S and "bytes_per_resident_user" in r
+    ]
+    for r in memory:
+        per_user = r["bytes_per_resident_user"]
+        note = "" if r["complete"] else " (stopped early)"
+        goal = f" (goal ≤ {GOAL_BYTES_PER_USER}: {_verdict(per_user, GOAL_BYTES_PER_USER, True)})"
+        print(
+            f"   memory {r['users']:>9,} users: {per_user:,.0f} B per resident user{note}"
+            + (goal if r["users"] >= 1_000_000 else "")
+            + f"; snapshot {r['snapshot_bytes']['mean']:,.0f} B per user"
+        )
+
+
 def print_throughput(t: dict[str, Any]) -> None:
     m = t["events_per_s_median"]
     print(
-        f"1. throughput, {t['events']:,} Taobao events as KafkaSourceMessages → TestingSource "
-        f"(batch {BATCH_SIZE}) → run_main; {t['rounds']} interleaved rounds, median"
+        f"1. throughput, {t['events']:,} Taobao events ({t['users']:,} users) as "
+        f"KafkaSourceMessages → TestingSource (batch {BATCH_SIZE}) → run_main; {t['rounds']} "
+        f"interleaved rounds ({t['repeats_of_cheap_flows']} runs of each reference a round), median"
     )
-    print(f"   pass-through  (map → no-op sink)           {m['passthrough']:>12,.0f} ev/s")
-    print(f"   keyed counter (key_on + stateful_map)      {m['keyed_counter']:>12,.0f} ev/s")
-    print(f"   decode only   (map(decode) → no-op sink)   {m['decode_only']:>12,.0f} ev/s")
-    print(f"   full build_flow (real Redis)               {m['full']:>12,.0f} ev/s")
-    rounds = " ".join(f"{r:.4f}" for r in t["full_over_keyed_counter_per_round"])
-    print(f"   full / pass-through   {t['full_over_passthrough']:.4f}")
-    print(f"   full / keyed counter  {t['full_over_keyed_counter']:.4f}  (per round: {rounds})")
-    ratio = t["full_over_keyed_counter"]
-    verdict = "MET" if ratio >= GOAL_FULL_OVER_KEYED else "MISSED"
-    need = GOAL_FULL_OVER_KEYED * m["keyed_counter"]
-    print(
-        f"   goal full ≥ {GOAL_FULL_OVER_KEYED}× keyed counter: {verdict} — needs "
-        f"≥ {need:,.0f} ev/s, is {m['full']:,.0f} ({need / m['full']:.0f}× short)"
-        if verdict == "MISSED"
-        else f"   goal full ≥ {GOAL_FULL_OVER_KEYED}× keyed counter: MET"
+    rows = (
+        ("passthrough", "pass-through  (map → no-op sink)"),
+        ("keyed_counter", "keyed counter (key_on + stateful_map)"),
+        ("decode_only", "decode only   (flat_map_batch: native decode)"),
+        ("skeleton", "skeleton      (decode, user, item steps; no work)"),
+        ("skeleton_user_only", "skeleton without the item exchange"),
+        ("full", "full build_flow (real Redis)"),
     )
-    print(
-        f"   decoding alone / keyed counter  {t['decode_only_over_keyed_counter']:.3f}  "
-        "(an upper bound of full / keyed counter for any flow that reads the events)"
-    )
-
-
-def print_broker(b: dict[str, Any]) -> None:
-    print(
-        f"   from the broker: python -m bytewax.run, {b['partitions']} partitions, tail off "
-        f"(events produced at {b['produce_events_per_s']:,.0f} ev/s)"
-    )
-    print(
-        "                   wall = spawn→exit; net = wall − empty-topic run; "
-        "span = first→last output batch"
-    )
-    for flow in ("passthrough", "full"):
-        r = b[flow]
+    for key, label in rows:
         print(
-            f"   {flow:<12} wall {fmt(r['wall_events_per_s'], ',.0f', 9)}"
-            f"  net {fmt(r['net_events_per_s'], ',.0f', 9)}"
-            f"  span {fmt(r['span_events_per_s'], ',.0f', 9)} ev/s"
-            f"  (empty-topic run: {r['startup_and_end_s']:.1f} s)"
+            f"   {label:<52} {m[key]:>10,.0f} ev/s  "
+            f"{m[key] / m['keyed_counter']:6.3f}× the keyed counter"
         )
+    for a, b in (("full", "keyed_counter"), ("full", "skeleton"), ("skeleton", "keyed_counter")):
+        rounds = " ".join(f"{r:.3f}" for r in t[f"{a}_over_{b}_per_round"])
+        print(f"   {a} / {b}: {t[f'{a}_over_{b}']:.3f} (per round: {rounds})")
+
+
+def print_floors(f: dict[str, Any]) -> None:
     print(
-        "   full / pass-through from the broker: "
-        f"wall {fmt(b['full_over_passthrough_wall'], '.3f')}, "
-        f"net {fmt(b['full_over_passthrough_net'], '.3f')}, "
-        f"span {fmt(b['full_over_passthrough_span'], '.3f')}"
+        f"2. floors: µs per event of each stage alone (Rust loops, no stream engine, best of "
+        f"{f['repeats']}), {f['events']:,} events"
     )
-    if any(b[flow]["net_events_per_s"] is None for flow in ("passthrough", "full")):
-        print("   n/a: the loaded run took no longer than the empty one (start-up noise)")
+    for name, us in f["stage_us_per_event"].items():
+        print(f"   {us:8.2f} µs  {name}")
+    print(
+        f"   {f['sum_us_per_event']:8.2f} µs  sum (goal ≤ {GOAL_FLOOR_SUM_US} µs: "
+        f"{_verdict(f['sum_us_per_event'], GOAL_FLOOR_SUM_US, True)})"
+    )
+    print(f"   {f['keyed_counter_us_per_event']:8.2f} µs  keyed counter flow, whole, same run")
+    print("   parts, each timed alone (included in the stages above):")
+    for name, us in f["detail_us_per_event"].items():
+        print(f"   {us:8.2f} µs    {name}")
+
+
+def print_broker(b: dict[str, Any], in_process_full: float | None) -> None:
+    print(
+        f"3. from the broker: python -m bytewax.run dataflows.personalize:flow, "
+        f"{b['partitions']} partitions, consumer_tail=false, {b['events']:,} events "
+        f"(produced at {b['produce_events_per_s']:,.0f} ev/s); ev/s = first → last Redis write"
+    )
+    for name in ("one_process", "two_processes"):
+        r = b[name]
+        vs = ratio(r["events_per_s"], in_process_full)
+        print(
+            f"   {name:<14} {fmt(r['events_per_s'], ',.0f', 9)} ev/s "
+            f"({fmt(vs, '.3f')}× the in-process full flow); wall {r['wall_s']:.1f} s "
+            f"({fmt(r['wall_events_per_s'], ',.0f')} ev/s incl. start-up), first write after "
+            f"{fmt(r['first_write_after_s'], '.1f')} s"
+        )
+    print(f"   two / one process: {fmt(b['two_over_one'], '.3f')}")
 
 
 def print_profile(p: dict[str, Any]) -> None:
-    total = p["own_time_total_s"]
+    wall = p["seconds"]["wall"]
     print(
-        f"2. profile of the full flow (cProfile, in-process, {p['profiled_events_per_s']:,.0f} ev/s "
-        f"under the profiler; {total:.1f} s own time) → {p['files'][0]}"
+        f"4. profile of the full flow (in-process, {p['events_per_s']:,.0f} ev/s with the "
+        f"timers on; {wall:.2f} s wall)"
     )
-    print("   time by part of the flow (library time charged to the caller in our code):")
-    for part, seconds in p["seconds_by_part"].items():
-        if seconds / total >= 0.005:
-            print(f"   {seconds:7.2f} s {seconds / total:6.1%}  {part}")
-    print("   top 25 by tottime:     tottime      calls  function")
-    for row in p["top_by_tottime"]:
+    for name, share in p["share"].items():
+        print(f"   {p['seconds'][name]:7.3f} s {share:6.1%}  {name}: {PROFILE_PARTS[name]}")
+    print("   native parts: seconds, calls, µs per event")
+    for name, seconds in p["native_seconds"].items():
         print(
-            f"   {row['tottime_s']:7.3f} s {row['tottime_s'] / total:6.1%} {row['calls']:>10,}  "
-            f"{row['function'][:100]}"
+            f"   {seconds:7.3f} s {p['native_calls'][name]:>8,} calls "
+            f"{p['native_us_per_event'][name]:7.2f} µs/event  {name}"
         )
-
-
-def print_memory(memory: list[dict[str, Any]], skipped: list[str], events_per_user: float) -> None:
+    r = p["redis_seconds"]
     print(
-        "3. worker RSS: full flow on a TestingSource in a child process; exactly N synthetic "
+        f"   redis: store.write_batch {r['store.write_batch']:.3f} s "
+        f"({r['store.write_batch_calls']} calls); item replica refresh "
+        f"{r['item replica refresh']:.3f} s ({r['item replica refresh calls']} calls)"
+    )
+    parts = p["redis_parts_replayed"]
+    print(
+        f"   Redis writes replayed part by part ({parts['batches']} batches; mean user record "
+        f"{parts['user_record_bytes_mean']:,.0f} B; {parts['counts']}):"
+    )
+    for name, seconds in parts["seconds"].items():
+        print(
+            f"   {seconds:7.3f} s {parts['share'][name]:6.1%} {parts['ms_per_batch'][name]:6.2f} "
+            f"ms/batch  {name}"
+        )
+    print(
+        "   per event: " + ", ".join(f"{name} {v:.3f}" for name, v in p["calls_per_event"].items())
+    )
+
+
+def print_memory(
+    memory: list[dict[str, Any]],
+    skipped: list[str],
+    events_per_user: float,
+    snapshots: dict[str, Any],
+) -> None:
+    print(
+        "5. worker RSS: full flow on a TestingSource in a child process; exactly N synthetic "
         f"users with {math.floor(events_per_user)}–{math.ceil(events_per_user)} events each "
         f"(mean {events_per_user:g}) in random order over real Taobao item rows, event times "
         "spread over the 9-day window; bytes per user = (RSS − baseline: flow built, nothing "
@@ -1317,6 +1408,12 @@ def print_memory(memory: list[dict[str, Any]], skipped: list[str], events_per_us
             f"{r['events_done']:,} events at most {r['resident_users']:,} users resident at once, "
             f"RSS at most {_mib(r['max_rss_kib_during'])} (baseline {_mib(r['baseline_rss_kib'])}); "
             f"{r['parked_states_in_redis']:,} users parked in Redis"
+            + (
+                f" ({r['parked_state_bytes']['mean']:,.0f} B per parked state, mean of "
+                f"{r['parked_state_bytes']['users']:,})"
+                if "parked_state_bytes" in r
+                else ""
+            )
         )
         same = next((f for f in full if f["users"] == r["users"]), None)
         if same is None:
@@ -1339,32 +1436,14 @@ def print_memory(memory: list[dict[str, Any]], skipped: list[str], events_per_us
             )
     for text in skipped:
         print(f"   skipped: {text}")
-
-
-def print_dedup(d: dict[str, Any], user_state: dict[str, Any] | None) -> None:
     print(
-        f"4. EventDedup memory (tracemalloc; horizon {d['horizon_s']:,.0f} s, max {d['max_ids']:,} ids)"
+        "   snapshot bytes per user: len(UserState.to_state()) (= UserModel.snapshot() and the "
+        "parked state) of users rebuilt with the same events through operators.UserState"
     )
-    for name, row in d["per_id"].items():
+    for name, s in snapshots.items():
         print(
-            f"   {name:<28} {row['bytes_per_id_with_string']:6.0f} B/id incl. the id string, "
-            f"{row['bytes_per_id_excl_string']:5.0f} B/id excl. (getsizeof: {row['getsizeof_bytes_per_id']:.0f})"
-        )
-    print(
-        f"   Taobao users ({d['taobao_users']}, {d['taobao_events_per_user_mean']:.0f} events each "
-        f"over 9 days): {d['taobao_ids_remembered_mean']:.0f} ids remembered on average (median "
-        f"{d['taobao_ids_remembered_median']:.0f}, max {d['taobao_ids_remembered_max']}) → "
-        f"{d['taobao_bytes_per_user']:,.0f} B per user, {d['taobao_bytes_per_remembered_id']:.0f} B per id"
-    )
-    print(
-        f"   synthetic users with 2–3 ids: {d['synthetic_2_to_3_ids_bytes_per_user']:,.0f} B per user; "
-        f"worst case (max_ids of uuid4 ids): {d['worst_case_bytes_per_user_at_max_ids'] / 2**20:.1f} MiB per user"
-    )
-    if user_state is not None:
-        print(
-            f"   whole UserState of a Taobao user (window, seen, dedup, session, vector; "
-            f"{user_state['taobao_users']} users): "
-            f"{user_state['bytes_per_user']:,.0f} B"
+            f"   {name:<22} mean {s['mean']:7,.0f} B  median {s['median']:7,.0f}  "
+            f"p90 {s['p90']:7,.0f}  max {s['max']:7,.0f}  ({s['users']:,} users)"
         )
 
 
@@ -1377,7 +1456,12 @@ def main() -> None:
     parser.add_argument("--events-per-user", type=float, default=2.5)
     parser.add_argument("--slices", type=int, default=10)
     parser.add_argument("--pause-s", type=float, default=1.5)
-    parser.add_argument("--budget-s", type=float, default=780.0, help="whole benchmark")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=1000.0,
+        help="whole benchmark (the 1M-user memory run alone takes ~9 min on 2 cores)",
+    )
     parser.add_argument("--ttl-max-s", type=float, default=100.0, help="cap of the ttl run")
     parser.add_argument(
         "--sections", default=",".join(SECTIONS), help=f"subset of {','.join(SECTIONS)}"
@@ -1403,6 +1487,7 @@ def main() -> None:
     )
     events = list(iter_dataset_events("taobao"))
     messages = kafka_messages(events)
+    item_of_offset = [e.item_id for e in events]
     user_ids = list(dict.fromkeys(e.user_id for e in events))
     result: dict[str, Any] = {
         "machine": {
@@ -1411,11 +1496,12 @@ def main() -> None:
             "bytewax": _bytewax_version(),
         },
         "git": _git_state(),
+        "sections": sorted(sections, key=SECTIONS.index),
     }
     git = result["git"]
     print(
-        f"freshrec pipeline benchmark: {len(events):,} Taobao events, {len(user_ids):,} users; "
-        f"commit {git['commit']}"
+        f"freshrec pipeline benchmark (native flow): {len(events):,} Taobao events, "
+        f"{len(user_ids):,} users; commit {git['commit']}"
         + (
             f" + {len(git['uncommitted_files'])} uncommitted files"
             if git["uncommitted_files"]
@@ -1446,7 +1532,7 @@ def main() -> None:
         )
         if "throughput" in sections:
             result["throughput"] = measure_in_process(
-                settings, messages, user_ids, args.rounds, args.repeats, prefixes
+                settings, messages, item_of_offset, user_ids, args.rounds, args.repeats, prefixes
             )
             print_throughput(result["throughput"])
             phase_done("throughput")
@@ -1458,20 +1544,17 @@ def main() -> None:
             result["broker"] = measure_broker(
                 settings, events, user_ids, run_dir, prefixes, timeout_s=300
             )
-            print_broker(result["broker"])
+            full = (result.get("throughput") or {}).get("events_per_s_median", {}).get("full")
+            for name in ("one_process", "two_processes"):
+                result["broker"][f"{name}_over_in_process_full"] = ratio(
+                    result["broker"]["events_per_s"][name], full
+                )
+            print_broker(result["broker"], full)
             phase_done("broker")
         if "profile" in sections:
-            result["profile"] = profile_full_flow(settings, messages, prefixes)
+            result["profile"] = profile_full_flow(settings, messages, user_ids, prefixes)
             print_profile(result["profile"])
             phase_done("profile")
-        if "dedup" in sections:
-            result["dedup"] = measure_dedup(settings, events)
-            try:
-                result["user_state"] = measure_user_state(settings, events)
-            except Exception as exc:  # noqa: BLE001 - an optional extra; report, go on
-                print(f"   (UserState size not measured: {type(exc).__name__}: {exc})")
-                result["user_state"] = None
-            phase_done("dedup")
         if "memory" in sections:
             memory: list[dict[str, Any]] = []
             skipped: list[str] = []
@@ -1481,7 +1564,8 @@ def main() -> None:
             if args.ttl_users:
                 plan.insert(min(2, len(plan)), (args.ttl_users, 1.0))
             for users, ttl_s in plan:
-                remaining = deadline - time.perf_counter()
+                # Deleting a big run's namespace at the end takes a while: keep time for it.
+                remaining = deadline - CLEANUP_RESERVE_S - time.perf_counter()
                 if ttl_s < NO_EVICTION_TTL_S:
                     remaining = min(remaining, args.ttl_max_s)
                 if remaining < 20:
@@ -1491,12 +1575,18 @@ def main() -> None:
                 memory.append(
                     run_memory(settings, run_dir, prefixes, users, ttl_s, args, remaining, pool)
                 )
+            snapshots: dict[str, Any] = {"taobao_head": taobao_snapshot_bytes(settings, events)}
+            for r in memory:
+                if r["user_idle_ttl_s"] >= NO_EVICTION_TTL_S:
+                    snapshots[f"synthetic_{r['users']}"] = r["snapshot_bytes"]
+                elif "parked_state_bytes" in r:
+                    snapshots[f"parked_in_redis_{r['users']}_ttl1"] = r["parked_state_bytes"]
             result["memory"] = memory
             result["memory_skipped"] = skipped
-            print_memory(memory, skipped, args.events_per_user)
+            result["snapshot_bytes_per_user"] = snapshots
+            print_memory(memory, skipped, args.events_per_user, snapshots)
             phase_done("memory")
-        if "dedup" in sections:
-            print_dedup(result["dedup"], result["user_state"])
+        print_ratios(result)
         ok = True
     finally:
         for prefix in prefixes:

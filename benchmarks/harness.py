@@ -50,7 +50,20 @@ BENCHES: dict[str, Bench] = {
     "pipeline": Bench(
         "bench_pipeline.py",
         [],
-        ["--rounds", "1", "--repeats", "2", "--sections", "throughput,dedup", "--budget-s", "120"],
+        [
+            "--rounds",
+            "1",
+            "--repeats",
+            "2",
+            "--sections",
+            "throughput,floors,profile,memory",
+            "--users",
+            "10000",
+            "--ttl-users",
+            "0",
+            "--budget-s",
+            "120",
+        ],  # fmt: skip
     ),
     "serving": Bench(
         "bench_serving.py", [], ["--seconds", "5", "--wrk-seconds", "5", "--recall-users", "200"]
@@ -184,6 +197,15 @@ def pipeline_section(docs: list[Any], out: Path) -> tuple[list[list[str]], list[
                 _fmt(full / counter if full and counter else None, 4),
             ]
         )
+        skeleton = med.get("skeleton")
+        rows.append(
+            [
+                "full flow vs skeleton (the keyed shape, no work)",
+                _fmt(full, 0),
+                f"skeleton {_fmt(skeleton, 0)}",
+                _fmt(full / skeleton if full and skeleton else None, 4),
+            ]
+        )
         rows.append(
             [
                 "full flow vs pass-through",
@@ -192,13 +214,40 @@ def pipeline_section(docs: list[Any], out: Path) -> tuple[list[list[str]], list[
                 _fmt(full / passthrough if full and passthrough else None, 5),
             ]
         )
-    for key, value in sorted(_flatten(doc).items()):
-        if key.startswith("throughput."):
-            continue
-        if any(w in key for w in ("events_per_s", "bytes_per_user")) and isinstance(
-            value, int | float
-        ):
-            rows.append([key, _fmt(float(value), 0), "same run", "–"])
+    floors = _get(doc, "floors") or {}
+    if floors:
+        total, counter = floors.get("sum_us_per_event"), floors.get("keyed_counter_us_per_event")
+        rows.append(
+            [
+                "floors: native µs per event, sum of the stages",
+                _fmt(total, 2),
+                f"keyed counter whole {_fmt(counter, 2)} µs",
+                _fmt(total / counter if total and counter else None, 2),
+            ]
+        )
+    broker = _get(doc, "broker", "events_per_s") or {}
+    if broker:
+        one, two = broker.get("one_process"), broker.get("two_processes")
+        rows.append(
+            [
+                "from the broker: events/s, two processes",
+                _fmt(two, 0),
+                f"one process {_fmt(one, 0)}",
+                _fmt(two / one if one and two else None, 3),
+            ]
+        )
+    for run in _get(doc, "memory") or []:
+        if run.get("user_idle_ttl_s", 0) >= 1e9 and "bytes_per_resident_user" in run:
+            rows.append(
+                [
+                    f"worker RSS per resident user, {run['users']:,} users",
+                    _fmt(run["bytes_per_resident_user"], 0),
+                    "same run",
+                    "–",
+                ]
+            )
+    for name, sizes in (_get(doc, "snapshot_bytes_per_user") or {}).items():
+        rows.append([f"snapshot bytes per user ({name})", _fmt(sizes.get("mean"), 0), "", "–"])
     return rows[:20], []
 
 

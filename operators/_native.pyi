@@ -963,3 +963,31 @@ def collect_writes(batch: list[object]) -> StateWrites: ...
 def enable_timing(on: bool) -> None: ...
 def native_time() -> dict[str, tuple[float, int]]:
     """Part → (seconds spent in its calls, calls) since timing was enabled."""
+# --- stage_costs.rs (for benchmarks/bench_pipeline.py) -----------------------------------------
+
+def stage_costs(
+    payloads: Sequence[bytes],
+    params: IsgdParams,
+    user_config: object,  # operators.UserConfig (not stubbed yet)
+    item_config: object,  # operators.ItemConfig (not stubbed yet)
+    top_m: int,
+    repeats: int = 5,
+    batch_size: int = 1000,
+    sample_every: int = 10,
+    max_future_skew_s: float = 300.0,
+) -> dict[str, object]:
+    """µs per event of each native stage of the flow alone, timed in Rust loops (best of
+    ``repeats``) over the Kafka values ``payloads`` (events in flow order, keyed by user).
+
+    Returns ``{"stage_us_per_event": {...}, "detail_us_per_event": {...}, "events",
+    "valid_events", "repeats"}``. Stages, in the flow's order and driving the flow's own
+    functions: ``"decode + validate"``, ``"enrichment"``, ``"user state"`` (dedup, session,
+    window, ISGD user half, sampled HR@10 when ``sample_every`` > 0, drift check, record, one
+    call per user and batch), ``"item_batches"``, ``"item model"`` (``ItemModel.apply`` per
+    item and batch) and ``"collect_writes"``. Details: parts of those stages, each timed alone
+    (not to be added to the stages).
+    """
+
+def decode_batch(batch: list[object], max_future_skew_s: float = 300.0) -> list[str]:
+    """The native decoder over a batch of Kafka messages (objects with ``value``): per message
+    the valid event's user id, or the dead-letter reason (the decode-only reference flow)."""

@@ -37,6 +37,7 @@ pub mod recalibration;
 pub mod records;
 pub mod routing;
 pub mod sessions;
+pub mod stage_costs;
 pub mod timing;
 pub mod user_model;
 pub mod user_state;
@@ -64,6 +65,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     prequential::register(m)?;
     recalibration::register(m)?;
     routing::register(m)?;
+    stage_costs::register(m)?;
     timing::register(m)?;
     user_model::register(m)?;
     user_state::register(m)?;
