@@ -84,7 +84,7 @@ from freshrec.replay import iter_dataset_events, send_to_kafka
 from freshrec.settings import Settings, load_settings
 from freshrec.stack import LocalStack, create_topics
 from state.keys import Keys
-from state.store import SEGMENT_POPULAR_MAX, RedisStore
+from state.store import RedisStore
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BATCH_SIZE = 1000
@@ -584,67 +584,48 @@ PROFILE_PARTS = {
 }
 
 
-def redis_breakdown(settings: Settings, captured: list[Any], prefixes: list[str]) -> dict[str, Any]:
-    """Replay the profiled run's batches of writes into a fresh namespace, part by part.
+def redis_part(command: tuple[Any, ...], keys: Keys) -> str:
+    """Which kind of state a command of ``RedisStore.write_batch`` writes or reads."""
+    name, key = str(command[0]).upper(), str(command[1]) if len(command) > 1 else ""
+    if name == "EVAL" or key.startswith((keys.item_factors, keys.popularity, keys.trending,
+                                         keys.item_categories)):  # fmt: skip
+        return "items (factors, versions, change log, popularity, trend, category)"
+    if key == keys.neighbour_versions or key.startswith(keys.neighbours("")):
+        return "neighbour lists (versions, records)"
+    if key.startswith(keys.segment_popularity("")):
+        return "segment popularity (ZADD + trim)"
+    if key == keys.user_versions or key.startswith(keys.user("")):
+        return "user records (versions, records)"
+    if key == keys.holdout:
+        return "holdouts (XADD)"
+    return "other (parked users, alarms, feedback)"
 
-    The same commands ``RedisStore.write_batch`` sends, one pipeline per part and batch (in
-    the same order, so the keys grow as in the run): what each part costs of the Redis time.
+
+def redis_breakdown(
+    settings: Settings, captured: list[list[tuple[Any, ...]]], prefixes: list[str]
+) -> dict[str, Any]:
+    """Replay the profiled run's Redis commands into a fresh namespace, part by part.
+
+    ``captured`` holds, per round trip of ``RedisStore.write_batch``, the commands it sent;
+    each round trip's commands are replayed one pipeline per part (in the same order, so the
+    keys grow as in the run): what each part costs of the Redis time.
     """
     store = store_of(isolated(settings, prefixes))
-    k = store.keys
+    source = Keys(captured_prefix(captured)) if captured else store.keys
     seconds: dict[str, float] = defaultdict(float)
     sizes: dict[str, int] = defaultdict(int)
-
-    def part(name: str, send: Callable[[Any], None]) -> None:
-        pipe = store.client.pipeline(transaction=False)
-        send(pipe)
-        started = time.perf_counter()
-        pipe.execute()
-        seconds[name] += time.perf_counter() - started
-
-    item_keys = [k.item_factors, k.item_versions, k.item_changes, k.item_change_seq,
-                 k.popularity, k.trending, k.item_categories]  # fmt: skip
     try:
-        for w in captured:
-            if w.item_args:
-                sizes["items"] += len(w.item_args) // 6
-                part("items (Lua: factors, version, change log, popularity, trend, category)",
-                     lambda p, w=w: store._write_items(keys=item_keys, args=w.item_args, client=p))  # fmt: skip
-            if w.neighbour_ids:
-                sizes["neighbour_lists"] += len(w.neighbour_ids)
-                sizes["neighbour_bytes"] += sum(len(b) for b in w.neighbour_args[1::2])
-                keys = [k.neighbours(i) for i in w.neighbour_ids]
-                part("neighbour lists (Lua versioned SET)",
-                     lambda p, w=w, keys=keys: store._versioned_set(keys=keys, args=w.neighbour_args, client=p))  # fmt: skip
-            if w.segment_scores:
-                sizes["segment_scores"] += len(w.segment_scores)
-
-                def segments(p: Any, w: Any = w) -> None:
-                    by_segment: dict[str, dict[str, float]] = {}
-                    for segment, item_id, score in w.segment_scores:
-                        by_segment.setdefault(segment, {})[item_id] = score
-                    for segment, scores in by_segment.items():
-                        p.zadd(k.segment_popularity(segment), scores)
-                        p.zremrangebyrank(
-                            k.segment_popularity(segment), 0, -(SEGMENT_POPULAR_MAX + 1)
-                        )
-
-                part("segment popularity (ZADD + trim)", segments)
-            if w.user_ids:
-                sizes["user_records"] += len(w.user_ids)
-                sizes["user_record_bytes"] += sum(len(b) for b in w.user_args[1::2])
-                keys = [k.user(u) for u in w.user_ids]
-                part("user records (Lua versioned SET)",
-                     lambda p, w=w, keys=keys: store._versioned_set(keys=keys, args=w.user_args, client=p))  # fmt: skip
-            if w.holdouts:
-                sizes["holdouts"] += len(w.holdouts)
-
-                def holdouts(p: Any, w: Any = w) -> None:
-                    for key, vector, item_id in w.holdouts:
-                        fields = {"key": key, "vector": vector, "item": item_id}
-                        p.xadd(k.holdout, fields, maxlen=20_000, approximate=True)
-
-                part("holdouts (XADD)", holdouts)
+        for commands in captured:
+            by_part: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+            for command in commands:
+                by_part[redis_part(command, source)].append(
+                    rename_keys(command, source.prefix, store.keys.prefix)
+                )
+            for part_name, part_commands in by_part.items():
+                sizes[part_name] += sum(len(c) for c in part_commands)
+                started = time.perf_counter()
+                store._execute(part_commands)
+                seconds[part_name] += time.perf_counter() - started
     finally:
         store.delete_namespace()
         store.client.close()
@@ -653,13 +634,31 @@ def redis_breakdown(settings: Settings, captured: list[Any], prefixes: list[str]
         name: (s / len(captured) * 1e3 if captured else 0.0) for name, s in seconds.items()
     }
     return {
-        "batches": len(captured),
+        "batches": len(captured),  # round trips of the sink (two per batch: read, then write)
         "seconds": dict(seconds),
         "share": {name: s / total for name, s in seconds.items()} if total else {},
         "ms_per_batch": per_batch,
-        "counts": dict(sizes),
-        "user_record_bytes_mean": sizes["user_record_bytes"] / max(sizes["user_records"], 1),
+        "arguments": dict(sizes),
     }
+
+
+def captured_prefix(captured: list[list[tuple[Any, ...]]]) -> str:
+    """The key prefix of the profiled run (every command's second argument is a key)."""
+    for commands in captured:
+        for command in commands:
+            if len(command) > 1 and ":" in str(command[1]):
+                return str(command[1]).split(":", 1)[0]
+    return ""
+
+
+def rename_keys(command: tuple[Any, ...], old: str, new: str) -> tuple[Any, ...]:
+    """The command with the run's key prefix replaced (keys are the str arguments starting
+    with it; ids and values are left as they are)."""
+    head = old + ":"
+    return tuple(
+        new + ":" + a[len(head):] if isinstance(a, str) and a.startswith(head) else a
+        for a in command
+    )
 
 
 def profile_full_flow(
@@ -672,7 +671,7 @@ def profile_full_flow(
     n = len(messages)
     flow_settings = isolated(settings, prefixes)
     redis_write, refresh, sink = _Stopwatch(), _Stopwatch(), _Stopwatch()
-    captured: list[Any] = []  # each batch's StateWrites, replayed part by part afterwards
+    captured: list[Any] = []  # each round trip's Redis commands, replayed part by part afterwards
     routed = {
         name: _Stopwatch()
         for name in (
@@ -688,11 +687,17 @@ def profile_full_flow(
             patched(
                 RedisStore,
                 "write_batch",
-                redis_write.wrap(
-                    RedisStore.write_batch, lambda _out, args: captured.append(args[1]) or 0
-                ),
+                redis_write.wrap(RedisStore.write_batch),
             )
         )
+        real_execute = RedisStore._execute
+
+        def capturing(store: RedisStore, commands: Any) -> Any:
+            if commands and not any(str(c[0]).upper() == "ZRANGEBYSCORE" for c in commands):
+                captured.append(list(commands))
+            return real_execute(store, commands)
+
+        stack.enter_context(patched(RedisStore, "_execute", capturing))
         stack.enter_context(
             patched(
                 item_replica.ItemReplicaFeed,
@@ -1309,8 +1314,8 @@ def print_profile(p: dict[str, Any]) -> None:
     )
     parts = p["redis_parts_replayed"]
     print(
-        f"   Redis writes replayed part by part ({parts['batches']} batches; mean user record "
-        f"{parts['user_record_bytes_mean']:,.0f} B; {parts['counts']}):"
+        f"   Redis writes replayed part by part ({parts['batches']} round trips; arguments "
+        f"per part {parts['arguments']}):"
     )
     for name, seconds in parts["seconds"].items():
         print(
