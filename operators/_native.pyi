@@ -976,10 +976,10 @@ def stage_costs(
     sample_every: int = 10,
     max_future_skew_s: float = 300.0,
 ) -> dict[str, object]:
-    """µs per event of each native stage of the flow alone, timed in Rust loops (best of
-    ``repeats``) over the Kafka values ``payloads`` (events in flow order, keyed by user).
+    """µs per event of each native stage of the flow alone, timed in Rust loops.
 
-    Returns ``{"stage_us_per_event": {...}, "detail_us_per_event": {...}, "events",
+    Best of ``repeats`` over the Kafka values ``payloads`` (events in flow order, keyed by
+    user). Returns ``{"stage_us_per_event": {...}, "detail_us_per_event": {...}, "events",
     "valid_events", "repeats"}``. Stages, in the flow's order and driving the flow's own
     functions: ``"decode + validate"``, ``"enrichment"``, ``"user state"`` (dedup, session,
     window, ISGD user half, sampled HR@10 when ``sample_every`` > 0, drift check, record, one
@@ -989,5 +989,8 @@ def stage_costs(
     """
 
 def decode_batch(batch: list[object], max_future_skew_s: float = 300.0) -> list[str]:
-    """The native decoder over a batch of Kafka messages (objects with ``value``): per message
-    the valid event's user id, or the dead-letter reason (the decode-only reference flow)."""
+    """The native decoder over a batch of Kafka messages (objects with ``value``).
+
+    Per message the valid event's user id, or the dead-letter reason (the decode-only
+    reference flow).
+    """
