@@ -424,6 +424,7 @@ def measure_floors(
         batch_size=BATCH_SIZE,
         sample_every=settings.prequential_sample_every,
         max_future_skew_s=settings.max_future_skew_s,
+        item_shards=settings.item_shards,
     )
     best = math.inf
     for _ in range(repeats):
@@ -713,6 +714,14 @@ def profile_full_flow(
             )
         )
         for name, watch in routed.items():
+            if name == "item_batches":  # the item router is built with the shard count
+                router_class = personalize.ItemRouter
+
+                def counted_router(shards: int, watch: _Stopwatch = watch) -> Any:
+                    return watch.wrap(router_class(shards), lambda out, _args: len(out))
+
+                stack.enter_context(patched(personalize, "ItemRouter", counted_router))
+                continue
             fn = getattr(personalize, name)
             stack.enter_context(
                 patched(personalize, name, watch.wrap(fn, lambda out, _args: len(out)))

@@ -3,10 +3,11 @@
     events ─ key_by_user ─ user_model ─┬─ dead_letters ───────────────────────────► events-dlq
              (Kafka key =   (decode,     ├─ archive_rows ─ Parquet archive (FRESHREC_ARCHIVE_DIR)
               user id)       validate,   ├─ item_batches ─ item_model ─────────────┐
-                             enrich,     │  (one message per   (ISGD item half,     │
-                             dedup,      │   item and batch)    popularity, trend,   │
-                             session,    │                      neighbours, segment  │
-                             window,     │                      popularity)          │
+                             enrich,     │  (one message per   (per item shard:     │
+                             dedup,      │   shard and batch)   ISGD item half,      │
+                             session,    │                      popularity, trend,   │
+                             window,     │                      neighbours, segment  │
+                                         │                      popularity)          │
                              ISGD user   ├─ feedback_batches ─ feedback (CTR, drift) ─┤
                              half, drift,├─ popularity_samples ─ popularity_shift ───┤
                              HR@10)      └───────────────────────────────────────────┴─► Redis
@@ -35,12 +36,12 @@ from operators import (
     IsgdParams,
     ItemConfig,
     ItemModelFactory,
+    ItemRouter,
     PopularityShiftModelFactory,
     UserConfig,
     UserRecalibrationConfig,
     dead_letters,
     feedback_batches,
-    item_batches,
     key_by_user,
     popularity_samples,
 )
@@ -97,7 +98,7 @@ def build_flow(settings: Settings, source: Source[object] | None = None) -> Data
         op.output("archive_out", rows, ArchiveSink(Path(settings.archive_dir)))
     items = op.stateful_batch(
         "item_model",
-        op.flat_map_batch("item_batches", users, item_batches),
+        op.flat_map_batch("item_batches", users, ItemRouter(settings.item_shards)),
         ItemModelFactory(
             params,
             item_config(settings),

@@ -75,6 +75,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """A session item pairs with at most this many previous items of the same session."""
     neighbours_per_item: int = 20
     """Top-M co-visited neighbours stored per item."""
+    item_shards: int = 64
+    """Keys of the dataflow's item state: items are hashed into this many shards, each one
+    keyed step (one call per shard and batch instead of one per item). Fixed when a recovery
+    store is created, like ``recovery_partitions``: another count re-keys the item state."""
     dedup_horizon_s: float = 86_400.0
     """Repeated event ids within this much event time have one effect."""
     dedup_max_ids: int = 10_000

@@ -783,19 +783,18 @@ class LiveQuality:
 
 # --- messages.rs: the flow's message vocabulary ----------------------------------------------
 
-class ItemBatch:
-    """Everything one batch does to one item (the item model's input)."""
+class ItemShardBatch:
+    """Everything one batch does to the items of one shard (the item model's input)."""
 
-    item_id: str
+    shard: int
+    item_ids: list[str]
     def __len__(self) -> int: ...
 
-class ItemOut:
-    """What one batch changed of one item (the item model's output)."""
+class ItemsOut:
+    """What one batch changed of one shard's items (the item model's output)."""
 
-    item_id: str
-    item_write: tuple[int, bytes, float, float | None, str | None] | None
-    neighbours_record: tuple[int, bytes] | None
-    segment_scores: list[tuple[str, float]]
+    items: list[tuple[str, int | None, bytes | None, list[tuple[str, float]]]]
+    def __len__(self) -> int: ...
 
 class DeadLetter:
     """A message that could not be used, and why."""
@@ -877,7 +876,18 @@ class UserModelFactory:
     ) -> None: ...
     def __call__(self, resume: bytes | None = None) -> UserModel: ...
 
-class ItemModel(_Logic): ...
+class ItemModel(_Logic):
+    """The keyed operator over one shard of the items."""
+
+    def __len__(self) -> int: ...
+
+class ItemRouter:
+    """The flow's item_batches step: a batch's item work, one message per item shard."""
+
+    shards: int
+    def __init__(self, shards: int) -> None: ...
+    def shard_of(self, item_id: str) -> int: ...
+    def __call__(self, batch: list[object]) -> list[tuple[str, ItemShardBatch]]: ...
 
 class ItemModelFactory:
     def __init__(
@@ -907,7 +917,6 @@ class PopularityShiftModelFactory:
 # --- routing.rs ------------------------------------------------------------------------------
 
 def key_by_user(batch: list[object]) -> list[tuple[str, tuple[str, object]]]: ...
-def item_batches(batch: list[object]) -> list[tuple[str, ItemBatch]]: ...
 def feedback_batches(batch: list[object]) -> list[tuple[str, FeedbackBatch]]: ...
 def popularity_samples(batch: list[object]) -> list[tuple[str, PopularitySample]]: ...
 def dead_letters(batch: list[object]) -> list[DeadLetter]: ...
@@ -968,13 +977,14 @@ def native_time() -> dict[str, tuple[float, int]]:
 def stage_costs(
     payloads: Sequence[bytes],
     params: IsgdParams,
-    user_config: object,  # operators.UserConfig (not stubbed yet)
-    item_config: object,  # operators.ItemConfig (not stubbed yet)
+    user_config: UserConfig,
+    item_config: ItemConfig,
     top_m: int,
     repeats: int = 5,
     batch_size: int = 1000,
     sample_every: int = 10,
     max_future_skew_s: float = 300.0,
+    item_shards: int = 64,
 ) -> dict[str, object]:
     """µs per event of each native stage of the flow alone, timed in Rust loops.
 

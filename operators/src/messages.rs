@@ -45,8 +45,7 @@ pub enum ItemOp {
     },
 }
 
-/// Everything one batch does to one item (the item model's input).
-#[pyclass(module = "operators._native", frozen, skip_from_py_object)]
+/// Everything one batch does to one item.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ItemBatch {
     pub item: Id,
@@ -54,10 +53,7 @@ pub struct ItemBatch {
 }
 
 impl ItemBatch {
-    const TAG: &'static [u8; 3] = b"FIB";
-
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::with_header(Self::TAG, 1);
+    fn write(&self, w: &mut Writer) {
         w.str(intern::name(self.item));
         w.len(self.ops.len());
         for op in &self.ops {
@@ -78,11 +74,9 @@ impl ItemBatch {
                 }
             }
         }
-        w.finish()
     }
 
-    pub fn from_bytes(data: &[u8]) -> Result<Self, Invalid> {
-        let mut r = Reader::with_header(data, Self::TAG, 1, "item batch")?;
+    fn read(r: &mut Reader) -> Result<Self, Invalid> {
         let item = intern::intern(r.str()?);
         let n = r.len()?;
         let mut ops = Vec::with_capacity(n);
@@ -103,31 +97,73 @@ impl ItemBatch {
                 _ => return Err(Invalid::new("item batch is malformed")),
             });
         }
-        r.end()?;
         Ok(ItemBatch { item, ops })
     }
 }
 
+/// Everything one batch does to the items of one shard (the item model's input): the item
+/// side of a batch travels as one message per shard, not one per item.
+#[pyclass(module = "operators._native", frozen, skip_from_py_object)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemShardBatch {
+    pub shard: u32,
+    /// One entry per item, in the order the batch first touched them.
+    pub items: Vec<ItemBatch>,
+}
+
+impl ItemShardBatch {
+    const TAG: &'static [u8; 3] = b"FIB";
+    const FORMAT: u8 = 2;
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_header(Self::TAG, Self::FORMAT);
+        w.varint(u64::from(self.shard));
+        w.len(self.items.len());
+        for item in &self.items {
+            item.write(&mut w);
+        }
+        w.finish()
+    }
+
+    pub fn from_bytes(data: &[u8]) -> Result<Self, Invalid> {
+        let mut r = Reader::with_header(data, Self::TAG, Self::FORMAT, "item shard batch")?;
+        let shard = r.varint()? as u32;
+        let n = r.len()?;
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            items.push(ItemBatch::read(&mut r)?);
+        }
+        r.end()?;
+        Ok(ItemShardBatch { shard, items })
+    }
+}
+
 #[pymethods]
-impl ItemBatch {
+impl ItemShardBatch {
     #[getter]
-    fn item_id(&self) -> &'static str {
-        intern::name(self.item)
+    fn shard(&self) -> u32 {
+        self.shard
+    }
+
+    /// Item ids, in order.
+    #[getter]
+    fn item_ids(&self) -> Vec<&'static str> {
+        intern::names(self.items.iter().map(|b| b.item))
     }
 
     fn __len__(&self) -> usize {
-        self.ops.len()
+        self.items.len()
     }
 
     #[staticmethod]
     fn from_bytes_py(data: &[u8]) -> PyResult<Self> {
-        Ok(ItemBatch::from_bytes(data)?)
+        Ok(ItemShardBatch::from_bytes(data)?)
     }
 
-    /// Pickles as its bytes: it crosses processes when its item lives on another worker.
+    /// Pickles as its bytes: it crosses processes when its shard lives on another worker.
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         let py = slf.py();
-        let rebuild = py.get_type::<ItemBatch>().getattr("from_bytes_py")?;
+        let rebuild = py.get_type::<ItemShardBatch>().getattr("from_bytes_py")?;
         let bytes = PyBytes::new(py, &slf.get().to_bytes());
         (rebuild, (bytes,)).into_pyobject(py)
     }
@@ -147,8 +183,7 @@ pub struct ItemWrite {
     pub category_changed: bool,
 }
 
-/// What one batch changed of one item (the item model's output).
-#[pyclass(module = "operators._native", frozen, skip_from_py_object)]
+/// What one batch changed of one item.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ItemOut {
     pub item: Id,
@@ -159,33 +194,38 @@ pub struct ItemOut {
     pub segments: Vec<(Id, f64)>,
 }
 
+/// What one batch changed of one shard's items (the item model's output).
+#[pyclass(module = "operators._native", frozen, skip_from_py_object)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemsOut {
+    pub outs: Vec<ItemOut>,
+}
+
 #[pymethods]
-impl ItemOut {
-    #[getter]
-    fn item_id(&self) -> &'static str {
-        intern::name(self.item)
+impl ItemsOut {
+    fn __len__(&self) -> usize {
+        self.outs.len()
     }
 
-    /// (version, vector bytes, popularity_log2, trend_log2, category_id), or None.
+    /// Per changed item: (item id, version or None, encoded neighbours or None, segment
+    /// scores), for tests.
     #[getter]
-    fn item_write<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        let Some(w) = &self.write else { return Ok(None) };
-        let vector = PyBytes::new(py, &crate::records::vector_bytes(&w.vector));
-        Ok(Some(
-            (w.version, vector, w.popularity_log2, w.trend_log2, w.category.map(intern::name))
-                .into_pyobject(py)?,
-        ))
-    }
-
-    /// (version, encoded NeighboursRecord), or None.
-    #[getter]
-    fn neighbours_record<'py>(&self, py: Python<'py>) -> Option<(u64, Bound<'py, PyBytes>)> {
-        self.neighbours.as_ref().map(|(v, blob)| (*v, PyBytes::new(py, blob)))
-    }
-
-    #[getter]
-    fn segment_scores(&self) -> Vec<(&'static str, f64)> {
-        self.segments.iter().map(|(s, v)| (intern::name(*s), *v)).collect()
+    fn items<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> Vec<(&'static str, Option<u64>, Option<Bound<'py, PyBytes>>, Vec<(&'static str, f64)>)>
+    {
+        self.outs
+            .iter()
+            .map(|o| {
+                (
+                    intern::name(o.item),
+                    o.write.as_ref().map(|w| w.version),
+                    o.neighbours.as_ref().map(|(_, b)| PyBytes::new(py, b)),
+                    o.segments.iter().map(|(s, v)| (intern::name(*s), *v)).collect(),
+                )
+            })
+            .collect()
     }
 }
 
@@ -344,8 +384,8 @@ impl UserDelta {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<ItemBatch>()?;
-    m.add_class::<ItemOut>()?;
+    m.add_class::<ItemShardBatch>()?;
+    m.add_class::<ItemsOut>()?;
     m.add_class::<UserDelta>()?;
     m.add_class::<DeadLetter>()?;
     m.add_class::<ArchiveRow>()?;
@@ -357,7 +397,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn item_batch_bytes_round_trip() {
+    fn item_shard_batch_bytes_round_trip() {
         let batch = ItemBatch {
             item: intern::intern("msg-item"),
             ops: vec![
@@ -371,6 +411,7 @@ mod tests {
                 ItemOp::CoVisit { other: intern::intern("msg-other"), weight: 0.5, ts_s: 11.0 },
             ],
         };
-        assert_eq!(ItemBatch::from_bytes(&batch.to_bytes()).unwrap(), batch);
+        let shard = ItemShardBatch { shard: 3, items: vec![batch] };
+        assert_eq!(ItemShardBatch::from_bytes(&shard.to_bytes()).unwrap(), shard);
     }
 }

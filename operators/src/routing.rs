@@ -2,8 +2,8 @@
 //!
 //! - `key_by_user`: the Kafka messages of a batch keyed by user id (the message key, which
 //!   the ingest API sets to the user id; the payload's user id when a producer set none).
-//! - `item_batches`: the item work of a batch's `UserDelta`s grouped into one `ItemBatch`
-//!   per target item, in event order.
+//! - `group_item_ops`: the item work of a batch's `UserDelta`s grouped into one `ItemBatch`
+//!   per target item, in event order (the item router, `item_model.rs`, shards them).
 //! - `dead_letters`, `archive_rows`: what the side outputs need.
 //! - `collect_writes`: everything bound for Redis in a batch, coalesced to the last write per
 //!   key, ready to be sent in one pipeline by `state/store.py`.
@@ -16,7 +16,7 @@ use crate::errors::Invalid;
 use crate::events::{self, Fast};
 use crate::feedback_model::{FeedbackBatch, FeedbackOut};
 use crate::intern::{self, Id};
-use crate::messages::{ArchiveRow, DeadLetter, ItemBatch, ItemOp, ItemOut, UserDelta};
+use crate::messages::{ArchiveRow, DeadLetter, ItemBatch, ItemOp, ItemsOut, UserDelta};
 use crate::popularity_shift_model::{PopularitySample, ShiftAlarms};
 
 /// The batch's messages as `(user id, (user id, message))`: keyed for the user model, which
@@ -78,11 +78,10 @@ fn deltas<'py>(batch: &Bound<'py, PyList>) -> impl Iterator<Item = Bound<'py, Us
     })
 }
 
-/// One `(item id, ItemBatch)` per target item of the batch, in first-touched order.
-#[pyfunction]
-pub fn item_batches<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
-    let _timer = crate::timing::time(crate::timing::Part::ItemBatches);
-    let py = batch.py();
+/// The item work of a batch's `UserDelta`s, one `ItemBatch` per target item, in
+/// first-touched order (the ops of each in event order). Taken from the deltas: only the item
+/// router reads them.
+pub fn group_item_ops(batch: &Bound<'_, PyList>) -> Vec<ItemBatch> {
     let mut slots: FxHashMap<Id, usize> = FxHashMap::default();
     let mut grouped: Vec<ItemBatch> = Vec::new();
     for delta in deltas(batch) {
@@ -95,12 +94,7 @@ pub fn item_batches<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyLi
             grouped[slot].ops.push(op);
         }
     }
-    let out = PyList::empty(py);
-    for group in grouped {
-        let key = PyString::new(py, intern::name(group.item));
-        out.append((key, Bound::new(py, group)?))?;
-    }
-    Ok(out)
+    grouped
 }
 
 /// One `(model|segment, FeedbackBatch)` per (model version, segment) with feedback events.
@@ -393,36 +387,37 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
             for a in &d.alarms {
                 writes.alarms.push((a.kind, a.scope, a.detail.clone()));
             }
-        } else if let Ok(out) = object.cast::<ItemOut>() {
-            let o = out.get();
-            if let Some(w) = &o.write {
-                match items.get(&o.item) {
-                    Some(&at) if writes.items[at].1.version >= w.version => {}
-                    Some(&at) => writes.items[at] = (o.item, w.clone()),
-                    None => {
-                        items.insert(o.item, writes.items.len());
-                        writes.items.push((o.item, w.clone()));
+        } else if let Ok(outs) = object.cast::<ItemsOut>() {
+            for o in &outs.get().outs {
+                if let Some(w) = &o.write {
+                    match items.get(&o.item) {
+                        Some(&at) if writes.items[at].1.version >= w.version => {}
+                        Some(&at) => writes.items[at] = (o.item, w.clone()),
+                        None => {
+                            items.insert(o.item, writes.items.len());
+                            writes.items.push((o.item, w.clone()));
+                        }
                     }
                 }
-            }
-            if let Some((version, blob)) = &o.neighbours {
-                let row = (o.item, *version, PyBytes::new(py, blob).unbind());
-                match neighbours.get(&o.item) {
-                    Some(&at) if writes.neighbours[at].1 >= *version => {}
-                    Some(&at) => writes.neighbours[at] = row,
-                    None => {
-                        neighbours.insert(o.item, writes.neighbours.len());
-                        writes.neighbours.push(row);
+                if let Some((version, blob)) = &o.neighbours {
+                    let row = (o.item, *version, PyBytes::new(py, blob).unbind());
+                    match neighbours.get(&o.item) {
+                        Some(&at) if writes.neighbours[at].1 >= *version => {}
+                        Some(&at) => writes.neighbours[at] = row,
+                        None => {
+                            neighbours.insert(o.item, writes.neighbours.len());
+                            writes.neighbours.push(row);
+                        }
                     }
                 }
-            }
-            for (segment, score) in &o.segments {
-                let key = (*segment, o.item);
-                match segments.get(&key) {
-                    Some(&at) => segment_rows[at].2 = *score,
-                    None => {
-                        segments.insert(key, segment_rows.len());
-                        segment_rows.push((*segment, o.item, *score));
+                for (segment, score) in &o.segments {
+                    let key = (*segment, o.item);
+                    match segments.get(&key) {
+                        Some(&at) => segment_rows[at].2 = *score,
+                        None => {
+                            segments.insert(key, segment_rows.len());
+                            segment_rows.push((*segment, o.item, *score));
+                        }
                     }
                 }
             }
@@ -473,7 +468,6 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(key_by_user, m)?)?;
-    m.add_function(wrap_pyfunction!(item_batches, m)?)?;
     m.add_function(wrap_pyfunction!(feedback_batches, m)?)?;
     m.add_function(wrap_pyfunction!(popularity_samples, m)?)?;
     m.add_function(wrap_pyfunction!(dead_letters, m)?)?;

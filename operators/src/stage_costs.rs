@@ -3,7 +3,7 @@
 //!
 //! Each stage runs alone over the whole input, no stream engine, driving the very functions
 //! the keyed models call (`events::decode`, `Enricher`, `UserState`, `LiveQuality`,
-//! `routing::item_batches`, `ItemModel::apply`, `routing::collect_writes`), in the models'
+//! `ItemRouter` (item shards), `ItemModel::apply`, `routing::collect_writes`), in the models'
 //! order, on batches grouped by key as the engine hands them. A Python loop calling one native
 //! function per event would time the call, not the work. Also `decode_batch`, the native
 //! decoder as a batch step (the benchmark's decode-only reference flow).
@@ -22,12 +22,12 @@ use crate::events::{self, DecodedEvent};
 use crate::feedback::model_of;
 use crate::intern::{self, Id};
 use crate::isgd::IsgdParams;
-use crate::item_model::{ItemModel, ItemModelFactory};
+use crate::item_model::{ItemModel, ItemModelFactory, ItemRouter};
 use crate::item_state::{ItemConfig, ItemState};
 use crate::item_vectors::ItemVectors;
 use crate::live_quality::LiveQuality;
-use crate::messages::{FeedbackHit, Holdout, ItemBatch, ItemOp, ItemOut, UserDelta};
-use crate::routing::{collect_writes, item_batches};
+use crate::messages::{FeedbackHit, Holdout, ItemOp, ItemShardBatch, ItemsOut, UserDelta};
+use crate::routing::collect_writes;
 use crate::user_model::ParkedUsers;
 use crate::user_state::{PyUserConfig, UserConfig, UserState};
 
@@ -184,7 +184,7 @@ pub const WRITES: &str = "collect_writes";
 /// module constants; `detail` maps a few parts of them, timed alone (not in the sum).
 #[pyfunction]
 #[pyo3(signature = (payloads, params, user_config, item_config, top_m, repeats=5,
-                    batch_size=1000, sample_every=10, max_future_skew_s=300.0))]
+                    batch_size=1000, sample_every=10, max_future_skew_s=300.0, item_shards=64))]
 #[allow(clippy::too_many_arguments)]
 pub fn stage_costs<'py>(
     py: Python<'py>,
@@ -197,10 +197,12 @@ pub fn stage_costs<'py>(
     batch_size: usize,
     sample_every: u32,
     max_future_skew_s: f64,
+    item_shards: i64,
 ) -> PyResult<Bound<'py, PyDict>> {
     let config = user_config.inner.clone();
     let n = payloads.len().max(1) as f64;
     let factory = py.get_type::<ItemModelFactory>().call1((params.clone(), item_config, top_m))?;
+    let router = py.get_type::<ItemRouter>().call1((item_shards,))?;
     let mut best = Best::default();
     let mut detail = Best::default();
     // One enricher for every repeat: the flow's per-thread enricher is warm after its first
@@ -298,35 +300,35 @@ pub fn stage_costs<'py>(
             })
             .collect::<PyResult<_>>()?;
         let (s, routed) =
-            timed(|| inputs.iter().map(|b| item_batches(b)).collect::<PyResult<Vec<_>>>());
+            timed(|| inputs.iter().map(|b| router.call1((b,))).collect::<PyResult<Vec<_>>>());
         let routed = routed?;
         best.add(ROUTE, s);
 
-        // 5. the item model, one call per item and batch (models built beforehand: building
+        // 5. the item model, one call per shard and batch (models built beforehand: building
         // a key's logic is the engine's call).
-        let mut per_batch: Vec<Vec<(Id, Bound<'py, ItemBatch>)>> = Vec::with_capacity(routed.len());
-        let mut models: FxHashMap<Id, Bound<'py, ItemModel>> = FxHashMap::default();
+        let mut per_batch: Vec<Vec<(u32, Bound<'py, ItemShardBatch>)>> =
+            Vec::with_capacity(routed.len());
+        let mut models: FxHashMap<u32, Bound<'py, ItemModel>> = FxHashMap::default();
         for out in &routed {
-            let mut items = Vec::with_capacity(out.len());
-            for pair in out.iter() {
-                let batch = pair.cast::<PyTuple>()?.get_item(1)?.cast_into::<ItemBatch>()?;
-                let item = batch.get().item;
-                if let Entry::Vacant(slot) = models.entry(item) {
+            let mut shards = Vec::new();
+            for pair in out.cast::<PyList>()?.iter() {
+                let batch = pair.cast::<PyTuple>()?.get_item(1)?.cast_into::<ItemShardBatch>()?;
+                let shard = batch.get().shard;
+                if let Entry::Vacant(slot) = models.entry(shard) {
                     slot.insert(factory.call0()?.cast_into::<ItemModel>()?);
                 }
-                items.push((item, batch));
+                shards.push((shard, batch));
             }
-            per_batch.push(items);
+            per_batch.push(shards);
         }
-        let (s, outs) = timed(|| -> PyResult<Vec<Vec<Bound<'py, ItemOut>>>> {
+        let (s, outs) = timed(|| -> PyResult<Vec<Vec<Bound<'py, ItemsOut>>>> {
             let mut all = Vec::with_capacity(per_batch.len());
-            for items in &per_batch {
-                let mut batch_out = Vec::with_capacity(items.len());
-                for (item, batch) in items {
-                    let model = models.get(item).expect("built above");
-                    if let Some(changed) = model.borrow_mut().apply(&[batch.get()]) {
-                        batch_out.push(Bound::new(py, changed)?);
-                    }
+            for shards in &per_batch {
+                let mut batch_out = Vec::with_capacity(shards.len());
+                for (shard, batch) in shards {
+                    let model = models.get(shard).expect("built above");
+                    let outs = model.borrow_mut().apply(&[batch.get()]);
+                    batch_out.push(Bound::new(py, ItemsOut { outs })?);
                 }
                 all.push(batch_out);
             }
@@ -346,7 +348,7 @@ pub fn stage_costs<'py>(
                     list.append(PyTuple::new(py, [key.as_any(), d.as_any()])?)?;
                 }
                 for o in items {
-                    let key = PyString::new(py, intern::name(o.get().item));
+                    let key = PyString::new(py, "shard");
                     list.append(PyTuple::new(py, [key.as_any(), o.as_any()])?)?;
                 }
                 Ok(list)
@@ -414,24 +416,27 @@ fn events_user(events: &[Option<DecodedEvent>], group: &[usize]) -> Id {
 
 /// The item model's parts on fresh `ItemState`s, each alone over the same item batches.
 fn item_details(
-    per_batch: &[Vec<(Id, Bound<'_, ItemBatch>)>],
+    per_batch: &[Vec<(u32, Bound<'_, ItemShardBatch>)>],
     params: &IsgdParams,
     cfg: &ItemConfig,
     top_m: usize,
     detail: &mut Best,
 ) {
     let mut items: FxHashMap<Id, ItemState> = FxHashMap::default();
-    for items_of_batch in per_batch {
-        for (item, _) in items_of_batch {
-            items.entry(*item).or_insert_with(|| ItemState::new(*item, params));
-        }
+    let every = || {
+        per_batch
+            .iter()
+            .flat_map(|b| b.iter())
+            .flat_map(|(_, shard)| shard.get().items.iter().map(|b| (&b.item, b)))
+    };
+    for (item, _) in every() {
+        items.entry(*item).or_insert_with(|| ItemState::new(*item, params));
     }
-    let every = || per_batch.iter().flat_map(|b| b.iter());
     let (s, _) = timed(|| {
         for (item, batch) in every() {
             let state = items.get_mut(item).expect("built above");
             let mut learned = false;
-            for op in &batch.get().ops {
+            for op in &batch.ops {
                 if let ItemOp::Learn(l) = op {
                     state.learn(&l.user_vector, l.weight, l.ts_s, l.category, params, cfg);
                     learned = true;
@@ -446,7 +451,7 @@ fn item_details(
     let (s, _) = timed(|| {
         for (item, batch) in every() {
             let state = items.get_mut(item).expect("built above");
-            for op in &batch.get().ops {
+            for op in &batch.ops {
                 if let ItemOp::Learn(l) = op {
                     state.segment_hit(l.segment, l.weight, l.ts_s, cfg);
                 }
@@ -457,7 +462,7 @@ fn item_details(
     let (s, _) = timed(|| {
         for (item, batch) in every() {
             let state = items.get_mut(item).expect("built above");
-            for op in &batch.get().ops {
+            for op in &batch.ops {
                 if let ItemOp::CoVisit { other, weight, ts_s } = op {
                     state.covisit(*other, *weight, *ts_s, cfg);
                 }
@@ -467,7 +472,7 @@ fn item_details(
     detail.add("item model: co-visit counts", s);
     let (s, _) = timed(|| {
         for (item, batch) in every() {
-            if !batch.get().ops.iter().any(|op| matches!(op, ItemOp::CoVisit { .. })) {
+            if !batch.ops.iter().any(|op| matches!(op, ItemOp::CoVisit { .. })) {
                 continue;
             }
             let state = &items[item];
