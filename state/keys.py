@@ -41,7 +41,7 @@ class Keys:
 
     @property
     def item_changes(self) -> str:
-        """Sorted set item_id -> change sequence number of its last factor write."""
+        """Stream: one entry per write batch, id ``<its last seq>-0``, fields first seq and ids."""
         return f"{self.prefix}:if:chg"
 
     @property

@@ -208,6 +208,29 @@ def test_item_change_log(store: RedisStore) -> None:
     assert sorted(again.item_ids) == ["a", "b", "c"] and again.max_seq == 4
 
 
+def test_item_change_log_gives_each_id_once_in_order_of_last_change(store: RedisStore) -> None:
+    store.write_items([item("a", 1, 1.0), item("b", 1, 1.0)])
+    seq = store.item_change_seq()
+    store.write_items([item("c", 1, 1.0), item("a", 2, 1.0)])
+    store.write_items([item("c", 2, 1.0), item("d", 1, 1.0)])
+    assert store.item_change_ids(seq) == (["a", "c", "d"], seq + 4)
+
+
+def test_a_replica_behind_the_trimmed_change_log_gets_every_item(store: RedisStore) -> None:
+    store.write_items([item("a", 1, 1.0), item("b", 1, 1.0)])
+    seq = store.item_change_seq()
+    store.write_items([item("c", 1, 1.0)])
+    store.write_items([item("a", 2, 1.0)])
+    # The entries after ``seq`` but the last are trimmed away: the log no longer reaches back.
+    first_kept = store.client.xrange(store.keys.item_changes)[-1][0]
+    store.client.xtrim(store.keys.item_changes, minid=first_kept, approximate=False)
+    ids, newest = store.item_change_ids(seq)
+    assert sorted(ids) == ["a", "b", "c"] and newest == seq + 2
+    # Up to date with the log's last entry: only that entry.
+    assert store.item_change_ids(seq + 1) == (["a"], seq + 2)
+    assert store.item_change_ids(seq + 2) == ([], seq + 2)
+
+
 def test_rewriting_the_same_item_version_changes_nothing(store: RedisStore) -> None:
     assert store.write_items([item("a", 3, 1.0)]) == 1
     seq = store.item_change_seq()
