@@ -104,6 +104,7 @@ def build_flow(settings: Settings, source: Source[object] | None = None) -> Data
             item_config(settings),
             settings.neighbours_per_item,
             replica=shared_replica(settings.redis_url, settings.redis_prefix, params).vectors,
+            popular_listed=settings.popular_listed_per_shard,
         ),
     )
     feedback = op.stateful_batch(

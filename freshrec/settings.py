@@ -79,6 +79,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Keys of the dataflow's item state: items are hashed into this many shards, each one
     keyed step (one call per shard and batch instead of one per item). Fixed when a recovery
     store is created, like ``recovery_partitions``: another count re-keys the item state."""
+    popular_list_size: int = 1000
+    """Head of the global popularity ranking that serving reads. Each item shard lists in it
+    only its ``popular_listed_per_shard`` most popular items, not every item it has seen."""
     dedup_horizon_s: float = 86_400.0
     """Repeated event ids within this much event time have one effect."""
     dedup_max_ids: int = 10_000
@@ -130,6 +133,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Key for admin endpoints; empty disables them."""
     bench_endpoints: bool = False
     """Mount ``/v1/bench/*`` reference endpoints (benchmarks/bench_serving.py only)."""
+
+    @property
+    def popular_listed_per_shard(self) -> int:
+        """Items an item shard lists in the popularity ranking: 8× its fair share of the head.
+
+        The head is exact while no shard holds more than this many of it; with hashed
+        shards a shard's share is Binomial(size, 1/shards), mean size/shards, so 8× that
+        (at least 8) is many standard deviations away.
+        """
+        fair = -(-self.popular_list_size // self.item_shards)
+        return min(self.popular_list_size, 8 * max(fair, 1))
 
     @property
     def stack_file(self) -> Path:

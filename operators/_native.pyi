@@ -891,8 +891,14 @@ class ItemRouter:
 
 class ItemModelFactory:
     def __init__(
-        self, params: IsgdParams, config: ItemConfig, top_m: int, replica: ItemVectors | None = None
-    ) -> None: ...
+        self,
+        params: IsgdParams,
+        config: ItemConfig,
+        top_m: int,
+        replica: ItemVectors | None = None,
+        popular_listed: int | None = None,
+    ) -> None:
+        """``popular_listed``: items each shard lists in the popularity ranking (None: all)."""
     def __call__(self, resume: bytes | None = None) -> ItemModel: ...
 
 class FeedbackBatch: ...
@@ -931,6 +937,7 @@ class WritePlan:
     item_versions: list[object]
     item_ids: list[str]
     popularity: list[object]
+    unlisted: list[object]
     trending: list[object]
     untrending: list[object]
     categories: list[object]

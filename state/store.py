@@ -369,8 +369,11 @@ class RedisStore:
                 ("HSET", k.item_factors, *plan.item_factors),
                 ("HSET", k.item_versions, *plan.item_versions),
                 self._log_changes_command(plan.item_ids),
-                ("ZADD", k.popularity, *plan.popularity),
             ]
+        if plan.popularity:
+            commands.append(("ZADD", k.popularity, *plan.popularity))
+        if plan.unlisted:
+            commands.append(("ZREM", k.popularity, *plan.unlisted))
         if plan.trending:
             commands.append(("ZADD", k.trending, *plan.trending))
         if plan.untrending:

@@ -29,6 +29,7 @@ use crate::isgd::IsgdParams;
 use crate::item_state::{ItemConfig, ItemState};
 use crate::item_vectors::ItemVectors;
 use crate::messages::{ItemBatch, ItemOp, ItemOut, ItemShardBatch, ItemWrite, ItemsOut};
+use crate::popular_list::PopularList;
 use crate::records;
 
 /// The shard of an item: the same in every process and run.
@@ -45,6 +46,8 @@ pub struct ItemShared {
     pub top_m: usize,
     /// This process' replica of item vectors for its user models, if it has one.
     pub replica: Option<Py<ItemVectors>>,
+    /// Items each shard lists in the global popularity ranking (None: every item).
+    pub popular_listed: Option<usize>,
 }
 
 /// Builds item models, new or from a snapshot (the keyed step's builder).
@@ -56,21 +59,24 @@ pub struct ItemModelFactory {
 #[pymethods]
 impl ItemModelFactory {
     #[new]
-    #[pyo3(signature = (params, config, top_m, replica=None))]
+    #[pyo3(signature = (params, config, top_m, replica=None, popular_listed=None))]
     fn new(
         params: IsgdParams,
         config: ItemConfig,
         top_m: usize,
         replica: Option<Py<ItemVectors>>,
+        popular_listed: Option<usize>,
     ) -> Self {
-        ItemModelFactory { shared: Arc::new(ItemShared { params, config, top_m, replica }) }
+        let shared = ItemShared { params, config, top_m, replica, popular_listed };
+        ItemModelFactory { shared: Arc::new(shared) }
     }
 
     #[pyo3(signature = (resume=None))]
     fn __call__(&self, resume: Option<&Bound<'_, PyAny>>) -> PyResult<ItemModel> {
         let shared = self.shared.clone();
         let Some(snapshot) = resume else {
-            return Ok(ItemModel { shared, items: FxHashMap::default() });
+            let listed = shared.popular_listed.map(PopularList::new);
+            return Ok(ItemModel { shared, items: FxHashMap::default(), listed });
         };
         let bytes = snapshot.cast::<PyBytes>().map_err(|_| {
             Invalid::new(
@@ -88,7 +94,12 @@ impl ItemModelFactory {
             items.insert(state.item, state);
         }
         r.end()?;
-        Ok(ItemModel { shared, items })
+        // Not snapshotted: with growing scores the list is the top of the restored states.
+        let listed = shared.popular_listed.map(|capacity| {
+            let scores = items.values().map(|s| (s.item, s.popularity_log2));
+            PopularList::rebuild(capacity, scores.filter(|(_, p)| p.is_finite()))
+        });
+        Ok(ItemModel { shared, items, listed })
     }
 }
 
@@ -97,6 +108,8 @@ impl ItemModelFactory {
 pub struct ItemModel {
     shared: Arc<ItemShared>,
     items: FxHashMap<Id, ItemState>,
+    /// The shard's items in the global popularity ranking, if it is bounded.
+    listed: Option<PopularList>,
 }
 
 /// Apply one item's ops of a batch to its state; what changed, for Redis.
@@ -144,6 +157,7 @@ pub fn apply_item(shared: &ItemShared, state: &mut ItemState, ops: &[ItemOp]) ->
             untrend: trending_before && trend_log2.is_none(),
             category: state.category,
             category_changed: state.category != category_before,
+            listed: true,
         }
     });
     let neighbours = covisited.then(|| {
@@ -156,20 +170,36 @@ pub fn apply_item(shared: &ItemShared, state: &mut ItemState, ops: &[ItemOp]) ->
 }
 
 impl ItemModel {
-    /// Apply a batch's items of this shard; what changed of each.
-    pub fn apply(&mut self, batches: &[&ItemShardBatch]) -> Vec<ItemOut> {
+    /// Apply a batch's items of this shard; what changed of each, and the items that left
+    /// the shard's popularity list.
+    pub fn apply(&mut self, batches: &[&ItemShardBatch]) -> ItemsOut {
         let shared = &*self.shared;
         let mut outs = Vec::new();
+        let mut evicted: Vec<Id> = Vec::new();
         for batch in batches {
             for ItemBatch { item, ops } in &batch.items {
                 let state = self
                     .items
                     .entry(*item)
                     .or_insert_with(|| ItemState::new(*item, &shared.params));
-                outs.push(apply_item(shared, state, ops));
+                let mut out = apply_item(shared, state, ops);
+                if let (Some(list), Some(write)) = (&mut self.listed, &mut out.write) {
+                    let offer = list.offer(*item, write.popularity_log2);
+                    write.listed = offer.listed;
+                    evicted.extend(offer.evicted);
+                }
+                outs.push(out);
             }
         }
-        outs
+        let mut unlisted: Vec<(Id, u64)> = Vec::new();
+        if let Some(list) = &self.listed {
+            evicted.sort_unstable();
+            evicted.dedup();
+            for item in evicted.into_iter().filter(|i| !list.contains(*i)) {
+                unlisted.push((item, self.items[&item].version));
+            }
+        }
+        ItemsOut { outs, unlisted }
     }
 
     pub fn len(&self) -> usize {
@@ -198,8 +228,8 @@ impl ItemModel {
         let batches: Vec<&ItemShardBatch> = bound.iter().map(|b| b.get()).collect();
         let outs = self.apply(&batches);
         let out = PyList::empty(py);
-        if !outs.is_empty() {
-            out.append(Bound::new(py, ItemsOut { outs })?)?;
+        if !outs.outs.is_empty() || !outs.unlisted.is_empty() {
+            out.append(Bound::new(py, outs)?)?;
         }
         (out, false).into_pyobject(py)
     }

@@ -29,6 +29,7 @@ pub mod item_vectors;
 pub mod live_quality;
 pub mod messages;
 pub mod page_hinkley;
+pub mod popular_list;
 pub mod popularity;
 pub mod popularity_shift;
 pub mod popularity_shift_model;

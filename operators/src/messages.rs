@@ -181,6 +181,8 @@ pub struct ItemWrite {
     pub category: Option<Id>,
     /// The category is new with this batch: store it.
     pub category_changed: bool,
+    /// The item is among its shard's most popular (`popular_list.rs`): write its popularity.
+    pub listed: bool,
 }
 
 /// What one batch changed of one item.
@@ -194,11 +196,18 @@ pub struct ItemOut {
     pub segments: Vec<(Id, f64)>,
 }
 
+/// (item id, version or None, encoded neighbours or None, segment scores): `ItemsOut.items`.
+type ItemOutRow<'py> =
+    (&'static str, Option<u64>, Option<Bound<'py, PyBytes>>, Vec<(&'static str, f64)>);
+
 /// What one batch changed of one shard's items (the item model's output).
 #[pyclass(module = "operators._native", frozen, skip_from_py_object)]
 #[derive(Debug, Clone, PartialEq)]
 pub struct ItemsOut {
     pub outs: Vec<ItemOut>,
+    /// (item, its version) of items that dropped out of the shard's popularity list in this
+    /// batch: to remove from the global ranking.
+    pub unlisted: Vec<(Id, u64)>,
 }
 
 #[pymethods]
@@ -210,11 +219,7 @@ impl ItemsOut {
     /// Per changed item: (item id, version or None, encoded neighbours or None, segment
     /// scores), for tests.
     #[getter]
-    fn items<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> Vec<(&'static str, Option<u64>, Option<Bound<'py, PyBytes>>, Vec<(&'static str, f64)>)>
-    {
+    fn items<'py>(&self, py: Python<'py>) -> Vec<ItemOutRow<'py>> {
         self.outs
             .iter()
             .map(|o| {

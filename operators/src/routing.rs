@@ -178,6 +178,9 @@ pub fn archive_rows<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyLi
 pub struct StateWrites {
     users: Vec<(Box<str>, u64, Py<PyBytes>)>,
     items: Vec<(Id, crate::messages::ItemWrite)>,
+    /// (item, version at which it left its shard's popularity list, index in `items` if the
+    /// batch also writes it) of items to remove from the global popularity ranking.
+    unlisted: Vec<(Id, u64, Option<usize>)>,
     neighbours: Vec<(Id, u64, Py<PyBytes>)>,
     /// Broker arrival of the newest event behind each written user record.
     #[pyo3(get)]
@@ -235,9 +238,11 @@ impl StateWrites {
         self.users.iter().map(|(u, _, _)| &**u).collect()
     }
 
+    /// The written items, then the un-listed ones not written: whose versions `plan` needs.
     #[getter]
     fn item_ids(&self) -> Vec<&'static str> {
-        intern::names(self.items.iter().map(|(i, _)| *i))
+        let unlisted_only = self.unlisted.iter().filter(|(_, _, at)| at.is_none());
+        intern::names(self.items.iter().map(|(i, _)| *i).chain(unlisted_only.map(|(i, _, _)| *i)))
     }
 
     #[getter]
@@ -269,8 +274,23 @@ impl StateWrites {
                 plan.user_versions.push(int(*version)?);
             }
         }
-        for ((item, w), stored) in self.items.iter().zip(stored_items.iter()) {
-            if !is_newer(w.version, stored_version(&stored)?) {
+        let stored_items: Vec<Option<u64>> =
+            stored_items.iter().map(|v| stored_version(&v)).collect::<PyResult<_>>()?;
+        let mut unlisted_only = stored_items.iter().skip(self.items.len());
+        for &(item, version, at) in &self.unlisted {
+            let stored = match at {
+                Some(at) => stored_items.get(at),
+                None => unlisted_only.next(),
+            };
+            let stored = *stored.ok_or_else(|| Invalid::new("plan: fewer versions than ids"))?;
+            // The un-listing is as new as the state it was decided on: a replay of older
+            // output (stored is newer) must not remove what the newer state listed.
+            if stored.is_none_or(|s| version >= s) {
+                plan.unlisted.push(text(intern::name(item)));
+            }
+        }
+        for ((item, w), &stored) in self.items.iter().zip(stored_items.iter()) {
+            if !is_newer(w.version, stored) {
                 continue;
             }
             let id = intern::name(*item);
@@ -281,9 +301,12 @@ impl StateWrites {
             plan.item_versions.push(text(id));
             plan.item_versions.push(int(w.version)?);
             plan.item_ids.push(id);
-            // Redis parses scores with strtod: Rust's shortest round-trip form reads back exactly.
-            plan.popularity.push(text(&w.popularity_log2.to_string()));
-            plan.popularity.push(text(id));
+            if w.listed {
+                // Redis parses scores with strtod: Rust's shortest round-trip form reads back
+                // exactly.
+                plan.popularity.push(text(&w.popularity_log2.to_string()));
+                plan.popularity.push(text(id));
+            }
             match w.trend_log2 {
                 Some(trend) => {
                     plan.trending.push(text(&trend.to_string()));
@@ -324,8 +347,10 @@ pub struct WritePlan {
     pub item_versions: Vec<Py<PyAny>>,
     /// Items to write (in the change log's order).
     pub item_ids: Vec<&'static str>,
-    /// (log2 popularity, item id) pairs.
+    /// (log2 popularity, item id) pairs of items listed in the popularity ranking.
     pub popularity: Vec<Py<PyAny>>,
+    /// Items that left the popularity ranking.
+    pub unlisted: Vec<Py<PyAny>>,
     /// (log2 trend, item id) pairs of trending items, and items that stopped trending.
     pub trending: Vec<Py<PyAny>>,
     pub untrending: Vec<Py<PyAny>>,
@@ -345,6 +370,7 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
     let mut users: FxHashMap<Box<str>, usize> = FxHashMap::default();
     let mut items: FxHashMap<Id, usize> = FxHashMap::default();
     let mut neighbours: FxHashMap<Id, usize> = FxHashMap::default();
+    let mut unlisted: FxHashMap<Id, u64> = FxHashMap::default();
     let mut segments: FxHashMap<(Id, Id), usize> = FxHashMap::default();
     let mut segment_rows: Vec<(Id, Id, f64)> = Vec::new();
     let mut windows: FxHashMap<(Id, Id, u64), usize> = FxHashMap::default();
@@ -388,6 +414,14 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
                 writes.alarms.push((a.kind, a.scope, a.detail.clone()));
             }
         } else if let Ok(outs) = object.cast::<ItemsOut>() {
+            for &(item, version) in &outs.get().unlisted {
+                match unlisted.get(&item) {
+                    Some(&known) if known >= version => {}
+                    _ => {
+                        unlisted.insert(item, version);
+                    }
+                }
+            }
             for o in &outs.get().outs {
                 if let Some(w) = &o.write {
                     match items.get(&o.item) {
@@ -450,6 +484,20 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
                 writes.shift_alarms += 1;
                 writes.alarms.push(("popularity drift", "global", detail.clone()));
             }
+        }
+    }
+    // An item both un-listed and written: whichever is newer wins. Un-listing at the version
+    // of a write comes after it (an item is listed only by a write of its own).
+    let mut unlisted: Vec<(Id, u64)> = unlisted.into_iter().collect();
+    unlisted.sort_unstable();
+    for (item, version) in unlisted {
+        match items.get(&item) {
+            Some(&at) if version >= writes.items[at].1.version => {
+                writes.items[at].1.listed = false;
+                writes.unlisted.push((item, version, Some(at)));
+            }
+            Some(_) => {}
+            None => writes.unlisted.push((item, version, None)),
         }
     }
     writes.arrivals = arrivals.into_iter().flatten().collect();

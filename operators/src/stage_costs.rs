@@ -328,7 +328,7 @@ pub fn stage_costs<'py>(
                 for (shard, batch) in shards {
                     let model = models.get(shard).expect("built above");
                     let outs = model.borrow_mut().apply(&[batch.get()]);
-                    batch_out.push(Bound::new(py, ItemsOut { outs })?);
+                    batch_out.push(Bound::new(py, outs)?);
                 }
                 all.push(batch_out);
             }
