@@ -11,6 +11,9 @@
 
 use pyo3::prelude::*;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod adwin;
 pub mod codec;
 pub mod covisitation;
