@@ -15,6 +15,8 @@
 //! ∪ co-visited, or every row (brute force); a graph answer is returned only when its k-th
 //! score reaches the bound on everything left out, else the caller fetches more or brute-forces.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -358,7 +360,8 @@ pub fn rank(
 /// The best `k` picks of a request: graph rounds while a graph is given (`nearest(n)`: about
 /// the `n` best rows by inner product ∪ rows changed since the graph's snapshot, and the
 /// lowest inner product returned, -inf when nothing was left out), brute force when none is
-/// or its candidates could not be shown to hold the answer.
+/// or its candidates could not be shown to hold the answer. Also says whether a graph was
+/// given and missed (brute force answered).
 #[allow(clippy::too_many_arguments)]
 pub fn rank_request<E>(
     items: &Items<'_>,
@@ -369,7 +372,8 @@ pub fn rank_request<E>(
     filters: &Filters,
     k: usize,
     nearest: Option<&mut dyn FnMut(usize) -> Result<(Vec<isize>, f64), E>>,
-) -> Result<Vec<Pick>, E> {
+) -> Result<(Vec<Pick>, bool), E> {
+    let graph_given = nearest.is_some();
     if let Some(nearest) = nearest {
         // Excluded rows are skipped among the candidates: fetch enough to leave k after them.
         let mut fetch = ANN_FETCH_MIN.max(2 * k + filters.excluded_rows.len() / 4);
@@ -379,7 +383,7 @@ pub fn rank_request<E>(
             if let Some(picks) =
                 rank(items, lists, user_vector, evidence, covisits, filters, &candidates, k)
             {
-                return Ok(picks);
+                return Ok((picks, false));
             }
             if bound == f64::NEG_INFINITY {
                 break; // the graph was exhausted: only filters left too few
@@ -387,8 +391,10 @@ pub fn rank_request<E>(
             fetch = fetch.saturating_mul(8);
         }
     }
-    Ok(rank(items, lists, user_vector, evidence, covisits, filters, &Candidates::Everything, k)
-        .expect("brute force always answers"))
+    let picks =
+        rank(items, lists, user_vector, evidence, covisits, filters, &Candidates::Everything, k)
+            .expect("brute force always answers");
+    Ok((picks, graph_given))
 }
 
 /// For each of `rows`, the most similar of `history` (cosine): index into `history` and the
@@ -472,6 +478,9 @@ pub struct Ranker {
     size: usize,
     factors: usize,
     lists: Lists,
+    /// Requests with a graph that brute force answered (its candidates were not provably
+    /// enough): a rising share says the graph's recall or the fetch sizes fell short.
+    graph_misses: AtomicU64,
 }
 
 fn rows_in(rows: &[isize], size: usize, what: &str) -> PyResult<Vec<usize>> {
@@ -565,6 +574,7 @@ impl Ranker {
             size,
             factors,
             lists,
+            graph_misses: AtomicU64::new(0),
         })
     }
 
@@ -572,6 +582,12 @@ impl Ranker {
     #[getter]
     fn size(&self) -> usize {
         self.size
+    }
+
+    /// Requests given a graph that brute force answered.
+    #[getter]
+    fn graph_misses(&self) -> u64 {
+        self.graph_misses.load(Ordering::Relaxed)
     }
 
     /// Rows of the popular items that have factors, most popular first.
@@ -658,8 +674,11 @@ impl Ranker {
         let ask: Option<&mut dyn FnMut(usize) -> PyResult<(Vec<isize>, f64)>> =
             if nearest.is_some() { Some(&mut ask_graph) } else { None };
         self.with_items(py, |items| {
-            let picks =
+            let (picks, graph_missed) =
                 rank_request(items, &self.lists, &user, evidence, &covisits, &filters, k, ask)?;
+            if graph_missed {
+                self.graph_misses.fetch_add(1, Ordering::Relaxed);
+            }
             let why = reasons(items, &self.lists, &picks, lists.len(), &recent, &recent_categories);
             Ok((
                 picks.iter().map(|p| p.row).collect(),
@@ -863,10 +882,10 @@ mod tests {
             asked.push(n);
             Ok((vec![8, 7, 6], 8.0))
         };
-        let picks =
+        let (picks, missed) =
             rank_request(&items, &lists, &[1.0], 1.0, &covisits, &filters, 2, Some(&mut nearest))
                 .unwrap();
-        assert_eq!(rows(&picks), vec![9, 8]);
+        assert_eq!((rows(&picks), missed), (vec![9, 8], true));
         assert_eq!(asked, vec![ANN_FETCH_MIN, 8 * ANN_FETCH_MIN]);
     }
 

@@ -268,3 +268,94 @@ def test_short_per_row_arrays_and_bad_list_rows_are_refused() -> None:
             [],
             [],
         )
+
+
+def rules(r: dict) -> list[tuple[int, float]]:
+    """Brute force, one rule at a time: (row, score) of each pick, best first."""
+    boost: dict[int, float] = {}
+    for entry in r["covisits"]:
+        if entry is not None:
+            for row, weight in zip(entry[0].tolist(), entry[1].tolist(), strict=True):
+                boost[row] = boost.get(row, 0.0) + weight
+    n_popular = max(1, len(r["popular_rows"]))
+    popularity = {
+        row: 1 - rank / n_popular for rank, row in enumerate(r["popular_rows"]) if row is not None
+    }
+    ev = r["evidence"]
+    scored = []
+    for x in range(r["size"]):
+        dot = float(r["matrix"][x].astype(np.float64) @ r["user_vector"].astype(np.float64))
+        score = ev * dot + (1 - ev) * popularity.get(x, 0.0) + boost.get(x, 0.0)
+        scored.append((x, score))
+    scored.sort(key=lambda xs: (-xs[1], xs[0]))  # best first, ties to the lower row
+    picked: list[tuple[int, float]] = []
+    per_category: dict[int, int] = {}
+    for x, score in scored:
+        code = int(r["category_codes"][x])
+        if len(picked) == r["k"]:
+            break
+        if x in r["excluded_rows"] or (r["available_only"] and r["unavailable"][x]):
+            continue
+        if r["wanted_categories"] is not None and code not in r["wanted_categories"]:
+            continue
+        if code in r["unwanted_categories"]:
+            continue
+        if r["max_per_category"] > 0 and code != NO_CATEGORY:
+            if per_category.get(code, 0) >= r["max_per_category"]:
+                continue
+            per_category[code] = per_category.get(code, 0) + 1
+        picked.append((x, score))
+    return picked
+
+
+@settings(max_examples=300, deadline=None)
+@given(requests())
+def test_brute_force_follows_the_rules(r: dict) -> None:
+    rows, scores, _, _ = native({**r, "graph": None})
+    assert list(zip(rows, scores, strict=True)) == rules(r)
+
+
+def _norms(vectors: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(vectors.astype(np.float64), axis=1).astype(np.float32)
+
+
+@settings(deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    size=st.integers(1, 60),
+    k=st.integers(0, 70),
+    data=st.data(),
+)
+def test_similar_equals_a_full_sort(seed: int, size: int, k: int, data: st.DataObject) -> None:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(size + 3, 4)).astype(np.float32)  # rows past ``size``: unused
+    row = data.draw(st.integers(0, size - 1))
+    ranker = Ranker(
+        vectors, size, np.zeros(size + 3, np.int32), np.zeros(size + 3, np.bool_),
+        _norms(vectors), [], [],
+    )  # fmt: skip
+    got, cosines = ranker.similar(row, k)
+    v = vectors[:size].astype(np.float64)
+    cosine = v @ v[row] / (np.linalg.norm(v, axis=1) * np.linalg.norm(v[row]))
+    # float32 sums may swap rows whose cosines differ by ~1e-7: compare up to that.
+    assert len(got) == min(k, size - 1) == len(set(got)) and row not in got, f"seed {seed}"
+    np.testing.assert_allclose(cosines, cosine[got], atol=1e-5)
+    assert all(np.diff(cosines) <= 0), "not best first"
+    left_out = [r for r in range(size) if r != row and r not in got]
+    if got and left_out:
+        assert cosine[left_out].max() <= cosine[got].min() + 1e-5, f"seed {seed}"
+
+
+def test_similar_ties_go_to_the_lower_row_and_non_finite_rows_are_left_out() -> None:
+    vectors = np.array(
+        [[1, 0], [2, 0], [np.nan, 1], [0, 1], [3, 0], [1, 1], [0, 0]], dtype=np.float32
+    )
+    ranker = Ranker(
+        vectors, 7, np.zeros(7, np.int32), np.zeros(7, np.bool_), _norms(vectors), [], []
+    )
+    rows, cosines = ranker.similar(0, 10)
+    # Rows 1 and 4 point the same way as row 0 (cosine 1): the lower first. Row 2 is NaN;
+    # row 6 has no direction (cosine 0, finite thanks to the epsilon).
+    assert rows == [1, 4, 5, 3, 6]
+    assert cosines[:2] == pytest.approx([1.0, 1.0], rel=1e-6)
+    assert ranker.similar(0, 2)[0] == [1, 4]

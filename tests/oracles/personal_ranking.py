@@ -15,13 +15,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from operators.candidate_ranking import (
+from tests.oracles.candidate_ranking import (
     NO_CATEGORY,
     best_popular,
     combine_covisits,
     rank_candidates,
 )
-from operators.ranking import explain_by_similarity, top_k
+from tests.oracles.ranking import explain_by_similarity, top_k
 
 SIMILARITY_REASON_MIN = 0.3
 CANDIDATE_FACTOR = 4
