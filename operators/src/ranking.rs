@@ -13,7 +13,8 @@
 //! picked; excluded and (if asked) unavailable rows skipped; category include/exclude; at most
 //! `cap` per category (uncategorised items are not capped). Candidates are graph ∪ best popular
 //! ∪ co-visited, or every row (brute force); a graph answer is returned only when its k-th
-//! score reaches the bound on everything left out, else the caller fetches more or brute-forces.
+//! score reaches the bound on everything left out, else the graph is asked for 8x more
+//! candidates once, then brute force answers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -181,6 +182,9 @@ pub enum Candidates<'a> {
     Everything,
 }
 
+/// The graph, asked for about `n` candidates: their rows and the lowest inner product.
+pub type Nearest<'a, E> = &'a mut dyn FnMut(usize) -> Result<(Vec<isize>, f64), E>;
+
 /// One pick: its row, score and co-visitation source (if any).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pick {
@@ -216,11 +220,11 @@ pub fn best_popular(
     let cut = sorted[at];
     let mut taken: Vec<usize> = Vec::with_capacity(n);
     taken.extend((0..size).filter(|&i| blended[i] > cut).map(|i| lists.popular_rows[i]));
-    for i in 0..size {
+    for (i, &score) in blended.iter().enumerate() {
         if taken.len() == n {
             break;
         }
-        if blended[i] == cut {
+        if score == cut {
             taken.push(lists.popular_rows[i]);
         }
     }
@@ -286,6 +290,7 @@ fn select(
 
 /// The best `k` picks of a request, or None when the graph's candidates cannot be shown to
 /// hold them (the caller fetches more candidates or asks for `Candidates::Everything`).
+#[allow(clippy::too_many_arguments)]
 pub fn rank(
     items: &Items<'_>,
     lists: &Lists,
@@ -371,7 +376,7 @@ pub fn rank_request<E>(
     covisits: &Covisits,
     filters: &Filters,
     k: usize,
-    nearest: Option<&mut dyn FnMut(usize) -> Result<(Vec<isize>, f64), E>>,
+    nearest: Option<Nearest<'_, E>>,
 ) -> Result<(Vec<Pick>, bool), E> {
     let graph_given = nearest.is_some();
     if let Some(nearest) = nearest {
@@ -671,7 +676,7 @@ impl Ranker {
             let (rows, bound): (PyReadonlyArray1<'_, isize>, f64) = graph.call1((n,))?.extract()?;
             Ok((rows.as_slice()?.to_vec(), bound))
         };
-        let ask: Option<&mut dyn FnMut(usize) -> PyResult<(Vec<isize>, f64)>> =
+        let ask: Option<Nearest<'_, PyErr>> =
             if nearest.is_some() { Some(&mut ask_graph) } else { None };
         self.with_items(py, |items| {
             let (picks, graph_missed) =
