@@ -78,13 +78,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     FRESHREC_API_HOST=0.0.0.0 \
     FRESHREC_API_PORT=8000 \
     FRESHREC_RUN_DIR=/var/lib/freshrec/run \
-    FRESHREC_DATA_DIR=/data \
-    NUMBA_CACHE_DIR=/var/lib/freshrec/numba
+    FRESHREC_DATA_DIR=/data
 
 WORKDIR /var/lib/freshrec
-
-# numba compiles the serving kernels for the host's CPU on the first start (~20 s, inside the
-# health check's start period) and caches them in NUMBA_CACHE_DIR for the next starts.
 
 # The worker's Bytewax recovery store lives in /var/lib/freshrec/recovery (`-r`): keep it on a
 # volume or every restart replays the events topic from the beginning.

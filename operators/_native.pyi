@@ -563,6 +563,71 @@ class PrequentialEvaluator:
     @staticmethod
     def from_state(data: bytes) -> PrequentialEvaluator: ...
 
+# --- ranking.rs (and similar.rs): serving's ranking, one call per request --------------------
+
+NO_CATEGORY: Final[int]
+"""Category code of an item without category (never capped)."""
+REASON_TRENDING: Final[int]
+REASON_NEW: Final[int]
+REASON_RECOMMENDED: Final[int]
+SIMILARITY_REASON_MIN: Final[float]
+ANN_FETCH_MIN: Final[int]
+"""Graph candidates (and best popular ones) of a request's first round."""
+ANN_FETCH_ROUNDS: Final[int]
+
+_Rows = npt.NDArray[np.intp]
+
+class Ranker:
+    """The item side of ranking for one version of the item matrix and the ranked lists.
+
+    Holds the arrays by reference (zero-copy) and gathers the popular items' vectors once.
+    ``popular_rows``: the ranked popular list as rows (None: an item without factors, which
+    still takes its rank); ``trending_rows``: rows of the trending items.
+    """
+
+    def __init__(
+        self,
+        matrix: npt.NDArray[np.float32],
+        size: int,
+        category_codes: npt.NDArray[np.int32],
+        unavailable: npt.NDArray[np.bool_],
+        norms: npt.NDArray[np.float32],
+        popular_rows: Sequence[int | None],
+        trending_rows: Sequence[int],
+    ) -> None: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def graph_misses(self) -> int:
+        """Requests given a graph that brute force answered."""
+    @property
+    def popular_rows(self) -> list[int]: ...
+    def rank(
+        self,
+        user_vector: bytes,
+        evidence: float,
+        k: int,
+        *,
+        nearest: Callable[[int], tuple[_Rows, float]] | None,
+        covisits: Sequence[tuple[_Rows, npt.NDArray[np.float64]] | None],
+        excluded_rows: Sequence[int],
+        available_only: bool,
+        wanted_categories: Sequence[int] | None,
+        unwanted_categories: Sequence[int],
+        max_per_category: int,
+        recent_rows: Sequence[int],
+        recent_categories: Sequence[int],
+    ) -> tuple[list[int], list[float], list[int]]:
+        """The best ``k`` picks: rows, scores (float32 values) and reason codes.
+
+        ``nearest(n)``: about the ``n`` best rows by inner product (with the rows changed
+        since the graph's snapshot) and the lowest inner product among them (-inf: nothing
+        left out); None: brute force. ``covisits[n]``: the n-th source's neighbour rows and
+        boosts. A reason code >= 0 indexes ``sources + recent items``; else ``REASON_*``.
+        """
+    def similar(self, row: int, k: int) -> tuple[list[int], list[float]]:
+        """The ``k`` rows most similar to ``row`` (cosine), best first, with their cosines."""
+
 # --- popularity_shift.rs ---------------------------------------------------------------------
 
 def js_divergence(p: Mapping[str, int], q: Mapping[str, int]) -> float:

@@ -32,7 +32,7 @@ from serving.monitoring import MonitoringController, start_api_monitor
 from serving.producer import EventProducer
 from serving.rate_limit import RateLimitMiddleware, TokenBucketLimiter, client_address
 from serving.recommendations import RecommendationsController
-from serving.recommender import Recommender, compile_kernels
+from serving.recommender import Recommender
 from serving.schemas import Health
 from state.store import RedisStore
 
@@ -64,7 +64,6 @@ def create_app(settings: Settings) -> Litestar:
                 timeout_s=settings.produce_timeout_s,
             )
         )
-        compile_kernels()  # seconds at start, not on the first request
         index.start()
         stop_monitor = threading.Event()
         start_api_monitor(index.store, stop_monitor)

@@ -15,7 +15,8 @@ import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
 
-from serving.recommender import ANN_FETCH_MIN, COVISIT_SOURCES, Recommender
+from operators import ANN_FETCH_MIN
+from serving.recommender import COVISIT_SOURCES, Recommender
 from state.records import vector_from_bytes
 from state.store import RedisStore
 

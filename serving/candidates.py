@@ -5,7 +5,8 @@ updates safely while it is searched. So the graph is built in the background on 
 the matrix (a *snapshot*) and never mutated after it is published; every row written after
 the snapshot (updated or new items) is tracked as the *delta* and scored exactly. Candidates
 = HNSW top-N of the snapshot ∪ delta rows ∪ the N best popular items (their vectors gathered
-once per item version) ∪ co-visited, all re-scored exactly on the live matrix, so staleness
+once per item version, in the native ``Ranker``) ∪ co-visited, all re-scored exactly on the
+live matrix, so staleness
 never leaks into scores and recall is bounded only by the graph's.
 Small catalogues skip all this: brute force is fast and exact there.
 
@@ -18,14 +19,13 @@ was 2x slower per query; voyager and usearch i8 lost recall (<0.6) on inner prod
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import hnswlib
 import numpy as np
 import numpy.typing as npt
 
-from operators.candidate_ranking import best_popular
 from state.records import Vector
 
 Rows = npt.NDArray[np.intp]
@@ -166,36 +166,3 @@ class CandidateMaintainer:
 
 def _rows(rows: set[int]) -> Rows:
     return np.fromiter(sorted(rows), np.intp, len(rows))
-
-
-@dataclass(frozen=True, slots=True)
-class PopularCandidates:
-    """The popular list as matrix rows, its vectors gathered once per item-matrix version.
-
-    Popular items join every user's candidates: their popularity term can lift them above
-    anything the graph returns. Re-scoring the whole list on every request meant gathering
-    ~1,000 rows out of the 100k-row matrix; gathered here once per version, scoring it is one
-    small matrix-vector product, and only the best few by blended score join the candidates.
-    """
-
-    rows: Rows
-    """Rows of the popular items that have factors, most popular first."""
-    popularity: npt.NDArray[np.float32]
-    """Each row's popularity term: 1 for the most popular item down to 0 past the list."""
-    vectors: Vector
-    """``matrix[rows]``, contiguous."""
-
-    def best(self, user_vector: Vector, evidence: float, n: int) -> tuple[Rows, float]:
-        """Rows of the ``n`` best blended scores, and the best score left out (-inf: none)."""
-        return best_popular(self.rows, self.vectors, self.popularity, user_vector, evidence, n)
-
-
-def build_popular_candidates(
-    popular: Sequence[str], rows: Mapping[str, int], matrix: Vector
-) -> PopularCandidates:
-    """Popular candidates from the ranked ids of the popular list (ranks count every id)."""
-    ranked = [(rank, rows[item_id]) for rank, item_id in enumerate(popular) if item_id in rows]
-    ranks = np.fromiter((rank for rank, _ in ranked), np.float64, len(ranked))
-    popular_rows = np.fromiter((row for _, row in ranked), np.intp, len(ranked))
-    popularity = (1.0 - ranks / max(1, len(popular))).astype(np.float32)
-    return PopularCandidates(popular_rows, popularity, np.ascontiguousarray(matrix[popular_rows]))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from operators.candidate_ranking import NO_CATEGORY
+from operators import NO_CATEGORY
 from serving.candidates import ANN_MIN_ITEMS, CandidateIndex, CandidateMaintainer
 from state.model_registry import ModelRegistry
 from state.records import CatalogueItem, Vector
@@ -57,8 +57,8 @@ class ItemMatrix:
     without touching the whole matrix per request)."""
 
     def __post_init__(self) -> None:
-        # The compiled kernels index these arrays by row without bounds checks: a matrix
-        # whose per-row arrays are shorter than its items must never be published.
+        # The native ranker reads these arrays by row: a matrix whose per-row arrays are
+        # shorter than its items must never be published (the ranker refuses them too).
         size = len(self.item_ids)
         short = [
             name

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from serving.candidates import build_popular_candidates
 from serving.item_index import ItemIndex, ItemMatrix
 from serving.recommender import Filters, Recommender
 from state.records import NeighboursRecord, UserRecord, vector_to_bytes
@@ -247,19 +246,14 @@ def planted(stack, tmp_path_factory) -> Iterator[tuple[RedisStore, Recommender, 
 
 
 @pytest.mark.parametrize("user_id", ["heavy-seen", "planted", "middle"])
-def test_bounded_candidates_return_the_brute_force_top_k(planted, monkeypatch, user_id) -> None:
+def test_bounded_candidates_return_the_brute_force_top_k(planted, user_id) -> None:
     _, graph, exact = planted
-    answers: list[object] = []
-    pick = graph._pick_from_candidates
-
-    def spy(*args: object) -> object:
-        answers.append(pick(*args))
-        return answers[-1]
-
-    monkeypatch.setattr(graph, "_pick_from_candidates", spy)
     graph._results.clear()
+    ranker = graph._ranker(graph.index.current)
+    misses = ranker.graph_misses
     got = _ids(graph, user_id)
-    assert answers and answers[0] is not None, "served by brute force, not the candidates"
+    assert graph._ranker(graph.index.current) is ranker
+    assert ranker.graph_misses == misses, "served by brute force, not the candidates"
     assert got == _ids(exact, user_id), f"{user_id} (seed {SEED + 1})"
 
 
@@ -280,25 +274,6 @@ def test_unchanged_lists_keep_the_result_cache(planted) -> None:
     assert graph.index.lists_generation == generation
     assert graph.recommend("middle", 10).items == first.items
     assert graph.result_cache_hits == hits + 1
-
-
-@pytest.mark.parametrize("evidence", [0.0, 0.3, 1.0])
-def test_best_popular_candidates_and_the_bound_on_the_rest(evidence) -> None:
-    rng = np.random.default_rng(SEED + 2)
-    vectors = rng.normal(size=(500, 8)).astype(np.float32)
-    ranked = [f"i{n}" for n in rng.permutation(600)]  # some popular ids have no factors
-    popular = build_popular_candidates(ranked, {f"i{n}": n for n in range(500)}, vectors)
-    user_vector = rng.normal(size=8).astype(np.float32)
-    rows, bound = popular.best(user_vector, evidence, 25)
-    blended = evidence * (vectors @ user_vector)
-    for rank, item_id in enumerate(ranked):
-        if int(item_id[1:]) < 500:
-            blended[int(item_id[1:])] += (1.0 - evidence) * (1.0 - rank / len(ranked))
-    expected = np.argsort(-blended)[:26]
-    assert set(rows.tolist()) == set(expected[:25].tolist()), f"seed {SEED + 2}"
-    assert bound == pytest.approx(blended[expected[25]], abs=1e-5)
-    every, nothing_left = popular.best(user_vector, evidence, 500)
-    assert every is popular.rows and nothing_left == float("-inf")
 
 
 def test_co_visitation_boosts_and_explains_by_the_most_recent_source(served) -> None:

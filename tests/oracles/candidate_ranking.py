@@ -1,5 +1,8 @@
 """Exact re-scoring, filtering and top-K of one request's candidates, in one compiled pass.
 
+Reference oracle: the numba kernels before the native ``Ranker`` (operators/src/ranking.rs)
+replaced them, run as plain Python (numba removed); the history below is theirs.
+
 A personal request ranks a few hundred candidate rows (graph ∪ delta ∪ best popular ∪
 co-visited). Done as ~40 small numpy calls and a Python walk it cost ~330 µs of CPU per
 request in the API, several times the calls' isolated cost: each call pays its dispatch and
@@ -13,11 +16,10 @@ include/exclude; at most ``cap`` per category (uncategorised items are not cappe
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import numpy.typing as npt
 
-from operators.ranking import DOT_MATH, row_dot
+from tests.oracles.ranking import row_dot
 
 Rows = npt.NDArray[np.intp]
 Floats = npt.NDArray[np.float32]
@@ -29,7 +31,6 @@ NO_SOURCE = -1
 """Co-visitation source of a row no recent item led to."""
 
 
-@numba.njit(cache=True, nogil=True)
 def combine_covisits(
     rows: Rows, weights: npt.NDArray[np.float64], sources: Rows
 ) -> tuple[Rows, Floats, Rows]:
@@ -57,7 +58,6 @@ def combine_covisits(
     return out_rows[: m + 1], out_boost[: m + 1].astype(np.float32), out_source[: m + 1]
 
 
-@numba.njit(cache=True, nogil=True, fastmath=DOT_MATH)
 def best_popular(
     rows: Rows,
     vectors: Floats,
@@ -96,13 +96,11 @@ def best_popular(
     return taken[:m], float(cut)
 
 
-@numba.njit(cache=True, nogil=True)
 def _contains(sorted_values: npt.NDArray[np.generic], value: int) -> bool:
     at = np.searchsorted(sorted_values, value)
     return bool(at < sorted_values.size and sorted_values[at] == value)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=DOT_MATH)
 def rank_candidates(
     matrix: Floats,
     size: int,

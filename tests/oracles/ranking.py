@@ -1,5 +1,9 @@
 """Top-K selection and explanations over scored items.
 
+Reference oracle: serving's numba kernels before the native ``Ranker`` (operators/src/
+ranking.rs, similar.rs) replaced them, run as plain Python (numba removed, same arithmetic:
+float32 sums, sequential).
+
 Partial selection (argpartition) instead of a full sort: only the K best are ordered.
 Explanations pick, for each recommended item, the item of the user's recent history whose
 factor vector is most similar to it: the honest answer to "why this one?" for a factor model.
@@ -9,22 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numba
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float32]
 IndexArray = npt.NDArray[np.intp]
 
-DOT_MATH = {"reassoc", "contract"}
-"""numba ``fastmath`` flags of the compiled kernels: sums may be reassociated (so dot products
-vectorise); NaN and inf keep their meaning. numba's on-disk cache does not notice a change
-made in another module: after changing this, delete the ``*.nbi``/``*.nbc`` cache files."""
-
-
-@numba.njit(cache=True, nogil=True, fastmath=DOT_MATH, inline="always")
 def row_dot(a: FloatArray, b: FloatArray) -> np.float32:
-    """<a, b> of two equal-length float32 vectors, summed in float32 (compiled code only)."""
+    """<a, b> of two equal-length float32 vectors, summed in float32."""
     total = np.float32(0.0)
     for j in range(a.size):
         total += a[j] * b[j]
@@ -59,15 +55,14 @@ def top_k(scores: FloatArray, k: int, exclude_rows: Sequence[int] | IndexArray =
     return candidates[order][:k]
 
 
-@numba.njit(cache=True, nogil=True, fastmath=DOT_MATH)
 def explain_by_similarity(
     vectors: FloatArray, rows: IndexArray, history_rows: IndexArray
 ) -> tuple[IndexArray, FloatArray]:
     """For each of ``rows``, the most similar of ``history_rows`` (cosine): index, value.
 
     Indices point into ``history_rows`` (-1 and 0.0 when the history is empty); the first
-    of equally similar history items wins. Compiled: a request explains ~10 items against
-    ~20, which as numpy calls cost ~45 µs in the API and here a few.
+    of equally similar history items wins. (Compiled, a request explained ~10 items against
+    ~20, which as numpy calls cost ~45 µs in the API and compiled a few.)
     """
     n_rows, n_history = rows.size, history_rows.size
     best = np.full(n_rows, -1, np.intp)
@@ -89,7 +84,6 @@ def explain_by_similarity(
     return best, similarity
 
 
-@numba.njit(cache=True, nogil=True, fastmath=DOT_MATH)
 def top_cosine(
     vectors: FloatArray, size: int, norms: FloatArray, row: int, k: int
 ) -> tuple[IndexArray, FloatArray]:

@@ -1,0 +1,913 @@
+//! The personal ranking of one request, in one native call: exact re-scoring of the
+//! candidates, the co-visitation merge, the best popular candidates, filters, the per-category
+//! cap and the reason of every pick.
+//!
+//! Serving keeps a [`Ranker`] per version of the item matrix and ranked lists (it holds the
+//! item matrix, its per-row arrays and norms by reference, zero-copy, and the popular items'
+//! vectors gathered once) and calls [`Ranker::rank`] once per request with the user's fresh
+//! vector, the graph's candidates (HNSW stays in Python: hnswlib) and the request's filters.
+//!
+//! Rules (the numba kernels' and the brute-force path's before them; `tests/oracles/` keeps
+//! those as the reference): score = evidence x <item, user> + (1 - evidence) x popularity +
+//! co-visitation boost, in float32; best first, ties to the lower row; NaN and ±inf never
+//! picked; excluded and (if asked) unavailable rows skipped; category include/exclude; at most
+//! `cap` per category (uncategorised items are not capped). Candidates are graph ∪ best popular
+//! ∪ co-visited, or every row (brute force); a graph answer is returned only when its k-th
+//! score reaches the bound on everything left out, else the graph is asked for 8x more
+//! candidates once, then brute force answers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::similar::{dot, top_cosine};
+
+/// Category code of an item without category (never capped).
+pub const NO_CATEGORY: i32 = -1;
+/// Reason codes of a pick that no recent item explains (a code >= 0 names a viewed item).
+pub const REASON_TRENDING: i64 = -1;
+pub const REASON_NEW: i64 = -2;
+pub const REASON_RECOMMENDED: i64 = -3;
+/// Cosine to a recent item from which "because you viewed it" is said.
+pub const SIMILARITY_REASON_MIN: f64 = 0.3;
+/// Graph candidates (and best popular ones) of the first round: recall hardly moves past
+/// 30, the graph's search depth is what buys it.
+pub const ANN_FETCH_MIN: usize = 30;
+/// Rounds of graph candidates (each fetching 8x more) before brute force.
+pub const ANN_FETCH_ROUNDS: usize = 2;
+/// Brute force over-selects this many times k per round when a category cap may skip picks.
+const CAP_FACTOR: usize = 4;
+
+/// The item side, borrowed for one call: `matrix` holds `factors` floats per row, at least
+/// `size` rows; the per-row arrays at least `size` entries.
+#[derive(Clone, Copy)]
+pub struct Items<'a> {
+    pub matrix: &'a [f32],
+    pub factors: usize,
+    pub size: usize,
+    pub category_codes: &'a [i32],
+    pub unavailable: &'a [bool],
+}
+
+impl Items<'_> {
+    fn vector(&self, row: usize) -> &[f32] {
+        &self.matrix[row * self.factors..(row + 1) * self.factors]
+    }
+}
+
+/// The popular items as rows, with their vectors gathered once per version, and what every
+/// request derives from the ranked lists.
+pub struct Lists {
+    /// Rows of the popular items that have factors, most popular first.
+    pub popular_rows: Vec<usize>,
+    /// Each popular row's popularity term: 1 for the most popular item down to 0 past the list.
+    pub popular_terms: Vec<f32>,
+    /// `matrix[popular_rows]`, contiguous.
+    pub popular_vectors: Vec<f32>,
+    /// The popularity term of every row (0 for rows not in the list).
+    pub popularity: Vec<f32>,
+    /// Rows of trending items, ascending.
+    pub trending: Vec<usize>,
+}
+
+impl Lists {
+    /// `popular`: the ranked popular list as rows (None: an item without factors, which still
+    /// takes its rank); `trending`: rows of the trending items.
+    pub fn build(items: &Items<'_>, popular: &[Option<usize>], trending: &[usize]) -> Lists {
+        let total = popular.len().max(1) as f64;
+        let mut popularity = vec![0.0f32; items.size];
+        let mut popular_rows = Vec::new();
+        let mut popular_terms = Vec::new();
+        let mut popular_vectors = Vec::new();
+        for (rank, row) in popular.iter().enumerate() {
+            if let Some(row) = *row {
+                let term = (1.0 - rank as f64 / total) as f32;
+                popular_rows.push(row);
+                popular_terms.push(term);
+                popular_vectors.extend_from_slice(items.vector(row));
+                popularity[row] = term;
+            }
+        }
+        let mut trending = trending.to_vec();
+        trending.sort_unstable();
+        trending.dedup();
+        Lists { popular_rows, popular_terms, popular_vectors, popularity, trending }
+    }
+}
+
+/// Co-visitation evidence of one request: boosted rows (ascending, distinct), their boost
+/// summed over sources, and the first (most recent) source that led to each.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Covisits {
+    pub rows: Vec<usize>,
+    pub boost: Vec<f32>,
+    pub source: Vec<usize>,
+}
+
+impl Covisits {
+    /// `lists[n]`: the neighbour rows and weights of the n-th source (most recent first);
+    /// weights are summed in float64 in that order, then rounded to float32 once.
+    pub fn combine(lists: &[(&[isize], &[f64])], size: usize) -> Covisits {
+        let mut all: Vec<(usize, f64, usize)> = Vec::new();
+        for (source, (rows, weights)) in lists.iter().enumerate() {
+            for (&row, &weight) in rows.iter().zip(weights.iter()) {
+                // A row the matrix does not have (yet) can be neither scored nor picked.
+                if row >= 0 && (row as usize) < size {
+                    all.push((row as usize, weight, source));
+                }
+            }
+        }
+        all.sort_by_key(|&(row, _, _)| row); // stable: a row's first source stays first
+        let mut out = Covisits::default();
+        let mut sums: Vec<f64> = Vec::new();
+        for (row, weight, source) in all {
+            if out.rows.last() == Some(&row) {
+                *sums.last_mut().expect("a row has a sum") += weight;
+            } else {
+                out.rows.push(row);
+                sums.push(weight);
+                out.source.push(source);
+            }
+        }
+        out.boost = sums.into_iter().map(|s| s as f32).collect();
+        out
+    }
+
+    fn lookup(&self, row: usize) -> Option<(f32, usize)> {
+        self.rows.binary_search(&row).ok().map(|at| (self.boost[at], self.source[at]))
+    }
+}
+
+/// What the caller excludes or requires.
+#[derive(Debug, Default, Clone)]
+pub struct Filters {
+    /// Rows never returned (seen / purchased), ascending.
+    pub excluded_rows: Vec<usize>,
+    pub available_only: bool,
+    /// Only these category codes (ascending), if given.
+    pub wanted: Option<Vec<i32>>,
+    /// Never these category codes, ascending.
+    pub unwanted: Vec<i32>,
+    /// At most this many picks per category (0: no cap).
+    pub cap: usize,
+}
+
+impl Filters {
+    fn passes(&self, items: &Items<'_>, row: usize) -> bool {
+        if self.excluded_rows.binary_search(&row).is_ok() {
+            return false;
+        }
+        if self.available_only && items.unavailable[row] {
+            return false;
+        }
+        let code = items.category_codes[row];
+        if let Some(wanted) = &self.wanted {
+            if wanted.binary_search(&code).is_err() {
+                return false;
+            }
+        }
+        self.unwanted.binary_search(&code).is_err()
+    }
+}
+
+/// Where the candidates come from.
+pub enum Candidates<'a> {
+    /// The graph's rows (∪ the rows changed since its snapshot; duplicates allowed), the
+    /// lowest inner product it returned (-inf: nothing left out) and how many popular
+    /// candidates to add.
+    Graph { rows: &'a [isize], bound: f64, fetch: usize },
+    /// Every row: exact, for small catalogues or when the graph's answer was not provably right.
+    Everything,
+}
+
+/// The graph, asked for about `n` candidates: their rows and the lowest inner product.
+pub type Nearest<'a, E> = &'a mut dyn FnMut(usize) -> Result<(Vec<isize>, f64), E>;
+
+/// One pick: its row, score and co-visitation source (if any).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pick {
+    pub row: usize,
+    pub score: f32,
+    pub source: Option<usize>,
+}
+
+/// Rows of the `n` best blended scores among the popular items, and the best score left out
+/// (-inf when every row is taken). Of rows tied at the cut, the most popular are taken.
+pub fn best_popular(
+    lists: &Lists,
+    factors: usize,
+    user_vector: &[f32],
+    evidence: f64,
+    n: usize,
+) -> (Vec<usize>, f64) {
+    let size = lists.popular_rows.len();
+    if n >= size {
+        return (lists.popular_rows.clone(), f64::NEG_INFINITY);
+    }
+    let (weight, rest) = (evidence as f32, (1.0 - evidence) as f32);
+    let blended: Vec<f32> = (0..size)
+        .map(|i| {
+            let vector = &lists.popular_vectors[i * factors..(i + 1) * factors];
+            weight * dot(vector, user_vector) + rest * lists.popular_terms[i]
+        })
+        .collect();
+    // The (n+1)-th best is the best left out; NaN sorts above every number (numpy's order).
+    let mut sorted = blended.clone();
+    let at = size - n - 1;
+    sorted.select_nth_unstable_by(at, |a, b| nan_last(*a, *b));
+    let cut = sorted[at];
+    let mut taken: Vec<usize> = Vec::with_capacity(n);
+    taken.extend((0..size).filter(|&i| blended[i] > cut).map(|i| lists.popular_rows[i]));
+    for (i, &score) in blended.iter().enumerate() {
+        if taken.len() == n {
+            break;
+        }
+        if score == cut {
+            taken.push(lists.popular_rows[i]);
+        }
+    }
+    (taken, cut as f64)
+}
+
+fn nan_last(a: f32, b: f32) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        (false, false) => a.partial_cmp(&b).expect("neither is NaN"),
+    }
+}
+
+/// Best first, ties to the lower row (scores are finite here).
+fn better(a: &(f32, usize), b: &(f32, usize)) -> std::cmp::Ordering {
+    b.0.partial_cmp(&a.0).expect("finite scores").then(a.1.cmp(&b.1))
+}
+
+/// The best `k` of `scored` (finite, filters passed) honouring the per-category cap.
+fn select(
+    items: &Items<'_>,
+    mut scored: Vec<(f32, usize)>,
+    k: usize,
+    cap: usize,
+) -> Vec<(f32, usize)> {
+    let n = scored.len();
+    // Without a cap the k best are the answer; with one, a full category skips picks, so
+    // order a few times k and order more only if that was not enough.
+    let mut want = if cap == 0 { k } else { k.saturating_mul(CAP_FACTOR) };
+    loop {
+        let m = want.min(n);
+        if m == 0 {
+            return Vec::new();
+        }
+        if m < n {
+            scored.select_nth_unstable_by(m - 1, better);
+        }
+        scored[..m].sort_unstable_by(better);
+        let mut picked: Vec<(f32, usize)> = Vec::with_capacity(k);
+        let mut per_category: Vec<(i32, usize)> = Vec::new();
+        for &(score, row) in &scored[..m] {
+            let code = items.category_codes[row];
+            if cap > 0 && code != NO_CATEGORY {
+                match per_category.iter_mut().find(|(c, _)| *c == code) {
+                    Some((_, count)) if *count >= cap => continue,
+                    Some((_, count)) => *count += 1,
+                    None => per_category.push((code, 1)),
+                }
+            }
+            picked.push((score, row));
+            if picked.len() == k {
+                return picked;
+            }
+        }
+        if m == n {
+            return picked;
+        }
+        want = want.saturating_mul(CAP_FACTOR);
+    }
+}
+
+/// The best `k` picks of a request, or None when the graph's candidates cannot be shown to
+/// hold them (the caller fetches more candidates or asks for `Candidates::Everything`).
+#[allow(clippy::too_many_arguments)]
+pub fn rank(
+    items: &Items<'_>,
+    lists: &Lists,
+    user_vector: &[f32],
+    evidence: f64,
+    covisits: &Covisits,
+    filters: &Filters,
+    candidates: &Candidates<'_>,
+    k: usize,
+) -> Option<Vec<Pick>> {
+    let (weight, rest) = (evidence as f32, (1.0 - evidence) as f32);
+    let score_of = |row: usize| -> f32 {
+        let mut score = weight * dot(items.vector(row), user_vector) + rest * lists.popularity[row];
+        if let Some((boost, _)) = covisits.lookup(row) {
+            score += boost;
+        }
+        score
+    };
+    let keep = |row: usize| filters.passes(items, row);
+    let (scored, bound) = match candidates {
+        Candidates::Everything => {
+            let scored: Vec<(f32, usize)> = (0..items.size)
+                .filter(|&row| keep(row))
+                .map(|row| (score_of(row), row))
+                .filter(|(score, _)| score.is_finite())
+                .collect();
+            (scored, None)
+        }
+        Candidates::Graph { rows, bound, fetch } => {
+            let (popular, popular_bound) =
+                best_popular(lists, items.factors, user_vector, evidence, *fetch);
+            let mut all: Vec<usize> = rows
+                .iter()
+                .filter(|&&row| row >= 0 && (row as usize) < items.size)
+                .map(|&row| row as usize)
+                .chain(popular)
+                .chain(covisits.rows.iter().copied())
+                .collect();
+            all.sort_unstable();
+            all.dedup();
+            let scored: Vec<(f32, usize)> = all
+                .into_iter()
+                .filter(|&row| keep(row))
+                .map(|row| (score_of(row), row))
+                .filter(|(score, _)| score.is_finite())
+                .collect();
+            // A row left out has no co-visitation term: it scores at most evidence x the
+            // lowest inner product the graph returned, or the best popular score left out.
+            // (Python's max: a NaN first operand wins; float32 as numpy compares them.)
+            let graph_term = evidence * bound;
+            let bound = if popular_bound > graph_term { popular_bound } else { graph_term };
+            (scored, Some(bound as f32))
+        }
+    };
+    let picks: Vec<Pick> = select(items, scored, k, filters.cap)
+        .into_iter()
+        .map(|(score, row)| Pick {
+            row,
+            score,
+            source: covisits.lookup(row).map(|(_, source)| source),
+        })
+        .collect();
+    if let Some(bound) = bound {
+        let proven = picks.len() == k && picks.last().is_some_and(|p| p.score >= bound);
+        if !proven {
+            return None;
+        }
+    }
+    Some(picks)
+}
+
+/// The best `k` picks of a request: graph rounds while a graph is given (`nearest(n)`: about
+/// the `n` best rows by inner product ∪ rows changed since the graph's snapshot, and the
+/// lowest inner product returned, -inf when nothing was left out), brute force when none is
+/// or its candidates could not be shown to hold the answer. Also says whether a graph was
+/// given and missed (brute force answered).
+#[allow(clippy::too_many_arguments)]
+pub fn rank_request<E>(
+    items: &Items<'_>,
+    lists: &Lists,
+    user_vector: &[f32],
+    evidence: f64,
+    covisits: &Covisits,
+    filters: &Filters,
+    k: usize,
+    nearest: Option<Nearest<'_, E>>,
+) -> Result<(Vec<Pick>, bool), E> {
+    let graph_given = nearest.is_some();
+    if let Some(nearest) = nearest {
+        // Excluded rows are skipped among the candidates: fetch enough to leave k after them.
+        let mut fetch = ANN_FETCH_MIN.max(2 * k + filters.excluded_rows.len() / 4);
+        for _ in 0..ANN_FETCH_ROUNDS {
+            let (rows, bound) = nearest(fetch)?;
+            let candidates = Candidates::Graph { rows: &rows, bound, fetch };
+            if let Some(picks) =
+                rank(items, lists, user_vector, evidence, covisits, filters, &candidates, k)
+            {
+                return Ok((picks, false));
+            }
+            if bound == f64::NEG_INFINITY {
+                break; // the graph was exhausted: only filters left too few
+            }
+            fetch = fetch.saturating_mul(8);
+        }
+    }
+    let picks =
+        rank(items, lists, user_vector, evidence, covisits, filters, &Candidates::Everything, k)
+            .expect("brute force always answers");
+    Ok((picks, graph_given))
+}
+
+/// For each of `rows`, the most similar of `history` (cosine): index into `history` and the
+/// cosine (None when the history is empty). The first of equally similar history items wins.
+pub fn explain_by_similarity(
+    items: &Items<'_>,
+    rows: &[usize],
+    history: &[usize],
+) -> Vec<Option<(usize, f32)>> {
+    let norm = |row: usize| {
+        let v = items.vector(row);
+        dot(v, v).sqrt() + 1e-12f32
+    };
+    let history_norms: Vec<f32> = history.iter().map(|&h| norm(h)).collect();
+    rows.iter()
+        .map(|&row| {
+            let (vector, row_norm) = (items.vector(row), norm(row));
+            let mut best: Option<(usize, f32)> = None;
+            for (h, (&history_row, &history_norm)) in history.iter().zip(&history_norms).enumerate()
+            {
+                let cosine = dot(vector, items.vector(history_row)) / (row_norm * history_norm);
+                if best.is_none_or(|(_, similarity)| cosine > similarity) {
+                    best = Some((h, cosine));
+                }
+            }
+            best
+        })
+        .collect()
+}
+
+/// The reason of each pick: a co-visitation source explains first (its index into the
+/// sources), then the most similar recent item if similar enough (`n_sources` + its index
+/// into `recent_rows`), then trending, then whether its category is new to the user.
+pub fn reasons(
+    items: &Items<'_>,
+    lists: &Lists,
+    picks: &[Pick],
+    n_sources: usize,
+    recent_rows: &[usize],
+    recent_categories: &[i32],
+) -> Vec<i64> {
+    let unexplained: Vec<usize> =
+        picks.iter().filter(|p| p.source.is_none()).map(|p| p.row).collect();
+    let mut similar = if recent_rows.is_empty() || unexplained.is_empty() {
+        Vec::new()
+    } else {
+        explain_by_similarity(items, &unexplained, recent_rows)
+    }
+    .into_iter();
+    picks
+        .iter()
+        .map(|pick| {
+            if let Some(source) = pick.source {
+                return source as i64;
+            }
+            if let Some(Some((h, cosine))) = similar.next() {
+                if cosine as f64 >= SIMILARITY_REASON_MIN {
+                    return (n_sources + h) as i64;
+                }
+            }
+            if lists.trending.binary_search(&pick.row).is_ok() {
+                REASON_TRENDING
+            } else if !recent_categories.contains(&items.category_codes[pick.row]) {
+                REASON_NEW
+            } else {
+                REASON_RECOMMENDED
+            }
+        })
+        .collect()
+}
+
+// --- Python ----------------------------------------------------------------------------------
+
+/// The item side of ranking for one version of the item matrix and the ranked lists.
+#[pyclass(module = "operators._native", frozen)]
+pub struct Ranker {
+    matrix: Py<PyArray2<f32>>,
+    category_codes: Py<PyArray1<i32>>,
+    unavailable: Py<PyArray1<bool>>,
+    norms: Py<PyArray1<f32>>,
+    size: usize,
+    factors: usize,
+    lists: Lists,
+    /// Requests with a graph that brute force answered (its candidates were not provably
+    /// enough): a rising share says the graph's recall or the fetch sizes fell short.
+    graph_misses: AtomicU64,
+}
+
+fn rows_in(rows: &[isize], size: usize, what: &str) -> PyResult<Vec<usize>> {
+    rows.iter()
+        .map(|&row| {
+            if row >= 0 && (row as usize) < size {
+                Ok(row as usize)
+            } else {
+                Err(PyValueError::new_err(format!("{what}: row {row} is not in 0..{size}")))
+            }
+        })
+        .collect()
+}
+
+impl Ranker {
+    /// Run `f` over the item side, the arrays borrowed read-only (zero-copy).
+    fn with_items<R>(&self, py: Python<'_>, f: impl FnOnce(&Items<'_>) -> R) -> PyResult<R> {
+        let matrix = self.matrix.bind(py).readonly();
+        let codes = self.category_codes.bind(py).readonly();
+        let unavailable = self.unavailable.bind(py).readonly();
+        let items = Items {
+            matrix: matrix.as_slice()?,
+            factors: self.factors,
+            size: self.size,
+            category_codes: codes.as_slice()?,
+            unavailable: unavailable.as_slice()?,
+        };
+        Ok(f(&items))
+    }
+}
+
+#[pymethods]
+impl Ranker {
+    /// Hold the item arrays (by reference: serving overwrites rows in place, and a request
+    /// racing with that sees the old or the new vector of an item) and gather the popular
+    /// items' vectors.
+    #[new]
+    #[pyo3(signature = (matrix, size, category_codes, unavailable, norms, popular_rows, trending_rows))]
+    fn py_new(
+        matrix: Bound<'_, PyArray2<f32>>,
+        size: usize,
+        category_codes: Bound<'_, PyArray1<i32>>,
+        unavailable: Bound<'_, PyArray1<bool>>,
+        norms: Bound<'_, PyArray1<f32>>,
+        popular_rows: Vec<Option<isize>>,
+        trending_rows: Vec<isize>,
+    ) -> PyResult<Self> {
+        if !matrix.is_c_contiguous() {
+            return Err(PyValueError::new_err("the item matrix must be C-contiguous"));
+        }
+        let shape = matrix.shape();
+        let short: Vec<&str> = [
+            ("matrix", shape[0]),
+            ("category_codes", category_codes.len()),
+            ("unavailable", unavailable.len()),
+            ("norms", norms.len()),
+        ]
+        .into_iter()
+        .filter(|&(_, len)| len < size)
+        .map(|(name, _)| name)
+        .collect();
+        if !short.is_empty() {
+            return Err(PyValueError::new_err(format!(
+                "item matrix of {size} items has short per-row arrays: {short:?}"
+            )));
+        }
+        let popular: Vec<Option<usize>> = popular_rows
+            .iter()
+            .map(|row| row.map(|r| rows_in(&[r], size, "popular_rows").map(|v| v[0])).transpose())
+            .collect::<PyResult<_>>()?;
+        let trending = rows_in(&trending_rows, size, "trending_rows")?;
+        let factors = shape[1];
+        let lists = {
+            let matrix_ro = matrix.readonly();
+            let codes = category_codes.readonly();
+            let unav = unavailable.readonly();
+            let items = Items {
+                matrix: matrix_ro.as_slice()?,
+                factors,
+                size,
+                category_codes: codes.as_slice()?,
+                unavailable: unav.as_slice()?,
+            };
+            Lists::build(&items, &popular, &trending)
+        };
+        Ok(Ranker {
+            matrix: matrix.unbind(),
+            category_codes: category_codes.unbind(),
+            unavailable: unavailable.unbind(),
+            norms: norms.unbind(),
+            size,
+            factors,
+            lists,
+            graph_misses: AtomicU64::new(0),
+        })
+    }
+
+    /// Items ranked (rows with factors).
+    #[getter]
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Requests given a graph that brute force answered.
+    #[getter]
+    fn graph_misses(&self) -> u64 {
+        self.graph_misses.load(Ordering::Relaxed)
+    }
+
+    /// Rows of the popular items that have factors, most popular first.
+    #[getter]
+    fn popular_rows(&self) -> Vec<usize> {
+        self.lists.popular_rows.clone()
+    }
+
+    /// The best ``k`` picks for a user: rows, scores and reasons. ``nearest(n)``, if given,
+    /// returns graph candidates (intp rows) and the lowest inner product among them.
+    #[pyo3(signature = (
+        user_vector, evidence, k, *, nearest, covisits, excluded_rows, available_only,
+        wanted_categories, unwanted_categories, max_per_category, recent_rows, recent_categories,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn rank(
+        &self,
+        py: Python<'_>,
+        user_vector: &[u8],
+        evidence: f64,
+        k: usize,
+        nearest: Option<Bound<'_, PyAny>>,
+        covisits: Vec<Option<(PyReadonlyArray1<'_, isize>, PyReadonlyArray1<'_, f64>)>>,
+        excluded_rows: Vec<isize>,
+        available_only: bool,
+        wanted_categories: Option<Vec<i32>>,
+        unwanted_categories: Vec<i32>,
+        max_per_category: usize,
+        recent_rows: Vec<isize>,
+        recent_categories: Vec<i32>,
+    ) -> PyResult<(Vec<usize>, Vec<f32>, Vec<i64>)> {
+        if user_vector.len() != self.factors * 4 {
+            return Err(PyValueError::new_err(format!(
+                "the user vector must be {} float32 bytes, got {}",
+                self.factors * 4,
+                user_vector.len()
+            )));
+        }
+        let user: Vec<f32> = user_vector
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let recent = rows_in(&recent_rows, self.size, "recent_rows")?;
+        let mut lists: Vec<(&[isize], &[f64])> = Vec::with_capacity(covisits.len());
+        for entry in &covisits {
+            match entry {
+                Some((rows, weights)) => {
+                    let (rows, weights) = (rows.as_slice()?, weights.as_slice()?);
+                    if rows.len() != weights.len() {
+                        return Err(PyValueError::new_err(
+                            "co-visitation rows and weights differ in length",
+                        ));
+                    }
+                    lists.push((rows, weights));
+                }
+                None => lists.push((&[], &[])),
+            }
+        }
+        let covisits = Covisits::combine(&lists, self.size);
+        let mut excluded: Vec<usize> = excluded_rows
+            .into_iter()
+            .filter(|&r| r >= 0 && (r as usize) < self.size)
+            .map(|r| r as usize)
+            .collect();
+        excluded.sort_unstable();
+        excluded.dedup();
+        let sorted = |mut codes: Vec<i32>| {
+            codes.sort_unstable();
+            codes.dedup();
+            codes
+        };
+        let filters = Filters {
+            excluded_rows: excluded,
+            available_only,
+            wanted: wanted_categories.map(sorted),
+            unwanted: sorted(unwanted_categories),
+            cap: max_per_category,
+        };
+        let mut ask_graph = |n: usize| -> PyResult<(Vec<isize>, f64)> {
+            let graph = nearest.as_ref().expect("called only with a graph");
+            let (rows, bound): (PyReadonlyArray1<'_, isize>, f64) = graph.call1((n,))?.extract()?;
+            Ok((rows.as_slice()?.to_vec(), bound))
+        };
+        let ask: Option<Nearest<'_, PyErr>> =
+            if nearest.is_some() { Some(&mut ask_graph) } else { None };
+        self.with_items(py, |items| {
+            let (picks, graph_missed) =
+                rank_request(items, &self.lists, &user, evidence, &covisits, &filters, k, ask)?;
+            if graph_missed {
+                self.graph_misses.fetch_add(1, Ordering::Relaxed);
+            }
+            let why = reasons(items, &self.lists, &picks, lists.len(), &recent, &recent_categories);
+            Ok((
+                picks.iter().map(|p| p.row).collect(),
+                picks.iter().map(|p| p.score).collect(),
+                why,
+            ))
+        })?
+    }
+
+    /// The ``k`` rows most similar to ``row`` (cosine over the factors), best first, with
+    /// their cosines; ``row`` itself and non-finite similarities are left out.
+    fn similar(&self, py: Python<'_>, row: usize, k: usize) -> PyResult<(Vec<usize>, Vec<f32>)> {
+        if row >= self.size {
+            return Err(PyValueError::new_err(format!("row {row} is not in 0..{}", self.size)));
+        }
+        let norms = self.norms.bind(py).readonly();
+        let norms = norms.as_slice()?;
+        self.with_items(py, |items| {
+            top_cosine(items.matrix, items.factors, items.size, norms, row, k)
+        })
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Ranker>()?;
+    m.add("NO_CATEGORY", NO_CATEGORY)?;
+    m.add("REASON_TRENDING", REASON_TRENDING)?;
+    m.add("REASON_NEW", REASON_NEW)?;
+    m.add("REASON_RECOMMENDED", REASON_RECOMMENDED)?;
+    m.add("SIMILARITY_REASON_MIN", SIMILARITY_REASON_MIN)?;
+    m.add("ANN_FETCH_MIN", ANN_FETCH_MIN)?;
+    m.add("ANN_FETCH_ROUNDS", ANN_FETCH_ROUNDS)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Four items in two dimensions: row r points along (4 - r, 0) except row 3 at (0, 1).
+    struct Fixture {
+        matrix: Vec<f32>,
+        codes: Vec<i32>,
+        unavailable: Vec<bool>,
+    }
+
+    impl Fixture {
+        fn new(matrix: Vec<f32>, codes: Vec<i32>) -> Fixture {
+            let unavailable = vec![false; codes.len()];
+            Fixture { matrix, codes, unavailable }
+        }
+        fn items(&self) -> Items<'_> {
+            Items {
+                matrix: &self.matrix,
+                factors: self.matrix.len() / self.codes.len(),
+                size: self.codes.len(),
+                category_codes: &self.codes,
+                unavailable: &self.unavailable,
+            }
+        }
+    }
+
+    fn no_lists(items: &Items<'_>) -> Lists {
+        Lists::build(items, &[], &[])
+    }
+
+    fn rows(picks: &[Pick]) -> Vec<usize> {
+        picks.iter().map(|p| p.row).collect()
+    }
+
+    #[test]
+    fn covisits_sum_per_row_and_keep_the_most_recent_source() {
+        let lists: [(&[isize], &[f64]); 3] =
+            [(&[5, 2, 99], &[0.25, 0.5, 1.0]), (&[], &[]), (&[2, 7, -1], &[0.125, 1.0, 1.0])];
+        let c = Covisits::combine(&lists, 10);
+        assert_eq!(c.rows, vec![2, 5, 7]); // 99 and -1: no such rows
+        assert_eq!(c.boost, vec![0.625, 0.25, 1.0]);
+        assert_eq!(c.source, vec![0, 0, 2]);
+    }
+
+    #[test]
+    fn best_popular_takes_the_n_best_and_bounds_the_rest() {
+        let f = Fixture::new(vec![1., 0., 3., 0., 2., 0., 3., 0.], vec![NO_CATEGORY; 4]);
+        let items = f.items();
+        let lists = Lists::build(&items, &[Some(0), None, Some(1), Some(2), Some(3)], &[]);
+        assert_eq!(lists.popular_terms, vec![1.0, 0.6, 0.4, 0.2]);
+        // evidence 1: the dot products 1, 3, 2, 3 alone; rows 1 and 3 tie at the top.
+        let (taken, bound) = best_popular(&lists, 2, &[1.0, 0.0], 1.0, 2);
+        assert_eq!((taken, bound), (vec![1, 3], 2.0));
+        let (taken, bound) = best_popular(&lists, 2, &[1.0, 0.0], 1.0, 1);
+        assert_eq!((taken, bound), (vec![1], 3.0)); // ties at the cut: the most popular
+        let (taken, bound) = best_popular(&lists, 2, &[1.0, 0.0], 0.5, 4);
+        assert_eq!((taken, bound), (vec![0, 1, 2, 3], f64::NEG_INFINITY));
+    }
+
+    #[test]
+    fn a_full_category_skips_to_the_next_best() {
+        let f = Fixture::new(
+            vec![1., 0., 0., 0., 0., 1., 0., 0., 0., 0., 1., 0., 0., 0., 0., 1.],
+            vec![7, 7, NO_CATEGORY, 8],
+        );
+        let items = f.items();
+        let filters = Filters { cap: 1, ..Filters::default() };
+        let picks = rank(
+            &items,
+            &no_lists(&items),
+            &[4., 3., 2., 1.],
+            1.0,
+            &Covisits::default(),
+            &filters,
+            &Candidates::Everything,
+            3,
+        )
+        .unwrap();
+        assert_eq!(rows(&picks), vec![0, 2, 3]); // row 1: category 7 is full
+        assert_eq!(picks.iter().map(|p| p.score).collect::<Vec<_>>(), vec![4., 2., 1.]);
+    }
+
+    #[test]
+    fn ties_go_to_the_lower_row_among_many_candidates() {
+        let n = 300;
+        let matrix: Vec<f32> = (0..n).map(|r| if r % 7 == 0 { 2.0 } else { 1.0 }).collect();
+        let f = Fixture::new(matrix, vec![NO_CATEGORY; n]);
+        let items = f.items();
+        let picks = rank(
+            &items,
+            &no_lists(&items),
+            &[1.0],
+            1.0,
+            &Covisits::default(),
+            &Filters::default(),
+            &Candidates::Everything,
+            100,
+        )
+        .unwrap();
+        let best: Vec<usize> = (0..n).step_by(7).collect();
+        let rest = (0..n).filter(|r| r % 7 != 0).take(100 - best.len());
+        assert_eq!(rows(&picks), best.iter().copied().chain(rest).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn filters_leave_out_excluded_unavailable_unwanted_and_non_finite_rows() {
+        let mut f = Fixture::new(
+            vec![5., 4., 3., 2., 1., f32::NAN, f32::INFINITY],
+            vec![1, 1, 2, 3, 3, 3, 3],
+        );
+        f.unavailable[1] = true;
+        let items = f.items();
+        let filters = Filters {
+            excluded_rows: vec![0],
+            available_only: true,
+            wanted: Some(vec![1, 2, 3]),
+            unwanted: vec![2],
+            cap: 0,
+        };
+        let lists = no_lists(&items);
+        let picks = rank(
+            &items,
+            &lists,
+            &[1.0],
+            1.0,
+            &Covisits::default(),
+            &filters,
+            &Candidates::Everything,
+            10,
+        )
+        .unwrap();
+        assert_eq!(rows(&picks), vec![3, 4]);
+        let only_one = Filters { wanted: Some(vec![1]), available_only: false, ..filters };
+        let picks = rank(
+            &items,
+            &lists,
+            &[1.0],
+            1.0,
+            &Covisits::default(),
+            &only_one,
+            &Candidates::Everything,
+            10,
+        );
+        assert_eq!(rows(&picks.unwrap()), vec![1]);
+    }
+
+    #[test]
+    fn a_graph_answer_is_returned_only_when_the_bound_proves_it() {
+        // Inner products 0..9 by row; the graph returns the rows it is given.
+        let f = Fixture::new((0..10).map(|r| r as f32).collect(), vec![NO_CATEGORY; 10]);
+        let items = f.items();
+        let lists = no_lists(&items);
+        let covisits = Covisits::default();
+        let filters = Filters::default();
+        let graph =
+            |rows: &'static [isize], bound: f64| Candidates::Graph { rows, bound, fetch: 30 };
+        let run = |c: &Candidates<'_>| rank(&items, &lists, &[1.0], 1.0, &covisits, &filters, c, 2);
+        assert_eq!(rows(&run(&graph(&[9, 8, 7], 7.0)).unwrap()), vec![9, 8]);
+        // Row 9 was missed: 7 may be beaten by what was left out (bound 8).
+        assert_eq!(run(&graph(&[8, 7, 6], 8.0)), None);
+        assert_eq!(run(&graph(&[9], f64::NEG_INFINITY)), None); // fewer than k
+        // rank_request fetches again, then brute-forces.
+        let mut asked = Vec::new();
+        let mut nearest = |n: usize| -> Result<(Vec<isize>, f64), ()> {
+            asked.push(n);
+            Ok((vec![8, 7, 6], 8.0))
+        };
+        let (picks, missed) =
+            rank_request(&items, &lists, &[1.0], 1.0, &covisits, &filters, 2, Some(&mut nearest))
+                .unwrap();
+        assert_eq!((rows(&picks), missed), (vec![9, 8], true));
+        assert_eq!(asked, vec![ANN_FETCH_MIN, 8 * ANN_FETCH_MIN]);
+    }
+
+    #[test]
+    fn reasons_name_the_source_then_a_similar_recent_item_then_the_lists() {
+        // Rows: 0 (1,0) 1 (0,1) 2 (1,1) 3 (-1,0) 4 (0,-1); categories 5, 6, 6, 7, 7.
+        let f = Fixture::new(vec![1., 0., 0., 1., 1., 1., -1., 0., 0., -1.], vec![5, 6, 6, 7, 7]);
+        let items = f.items();
+        let lists = Lists::build(&items, &[], &[3]);
+        let pick = |row, source| Pick { row, score: 1.0, source };
+        let picks = [pick(2, Some(1)), pick(1, None), pick(3, None), pick(4, None)];
+        // Two sources; recent history: row 0 (category 5) and row 1... which is picked too.
+        let why = reasons(&items, &lists, &picks, 2, &[0], &[5, 6]);
+        // 2: co-visited via source 1; 1: cosine to row 0 is 0 (< 0.3), not trending, category
+        // 6 is the user's; 3: trending; 4: category 7 is new to the user.
+        assert_eq!(why, vec![1, REASON_RECOMMENDED, REASON_TRENDING, REASON_NEW]);
+        let why = reasons(&items, &lists, &[pick(2, None)], 2, &[4, 0], &[]);
+        assert_eq!(why, vec![3]); // similar to row 0 (index 1 of the history), after 2 sources
+    }
+}
