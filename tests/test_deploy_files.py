@@ -473,7 +473,10 @@ def test_dockerfile_copies_the_project_packages_and_no_data() -> None:
         if instr == "COPY" and not args.startswith("--from"):
             tokens = [t for t in shlex.split(args) if not t.startswith("--")]
             sources |= {t.rstrip("/") for t in tokens[:-1]}
-    assert sources == packages | {"pyproject.toml", "uv.lock", "README.md"}
+    # Files inside a package may be copied ahead of it (the crate's manifests, for a layer
+    # that downloads the crate's dependencies once per Cargo.lock).
+    top_level = {source.split("/")[0] for source in sources}
+    assert top_level == packages | {"pyproject.toml", "uv.lock", "README.md"}
     data_like = re.compile(
         r"(^|/)(data|shared)(/|$)|movielens|ml-100k|taobao|diginetica|\.(csv|parquet|zip|gz|dat)$",
         re.I,
