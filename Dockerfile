@@ -41,13 +41,6 @@ ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
     CARGO_HTTP_CAINFO=/etc/ssl/certs/ca-certificates.crt
 
-# The native operators (operators/, a PyO3 crate) are built by maturin with a Rust toolchain;
-# Debian's cargo (1.63) is too old for the crate (edition 2024), so rustup installs a pinned one.
-ARG RUST_VERSION=1.95.0
-ENV RUSTUP_HOME=/opt/rustup CARGO_HOME=/opt/cargo PATH=/opt/cargo/bin:$PATH
-RUN curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
-    | sh -s -- -y --profile minimal --default-toolchain "${RUST_VERSION}" --no-modify-path
-
 # The uv release the lock file was written with (see ./dev: uv comes from pip there too).
 # --break-system-packages: Debian's python3 refuses system-wide pip installs otherwise
 # (PEP 668); this stage is thrown away, nothing leaks into the image.
@@ -69,6 +62,22 @@ WORKDIR /src
 # Dependencies first: this layer is rebuilt only when the lock file changes.
 COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev --no-install-project
+
+# The native operators (operators/, a PyO3 crate) are built by maturin with a Rust toolchain;
+# Debian's cargo (1.63) is too old for the crate (edition 2024), so rustup installs a pinned
+# one. rustup-init comes from static.rust-lang.org, checked against its published sha256
+# (the sh.rustup.rs installer script is one more host to reach, and a pipe into sh).
+ARG RUST_VERSION=1.95.0
+ENV RUSTUP_HOME=/opt/rustup CARGO_HOME=/opt/cargo PATH=/opt/cargo/bin:$PATH
+RUN set -eu; \
+    url="https://static.rust-lang.org/rustup/dist/$(uname -m)-unknown-linux-gnu/rustup-init"; \
+    curl --proto '=https' --tlsv1.2 -sSf -o /tmp/rustup-init "$url"; \
+    echo "$(curl --proto '=https' --tlsv1.2 -sSf "$url.sha256" | cut -d' ' -f1)  /tmp/rustup-init" \
+        | sha256sum -c -; \
+    chmod +x /tmp/rustup-init; \
+    /tmp/rustup-init -y --profile minimal --default-toolchain "${RUST_VERSION}" --no-modify-path; \
+    rm /tmp/rustup-init; \
+    cargo --version
 
 # The crate's dependencies, downloaded once per Cargo.lock (the compile itself reruns).
 COPY operators/Cargo.toml operators/Cargo.lock ./operators/
