@@ -93,8 +93,9 @@ COPY dataflows ./dataflows
 COPY operators ./operators
 COPY serving ./serving
 COPY state ./state
+# The import check runs outside /src, where the sources would shadow the installed wheel.
 RUN uv sync --frozen --no-dev --no-editable \
-    && /opt/venv/bin/python -c "import operators._native, dataflows.personalize, serving.app"
+    && cd / && /opt/venv/bin/python -c "import operators._native, dataflows.personalize, serving.app"
 
 # --- runtime -------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime
