@@ -71,7 +71,11 @@ def _worker(args: argparse.Namespace) -> int:
         )
         # Bytewax writes the flow's JSON description for its API server into this directory
         # (default: the working directory): keep it in the run dir, not the repository.
-        env["BYTEWAX_DATAFLOW_API_CACHE_PATH"] = str(Path(settings.run_dir).resolve())
+        # It must exist (Bytewax dies with a bare FileNotFoundError otherwise): a fresh
+        # container's run dir does not.
+        run_dir = Path(settings.run_dir).resolve()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        env["BYTEWAX_DATAFLOW_API_CACHE_PATH"] = str(run_dir)
     # exec: the worker *is* this process, so signals and exit codes are bytewax's own.
     os.execvpe(argv[0], argv, env)
     return 0  # unreachable
