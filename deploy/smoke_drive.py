@@ -48,10 +48,11 @@ class Timeline:
     sent: int = 0
     kill_at_s: float | None = None
     restart_at_s: float | None = None
-    accepted_at_restart: int = 0
-    applied_at_kill: int = 0
+    applied_at_restart: int = 0
     resumed_at_s: float | None = None
     caught_up_at_s: float | None = None
+    max_lag_before_kill: int = 0
+    max_lag: int = 0
     replay_done_s: float | None = None
     rec_requests: int = 0
     rec_ok: int = 0
@@ -76,20 +77,33 @@ def docker(*args: str) -> None:
     subprocess.run(["docker", *args], check=True, capture_output=True, timeout=60)
 
 
+def kill_and_restart(
+    container: str, down_s: float, timeline: Timeline, store: RedisStore, users: list[str]
+) -> None:
+    """SIGKILL the container, leave it down ``down_s``, start it again."""
+    timeline.kill_at_s = timeline.now_s()
+    docker("kill", container)
+    time.sleep(down_s)
+    docker("start", container)
+    # The other process of the cluster died with its peer (compose restarts it), so nothing
+    # was applied since the kill: processing has resumed once this total grows.
+    timeline.applied_at_restart = applied_total(store, users)
+    timeline.restart_at_s = timeline.now_s()
+
+
 def send(
     events: list[Event],
     api: str,
     seconds: float,
-    kill: str,
-    kill_fraction: float,
-    down_s: float,
+    kill_after_chunks: int,
+    killer: threading.Thread,
     timeline: Timeline,
-    store: RedisStore,
-    users: list[str],
 ) -> None:
-    """POST the events in chunks spread over ``seconds``; kill and restart ``kill`` on the way."""
+    """POST the events in chunks spread over ``seconds``; start ``killer`` on the way.
+
+    The replay goes on while the worker is down: the API and the broker do not need it.
+    """
     chunks = [events[i : i + CHUNK] for i in range(0, len(events), CHUNK)]
-    kill_after = max(1, int(len(chunks) * kill_fraction))
     pause_s = seconds / len(chunks)
     for n, chunk in enumerate(chunks, start=1):
         due = timeline.started + n * pause_s
@@ -98,16 +112,11 @@ def send(
             timeline.sent += stats.sent
             timeline.accepted += stats.accepted
             timeline.rejected += stats.rejected
-        if n == kill_after:
-            timeline.applied_at_kill = applied_total(store, users)
-            timeline.kill_at_s = timeline.now_s()
-            docker("kill", kill)
-            time.sleep(down_s)
-            docker("start", kill)
-            timeline.restart_at_s = timeline.now_s()
-            timeline.accepted_at_restart = timeline.accepted
+        if n == kill_after_chunks:
+            killer.start()
         time.sleep(max(0.0, due - time.monotonic()))
     timeline.replay_done_s = timeline.now_s()
+    killer.join()
 
 
 def probe(api: str, users: list[str], stop: threading.Event, timeline: Timeline) -> None:
@@ -135,16 +144,24 @@ def probe(api: str, users: list[str], stop: threading.Event, timeline: Timeline)
 
 
 def monitor(store: RedisStore, users: list[str], stop: threading.Event, timeline: Timeline) -> None:
-    """After the restart: when processing resumed and when the backlog was applied."""
+    """Measure the lag (accepted - applied) and the recovery.
+
+    After the restart: when processing resumed, and when the cluster was caught up again (at
+    most one chunk behind, as while it ran undisturbed).
+    """
     while not stop.is_set():
         time.sleep(POLL_S)
-        if timeline.restart_at_s is None:
-            continue
+        accepted = timeline.accepted  # read first: applied is then at least as recent
         applied = applied_total(store, users)
         now_s = timeline.now_s()
-        if timeline.resumed_at_s is None and applied > timeline.applied_at_kill:
+        if timeline.kill_at_s is None:
+            timeline.max_lag_before_kill = max(timeline.max_lag_before_kill, accepted - applied)
+        timeline.max_lag = max(timeline.max_lag, accepted - applied)
+        if timeline.restart_at_s is None:
+            continue
+        if timeline.resumed_at_s is None and applied > timeline.applied_at_restart:
             timeline.resumed_at_s = now_s
-        if timeline.caught_up_at_s is None and applied >= timeline.accepted_at_restart:
+        if timeline.resumed_at_s is not None and accepted - applied <= CHUNK:
             timeline.caught_up_at_s = now_s
             return
 
@@ -182,17 +199,11 @@ def main() -> int:
     exactly_once = "not checked"
     complete_s: float | None = None
     try:
-        send(
-            events,
-            args.api,
-            args.seconds,
-            args.kill,
-            args.kill_fraction,
-            args.down_s,
-            timeline,
-            cluster,
-            users,
+        killer = threading.Thread(
+            target=kill_and_restart, args=(args.kill, args.down_s, timeline, cluster, users)
         )
+        kill_after_chunks = max(1, int(len(events) / CHUNK * args.kill_fraction))
+        send(events, args.api, args.seconds, kill_after_chunks, killer, timeline)
         if timeline.rejected:
             failure = f"{timeline.rejected} events rejected by the API"
         else:
@@ -229,6 +240,8 @@ def main() -> int:
         "restart_at_s": round(timeline.restart_at_s, 1),
         "resumed_after_kill_s": _since(timeline.resumed_at_s, timeline.kill_at_s),
         "caught_up_after_kill_s": _since(timeline.caught_up_at_s, timeline.kill_at_s),
+        "max_lag_before_kill": timeline.max_lag_before_kill,
+        "max_lag": timeline.max_lag,
         "all_applied_at_s": None if complete_s is None else round(complete_s, 1),
         "rec_requests": timeline.rec_requests,
         "rec_ok": timeline.rec_ok,
