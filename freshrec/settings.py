@@ -169,8 +169,10 @@ def _librdkafka_properties(name: str, text: str) -> dict[str, str]:
     try:
         value = json.loads(text) if text.strip() else {}
     except ValueError as exc:
-        raise ValueError(f"{name} is not JSON ({exc}): expected an object like "
-                         '{"security.protocol": "SASL_SSL"}') from exc
+        raise ValueError(
+            f"{name} is not JSON ({exc}): expected an object like "
+            '{"security.protocol": "SASL_SSL"}'
+        ) from exc
     if not isinstance(value, dict):
         raise ValueError(f"{name} must be a JSON object of librdkafka properties")
     properties: dict[str, str] = {}
