@@ -648,7 +648,7 @@ def captured_prefix(captured: list[list[tuple[Any, ...]]]) -> str:
     for commands in captured:
         for command in commands:
             if len(command) > 1 and ":" in str(command[1]):
-                return str(command[1]).split(":", 1)[0]
+                return str(command[1]).split(":", 1)[0].strip("{}")
     return ""
 
 

@@ -96,7 +96,7 @@ def build_source(settings: Settings) -> KafkaSource:
         brokers=settings.kafka_bootstrap.split(","),
         topics=[settings.events_topic],
         tail=settings.consumer_tail,
-        add_config=consumer_config(settings),
+        add_config={**settings.kafka_config, **consumer_config(settings)},
         batch_size=settings.consumer_batch_size,
         # Errors travel as data to the dead-letter topic instead of stopping the worker.
         raise_on_errors=False,
@@ -108,7 +108,12 @@ def build_dlq_sink(settings: Settings) -> KafkaSink:
     return KafkaSink(
         brokers=settings.kafka_bootstrap.split(","),
         topic=settings.dlq_topic,
-        add_config={"enable.idempotence": "true", "acks": "all", "linger.ms": "5"},
+        add_config={
+            **settings.kafka_config,
+            "enable.idempotence": "true",
+            "acks": "all",
+            "linger.ms": "5",
+        },
     )
 
 

@@ -27,6 +27,23 @@ def _stack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _topics(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
+
+    from freshrec.stack import create_topics, wait_for_kafka
+
+    settings = load_settings()
+    wanted = {settings.events_topic: settings.events_partitions, settings.dlq_topic: 1}
+    try:
+        wait_for_kafka(settings.kafka_bootstrap, args.wait_s, settings.kafka_config)
+        create_topics(settings.kafka_bootstrap, wanted, client_config=settings.kafka_config)
+    except (TimeoutError, KafkaException) as exc:
+        print(f"freshrec topics: {exc}", file=sys.stderr)
+        return 1
+    print("topics ready: " + ", ".join(f"{name} ({n} partitions)" for name, n in wanted.items()))
+    return 0
+
+
 def _worker(args: argparse.Namespace) -> int:
     from freshrec.processes import child_env, init_recovery, worker_argv
 
@@ -54,7 +71,11 @@ def _worker(args: argparse.Namespace) -> int:
         )
         # Bytewax writes the flow's JSON description for its API server into this directory
         # (default: the working directory): keep it in the run dir, not the repository.
-        env["BYTEWAX_DATAFLOW_API_CACHE_PATH"] = str(Path(settings.run_dir).resolve())
+        # It must exist (Bytewax dies with a bare FileNotFoundError otherwise): a fresh
+        # container's run dir does not.
+        run_dir = Path(settings.run_dir).resolve()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        env["BYTEWAX_DATAFLOW_API_CACHE_PATH"] = str(run_dir)
     # exec: the worker *is* this process, so signals and exit codes are bytewax's own.
     os.execvpe(argv[0], argv, env)
     return 0  # unreachable
@@ -149,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     stack = sub.add_parser("stack", help="start/stop the embedded broker and Redis")
     stack.add_argument("action", choices=["up", "down"])
     stack.set_defaults(func=_stack)
+
+    topics = sub.add_parser(
+        "topics", help="create the events and dead-letter topics (existing ones are kept)"
+    )
+    topics.add_argument("--wait-s", type=float, default=60.0, help="how long to wait for Kafka")
+    topics.set_defaults(func=_topics)
 
     worker = sub.add_parser("worker", help="run the dataflow (python -m bytewax.run)")
     worker.add_argument("-w", "--workers", type=int, default=1, help="threads per process")

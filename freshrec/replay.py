@@ -213,6 +213,7 @@ def send_to_kafka(
     target_topic = settings.events_topic if topic is None else topic
     producer = confluent_kafka.Producer(
         {
+            **settings.kafka_config,
             "bootstrap.servers": settings.kafka_bootstrap,
             "acks": "all",
             "enable.idempotence": True,

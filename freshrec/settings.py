@@ -14,9 +14,13 @@ from typing import Any
 
 import msgspec
 
+from state.keys import check_namespace
+
 ENV_PREFIX = "FRESHREC_"
 STACK_FILE_NAME = "stack.json"
 DEFAULT_RUN_DIR = ".freshrec"
+KAFKA_RESERVED_KEYS = frozenset({"bootstrap.servers", "metadata.broker.list"})
+"""Set from ``kafka_bootstrap``, never from ``kafka_config``."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -30,7 +34,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Redis used for all online state; keys are namespaced by ``redis_prefix``."""
     redis_prefix: str = "fr"
-    """Namespace of every Redis key (lets several deployments/tests share one Redis)."""
+    """Namespace of every Redis key (lets several deployments/tests share one Redis); keys
+    start with it as a Redis Cluster hash tag, ``{fr}:`` (state/keys.py), so no braces."""
+
+    # --- production connections (docs/deploy.md) -------------------------------------
+    kafka_config: dict[str, str] = {}
+    """librdkafka properties added to every Kafka client freshrec builds (the dataflow's
+    source and dead-letter sink, the ingest and replay producers, the topic admin): the
+    SASL/TLS settings of a managed cluster. Env: a JSON object, e.g.
+    ``{"security.protocol": "SASL_SSL", "sasl.mechanisms": "PLAIN", ...}``; numbers and
+    booleans become librdkafka's strings. ``bootstrap.servers`` is ``kafka_bootstrap``'s."""
 
     # --- topics -----------------------------------------------------------------------
     events_topic: str = "events"
@@ -134,6 +147,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     bench_endpoints: bool = False
     """Mount ``/v1/bench/*`` reference endpoints (benchmarks/bench_serving.py only)."""
 
+    def __post_init__(self) -> None:
+        reserved = sorted(KAFKA_RESERVED_KEYS & set(self.kafka_config))
+        if reserved:
+            raise ValueError(
+                f"kafka_config must not set {', '.join(reserved)}: use kafka_bootstrap"
+            )
+        if not all(isinstance(k, str) and k for k in self.kafka_config):
+            raise ValueError("kafka_config keys must be non-empty librdkafka property names")
+        check_namespace(self.redis_prefix)
+
     @property
     def popular_listed_per_shard(self) -> int:
         """Items an item shard lists in the popularity ranking: 8× its fair share of the head.
@@ -151,15 +174,42 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return Path(self.run_dir) / STACK_FILE_NAME
 
     def redis_key_prefix(self) -> str:
-        """Prefix with its separator, e.g. ``fr:``."""
-        return f"{self.redis_prefix}:"
+        """Prefix with its separator, e.g. ``{fr}:`` (the namespace as a hash tag)."""
+        return "{" + self.redis_prefix + "}:"
 
 
-def _env_overrides(environ: dict[str, str]) -> dict[str, str]:
-    overrides: dict[str, str] = {}
+def _librdkafka_properties(name: str, text: str) -> dict[str, str]:
+    """A JSON object of librdkafka properties from the environment, values as strings."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError as exc:
+        raise ValueError(
+            f"{name} is not JSON ({exc}): expected an object like "
+            '{"security.protocol": "SASL_SSL"}'
+        ) from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a JSON object of librdkafka properties")
+    properties: dict[str, str] = {}
+    for key, item in value.items():
+        if isinstance(item, bool):
+            properties[key] = "true" if item else "false"
+        elif isinstance(item, str | int | float):
+            properties[key] = str(item)
+        else:
+            raise ValueError(f"{name}: {key!r} must be a string, number or boolean")
+    return properties
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
     for field in msgspec.structs.fields(Settings):
-        value = environ.get(ENV_PREFIX + field.name.upper())
-        if value is not None:
+        env_name = ENV_PREFIX + field.name.upper()
+        value = environ.get(env_name)
+        if value is None:
+            continue
+        if field.name == "kafka_config":
+            overrides[field.name] = _librdkafka_properties(env_name, value)
+        else:
             overrides[field.name] = value
     return overrides
 
@@ -195,5 +245,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """``FRESHREC_*`` variables reproducing ``settings`` in a child process."""
     env: dict[str, str] = {}
     for field in msgspec.structs.fields(Settings):
-        env[ENV_PREFIX + field.name.upper()] = str(getattr(settings, field.name))
+        value = getattr(settings, field.name)
+        text = json.dumps(value) if isinstance(value, dict) else str(value)
+        env[ENV_PREFIX + field.name.upper()] = text
     return env

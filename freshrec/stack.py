@@ -89,9 +89,10 @@ def redis_server_binary() -> str:
 # --- readiness and topics -------------------------------------------------------------------
 
 
-def _admin_client(bootstrap: str) -> AdminClient:
+def _admin_client(bootstrap: str, client_config: Mapping[str, str] | None = None) -> AdminClient:
     return AdminClient(
         {
+            **(client_config or {}),
             "bootstrap.servers": bootstrap,
             # "Connection refused" is the expected state while waiting for a broker to come up;
             # librdkafka would print it to stderr several times a second.
@@ -133,14 +134,20 @@ def _poll_until(answers: Callable[[float], bool], timeout_s: float, failure: str
         time.sleep(_POLL_INTERVAL_S)
 
 
-def wait_for_kafka(bootstrap: str, timeout_s: float = READY_TIMEOUT_S) -> None:
+def wait_for_kafka(
+    bootstrap: str,
+    timeout_s: float = READY_TIMEOUT_S,
+    client_config: Mapping[str, str] | None = None,
+) -> None:
     """Return once a broker at ``bootstrap`` answers a metadata request.
+
+    ``client_config``: librdkafka properties (``Settings.kafka_config``: SASL/TLS).
 
     Raises:
         TimeoutError: nothing answered within ``timeout_s``.
 
     """
-    admin = _admin_client(bootstrap)
+    admin = _admin_client(bootstrap, client_config)
     _poll_until(
         lambda wait_s: _kafka_answers(admin, wait_s),
         timeout_s,
@@ -163,7 +170,10 @@ def wait_for_redis(url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
 
 
 def create_topics(
-    bootstrap: str, partitions_by_topic: Mapping[str, int], timeout_s: float = 10.0
+    bootstrap: str,
+    partitions_by_topic: Mapping[str, int],
+    timeout_s: float = 10.0,
+    client_config: Mapping[str, str] | None = None,
 ) -> None:
     """Create each topic with its partition count; topics that already exist are kept.
 
@@ -175,7 +185,7 @@ def create_topics(
             (also the case when an existing topic has a different partition count).
 
     """
-    admin = _admin_client(bootstrap)
+    admin = _admin_client(bootstrap, client_config)
     new_topics = [
         NewTopic(name, num_partitions=partitions, replication_factor=1)
         for name, partitions in partitions_by_topic.items()

@@ -62,6 +62,7 @@ def create_app(settings: Settings) -> Litestar:
                 settings.kafka_bootstrap,
                 linger_ms=settings.producer_linger_ms,
                 timeout_s=settings.produce_timeout_s,
+                client_config=settings.kafka_config,
             )
         )
         index.start()

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -39,9 +40,18 @@ class BrokerUnavailable(Exception):
 class EventProducer:
     """Produce keyed records and await their acknowledgements."""
 
-    def __init__(self, bootstrap: str, *, linger_ms: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        linger_ms: int,
+        timeout_s: float,
+        client_config: Mapping[str, str] | None = None,
+    ) -> None:
+        """``client_config``: librdkafka properties (SASL/TLS) under the producer's own."""
         self.timeout_s = timeout_s
-        self._config = {
+        self._config: dict[str, Any] = {
+            **(client_config or {}),
             "bootstrap.servers": bootstrap,
             "enable.idempotence": True,
             "acks": "all",

@@ -1,20 +1,38 @@
 """Every Redis key freshrec uses, in one place.
 
-Ids are always the *last* component of a key, so no id (whatever it contains) can produce
-another entity's key: ``fr:u:a:b`` is user ``a:b`` and nothing else. Ids reaching this module
-were validated by the event schema (printable, <= 128 chars).
+Every key starts with the deployment's namespace as a Redis Cluster hash tag, ``{fr}:``:
+Redis Cluster hashes only the text between the first ``{`` and ``}``, so all keys of one
+deployment share a slot and the multi-key scripts and commands of state/store.py (MSET of
+many users, EVAL over the item keys, a script reading neighbour lists) never fail with
+CROSSSLOT. Ids are always the *last* component of a key, so no id (whatever it contains) can
+produce another entity's key: ``{fr}:u:a:b`` is user ``a:b`` and nothing else. Ids reaching
+this module were validated by the event schema (printable, <= 128 chars).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+def check_namespace(namespace: str) -> None:
+    """Raise ValueError unless ``namespace`` can be a hash tag (non-empty, no braces)."""
+    if not namespace or "{" in namespace or "}" in namespace:
+        raise ValueError(
+            f"Redis namespace must be non-empty and free of '{{' and '}}', got {namespace!r}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Key builder for one deployment namespace (``prefix``)."""
+    """Key builder for one deployment namespace (``Settings.redis_prefix``)."""
 
-    prefix: str
+    namespace: str
+    prefix: str = field(init=False)
+    """What every key starts with: the namespace as a hash tag, ``{fr}``."""
+
+    def __post_init__(self) -> None:
+        check_namespace(self.namespace)
+        object.__setattr__(self, "prefix", "{" + self.namespace + "}")
 
     def user(self, user_id: str) -> str:
         """String: the user's record (vector, window, seen items), msgpack."""

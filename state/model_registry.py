@@ -2,7 +2,7 @@
 
 A version is a copy of every item vector at one moment plus the config that produced it,
 kept in Redis (the last ``keep`` versions) and on disk (``<run_dir>/models/<id>.npz``).
-Serving follows the *active* version when one is set (``fr:mv:active``), else the live
+Serving follows the *active* version when one is set (``{fr}:mv:active``), else the live
 stream. Every promotion and rollback is recorded on the version and in the alarm stream, so
 the dashboard and an operator can see what served when.
 """
