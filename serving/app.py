@@ -34,6 +34,7 @@ from serving.rate_limit import RateLimitMiddleware, TokenBucketLimiter, client_a
 from serving.recommendations import RecommendationsController
 from serving.recommender import Recommender, compile_kernels
 from serving.schemas import Health
+from serving.shop import ShopController, cors_config
 from state.store import RedisStore
 
 # Serving must answer fast or fall back: a Redis call that takes longer than this is failed.
@@ -98,6 +99,7 @@ def create_app(settings: Settings) -> Litestar:
             health,
             MetricsController,
             MonitoringController,
+            ShopController,
             *([BenchController] if settings.bench_endpoints else []),
         ],
         # Labelled by route template, not by raw path (bounded cardinality).
@@ -111,6 +113,7 @@ def create_app(settings: Settings) -> Litestar:
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_class=JsonBodyRequest,
+        cors_config=cors_config(settings),
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
