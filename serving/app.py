@@ -26,7 +26,7 @@ from serving.errors import EXCEPTION_HANDLERS, JsonBodyRequest
 from serving.http_metrics import http_metrics_middleware
 from serving.ingest import EventsController
 from serving.item_index import ItemIndex
-from serving.items import CatalogueController, ItemsController
+from serving.items import CatalogueController, CataloguePagesController, ItemsController
 from serving.models import ModelsController
 from serving.monitoring import MonitoringController, start_api_monitor
 from serving.producer import EventProducer
@@ -89,6 +89,7 @@ def create_app(settings: Settings) -> Litestar:
             ingest_router(settings),
             RecommendationsController,
             ItemsController,
+            CataloguePagesController,
             # Guards only where needed: Litestar copies the handler for every guard call,
             # which cost every request ~30 µs when the admin check was app-wide.
             Router(

@@ -49,6 +49,13 @@ class ItemsController(Controller):
     ) -> SimilarItems:
         return recommender.similar(item_id, k)
 
+
+class CataloguePagesController(Controller):
+    """The catalogue, readable by anyone (storefront tiles); written by ``PUT /v1/items``."""
+
+    path = "/v1/catalogue"
+    tags = ["items"]
+
     @get(
         "/",
         summary="The catalogue, a page at a time",

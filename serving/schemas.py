@@ -51,7 +51,7 @@ class CatalogueEntry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
 
 
 class CataloguePage(msgspec.Struct, frozen=True):
-    """Catalogue entries of ``GET /v1/items``, in the order they were written."""
+    """Catalogue entries of ``GET /v1/catalogue``, in the order they were written."""
 
     items: list[CatalogueEntry]
     next_offset: int | None

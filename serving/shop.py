@@ -1,6 +1,6 @@
 """The browser side: the SDK (``/sdk.js``) and the demo storefront (``/shop``) that uses it.
 
-Both are static files read once; the storefront reads the catalogue (``GET /v1/items``) and
+Both are static files read once; the storefront reads the catalogue (``GET /v1/catalogue``) and
 recommendations through the SDK like any shop page on another origin would (CORS: the
 ``shop_origins`` setting).
 """
