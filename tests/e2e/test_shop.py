@@ -8,16 +8,19 @@ shopper opens ``/shop`` (anonymous: the SDK makes their id), views three product
 from __future__ import annotations
 
 import gzip
+import json
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from playwright.sync_api import sync_playwright
 
 from freshrec.bulk_import import import_catalogue
 from freshrec.datasets import load_taobao
 from freshrec.demo import demo_catalogue
+from freshrec.events import Event, decode_event
 from freshrec.replay import iter_events, send_to_api
 from serving.shop import SDK_JS
 from state.store import RedisStore
@@ -87,3 +90,67 @@ def test_viewing_three_products_changes_the_panel_and_names_one(
 def test_sdk_is_small() -> None:
     # The SDK ships to every shop page; keep it dependency-free and a few KB.
     assert len(gzip.compress(SDK_JS, 9)) < 4096
+
+
+def read_events(settings, expected: int) -> list[Event]:
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "sdk"})
+    consumer.assign([TopicPartition(settings.events_topic, p, OFFSET_BEGINNING) for p in range(4)])
+    found: list[Event] = []
+    try:
+        deadline = time.monotonic() + 20
+        while len(found) < expected and time.monotonic() < deadline:
+            found += [
+                decode_event(m.value())
+                for m in consumer.consume(500, timeout=0.5)
+                if m.error() is None
+            ]
+    finally:
+        consumer.close()
+    return found
+
+
+def test_the_sdk_retries_with_the_same_ids_beacons_on_leave_and_keeps_its_id(
+    make_settings, tmp_path: Path
+) -> None:
+    """Against the real API (no worker needed): the events must land on the topic."""
+    settings = make_settings()
+    with running_pipeline(settings, tmp_path) as pipe:
+        posted: list[list[dict]] = []
+        refusals = [1]
+
+        def flaky_ingest(route) -> None:  # the first POST meets an overloaded API
+            posted.append(json.loads(route.request.post_data or "[]"))
+            if refusals:
+                refusals.pop()
+                route.fulfill(status=503, headers={"Retry-After": "0.2"}, body="{}")
+            else:
+                route.continue_()
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            context = browser.new_context()
+            page = context.new_page()
+            page.goto(pipe.api_url + "/shop")
+            page.route("**/v1/events", flaky_ingest)
+            page.evaluate("() => { fr.view('sku-1'); fr.addToCart('sku-1'); fr.flush(); }")
+            page.wait_for_function("localStorage.getItem('freshrec.queue') === '[]'")
+            first_id = page.evaluate("fr.userId")
+            page.unroute("**/v1/events")
+            # Leaving the page: what is still queued goes out with sendBeacon.
+            page.evaluate("() => { clearInterval(fr.timer); fr.purchase('sku-1'); }")
+            page.goto("about:blank")
+            # Read before another page could send the stored queue: only the beacon did.
+            events = read_events(settings, 3)
+            again = context.new_page()
+            again.goto(pipe.api_url + "/shop")
+            second_id = again.evaluate("fr.userId")
+            browser.close()
+    assert len(posted) >= 2 and posted[0] == posted[1]  # the retry carried the same ids
+    assert [e["type"] for e in posted[0]] == ["view", "add_to_cart"]
+    assert first_id == second_id and first_id.startswith("anon-")
+    mine = sorted((e.type, e.item_id) for e in events if e.user_id == first_id)
+    assert mine == [("add_to_cart", "sku-1"), ("purchase", "sku-1"), ("view", "sku-1")]
+    assert {e.event_id for e in events if e.type != "purchase"} == {
+        e["event_id"] for e in posted[0]
+    }
+    assert all(e.context and e.context.page.endswith("/shop") for e in events)
