@@ -16,6 +16,8 @@ from state.records import CatalogueItem
 from state.store import RedisStore
 
 MAX_CATALOGUE_BATCH = 1000
+#: Redis indexes are 64-bit: a larger offset would be a 500, not an empty page.
+MAX_CATALOGUE_OFFSET = 1_000_000_000
 
 ItemIdParam = Annotated[
     str,
@@ -67,7 +69,7 @@ class CataloguePagesController(Controller):
         self,
         store: NamedDependency[RedisStore],
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_CATALOGUE_BATCH)] = 24,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=MAX_CATALOGUE_OFFSET)] = 0,
     ) -> CataloguePage:
         page = [
             CatalogueEntry(**msgspec.structs.asdict(e)) for e in store.catalogue_page(offset, limit)

@@ -53,7 +53,10 @@ def test_the_catalogue_is_read_a_page_at_a_time_in_write_order(client: TestClien
     assert [e["item_id"] for e in rest["items"]] == ["i3", "i4"] and rest["next_offset"] is None
 
 
-@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 1001}, {"offset": -1}, {"limit": "x"}])
+@pytest.mark.parametrize(
+    "params",
+    [{"limit": 0}, {"limit": 1001}, {"offset": -1}, {"offset": 2**63}, {"limit": "x"}],
+)
 def test_bad_catalogue_parameters_are_a_400_with_the_reason(
     client: TestClient, params: dict[str, object]
 ) -> None:
