@@ -70,6 +70,13 @@ def _scan(path: Path) -> pl.LazyFrame:
     raise BadImportFile(f"{path}: expected a .csv, .tsv or .parquet file")
 
 
+def _schema(frame: pl.LazyFrame, path: Path) -> pl.Schema:
+    try:
+        return frame.collect_schema()
+    except (pl.exceptions.PolarsError, OSError) as exc:  # not CSV / Parquet inside
+        raise BadImportFile(f"{path}: cannot read the file: {exc}") from exc
+
+
 def _check_columns(
     schema: pl.Schema, required: Sequence[str], optional: Sequence[str], what: str
 ) -> None:
@@ -140,7 +147,7 @@ def import_events(
     """
     path = Path(path)
     frame = _scan(path)
-    schema = frame.collect_schema()
+    schema = _schema(frame, path)
     _check_columns(schema, EVENT_COLUMNS, OPTIONAL_EVENT_COLUMNS + CONTEXT_COLUMNS, str(path))
     target = settings.events_topic if topic is None else topic
     producer = confluent_kafka.Producer(
@@ -174,45 +181,36 @@ def import_events(
         ) as bar,
         _no_cyclic_gc(),
     ):
-        for chunk in _chunks(frame, chunk_rows):
-            built = event_payloads(chunk)
-            payloads = built["payload"].cast(pl.Binary).to_list()
-            records: list[dict[str, Any]] = [
-                {"value": value, "key": key}
-                for value, key in zip(payloads, built["key"].to_list(), strict=True)
-            ]
-            # One native call per chunk: per record the event's user id, or why it is invalid.
-            verdicts = _native.decode_batch(list(map(_Message, payloads)), skew_s)
-            # Every reason starts with its JSON path ("$..."): only a user id starting with
-            # "$" could be mistaken for one, so those few are judged again, alone.
-            keys = built["key"]
-            suspect = (pl.Series(verdicts, dtype=pl.String) != keys) | keys.str.starts_with("$")
-            reasons: dict[int, str] = {}
-            for n in suspect.arg_true().to_list():
-                checked = _native.decode_event(records[n]["value"], time.time(), skew_s)
-                if isinstance(checked, str):
-                    reasons[n] = checked
-            valid = [r for n, r in enumerate(records) if n not in reasons] if reasons else records
-            for n, reason in reasons.items():
-                rejected += 1
-                if len(first_errors) < 5:
-                    first_errors.append(f"row {rows + n + 1}: {reason}")
-                value, cut_key, cut = bounded_dead_letter(
-                    records[n]["value"], str(records[n]["key"]).encode()
+        try:
+            for chunk in _chunks(frame, chunk_rows):
+                built = event_payloads(chunk)
+                records, reasons = judge(built, skew_s)
+                valid = (
+                    [r for n, r in enumerate(records) if n not in reasons] if reasons else records
                 )
-                headers: list[tuple[str, str | bytes | None]] = [
-                    ("reason", reason.encode()[:4096]),
-                    ("source", b"import"),
-                    ("source_file", source),
-                    ("source_row", str(rows + n + 1).encode()),
-                    *cut,
-                ]
-                _produce(producer, settings.dlq_topic, value, cut_key or b"", headers, on_error)
-            _produce_batch(producer, target, valid, on_error)
-            imported += len(valid)
-            rows += chunk.height
-            bar.update(chunk.height)
-        undelivered = producer.flush(60)
+                for n, reason in reasons.items():
+                    rejected += 1
+                    if len(first_errors) < 5:
+                        first_errors.append(f"row {rows + n + 1}: {reason}")
+                    value, cut_key, cut = bounded_dead_letter(
+                        records[n]["value"], str(records[n]["key"]).encode()
+                    )
+                    headers: list[tuple[str, str | bytes | None]] = [
+                        ("reason", reason.encode()[:4096]),
+                        ("source", b"import"),
+                        ("source_file", source),
+                        ("source_row", str(rows + n + 1).encode()),
+                        *cut,
+                    ]
+                    _produce(producer, settings.dlq_topic, value, cut_key or b"", headers, on_error)
+                _produce_batch(producer, target, valid, on_error)
+                imported += len(valid)
+                rows += chunk.height
+                bar.update(chunk.height)
+        finally:
+            # Also when the file turns out unreadable mid-way: what was queued is delivered
+            # (the stats below are not reached; the rows before the bad one are imported).
+            undelivered = producer.flush(60)
     seconds = time.monotonic() - started
     if failures or undelivered:
         raise RuntimeError(
@@ -243,6 +241,29 @@ def _no_cyclic_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def judge(built: pl.DataFrame, skew_s: float) -> tuple[list[dict[str, Any]], dict[int, str]]:
+    """Records of :func:`event_payloads` rows for ``produce_batch``, and the invalid ones' reasons.
+
+    One native call per chunk (``decode_batch``: per record the event's user id, or why it
+    is invalid). Every reason starts with its JSON path ("$..."), so only a user id starting
+    with "$" could be mistaken for one: those few are judged again, alone.
+    """
+    payloads = built["payload"].cast(pl.Binary).to_list()
+    records: list[dict[str, Any]] = [
+        {"value": value, "key": key}
+        for value, key in zip(payloads, built["key"].to_list(), strict=True)
+    ]
+    verdicts = _native.decode_batch(list(map(_Message, payloads)), skew_s)
+    keys = built["key"]
+    suspect = (pl.Series(verdicts, dtype=pl.String) != keys) | keys.str.starts_with("$")
+    reasons: dict[int, str] = {}
+    for n in suspect.arg_true().to_list():
+        checked = _native.decode_event(records[n]["value"], time.time(), skew_s)
+        if isinstance(checked, str):
+            reasons[n] = checked
+    return records, reasons
 
 
 class _Message(NamedTuple):
@@ -315,7 +336,7 @@ def import_catalogue(path: str | Path, store: RedisStore, *, progress: bool = Tr
     """
     path = Path(path)
     frame = _scan(path)
-    schema = frame.collect_schema()
+    schema = _schema(frame, path)
     _check_columns(schema, ("item_id",), CATALOGUE_COLUMNS[1:], str(path))
     # Ids and titles as text; price and availability as the file has them, converted like
     # the API's query values (strict=False: "9.90" → 9.9, "false"/"0" → False).

@@ -98,12 +98,13 @@ def test_invalid_rows_become_dead_letters_with_their_reasons(
         "e6,u6,i6,rec_click,1700000000.25,,\n"
         "e7,u7,i7,add_to_cart,1700000000.5,desktop,\n"
         "e8,u8,i8,view,2026-11-29T10:00:00Z,,Germany\n"
+        "e9,$vip,i9,view,2026-11-29T10:00:00Z,,\n"  # an id that looks like a reason's path
     )
     stats = import_events(path, settings, progress=False)
-    assert (stats.rows, stats.imported, stats.rejected) == (8, 2, 6)
-    good = [decode_event(m.value()) for m in read_topic(settings, settings.events_topic, 4, 2)]
+    assert (stats.rows, stats.imported, stats.rejected) == (9, 3, 6)
+    good = [decode_event(m.value()) for m in read_topic(settings, settings.events_topic, 4, 3)]
     by_id = {e.event_id: e for e in good}
-    assert set(by_id) == {"e1", "e7"}
+    assert set(by_id) == {"e1", "e7", "e9"} and by_id["e9"].user_id == "$vip"
     assert by_id["e1"].user_id == "007"  # CSV ids stay text
     assert by_id["e1"].context is not None and by_id["e1"].context.country == "DE"
     assert by_id["e7"].ts == datetime.fromtimestamp(1700000000.5, UTC)
@@ -159,6 +160,9 @@ def test_files_that_cannot_be_imported_are_refused_with_a_reason(
     (tmp_path / "a.json").write_text("{}")
     with pytest.raises(BadImportFile, match="expected a .csv, .tsv or .parquet"):
         import_events(tmp_path / "a.json", settings, progress=False)
+    (tmp_path / "b.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(BadImportFile, match="b.parquet: cannot read the file"):
+        import_events(tmp_path / "b.parquet", settings, progress=False)
     assert main(["import", "events", str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv: no such file" in capsys.readouterr().err
 
