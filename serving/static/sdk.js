@@ -15,6 +15,8 @@
   var STORE = "freshrec.";
   var MAX_QUEUE = 1000;
   var TEXT_MAX = 2048;
+  // Browsers refuse keepalive fetches and beacons over 64 KiB (all in flight together).
+  var BODY_MAX = 60000;
 
   function storage(kind) {
     try { var s = global[kind]; s.setItem(STORE + "probe", "1"); s.removeItem(STORE + "probe"); return s; }
@@ -24,6 +26,16 @@
     if (global.crypto && crypto.randomUUID) return crypto.randomUUID().replace(/-/g, "");
     var out = "";
     for (var i = 0; i < 32; i++) out += Math.floor(Math.random() * 16).toString(16);
+    return out;
+  }
+  // The oldest events whose JSON array stays within BODY_MAX (at least one).
+  function take(queue) {
+    var size = 2, out = [];
+    for (var i = 0; i < queue.length && out.length < 500; i++) {
+      size += JSON.stringify(queue[i]).length + 1;
+      if (out.length && size > BODY_MAX) break;
+      out.push(queue[i]);
+    }
     return out;
   }
   function remembered(store, key, make) {
@@ -105,7 +117,7 @@
     var self = this;
     if (this.inFlight) return this.inFlight.then(function () { return self.queue.length && self.flush(); });
     if (!this.queue.length || Date.now() < this.retryAt) return Promise.resolve();
-    var batch = this.queue.slice(0, 500);
+    var batch = take(this.queue);
     this.inFlight = fetch(this.api + "/v1/events", {
       method: "POST",
       headers: { "content-type": "application/json" },
@@ -140,7 +152,7 @@
   /** The page is going away: hand the queue to the browser (text/plain: no CORS preflight). */
   Tracker.prototype.beacon = function () {
     if (!this.queue.length || !navigator.sendBeacon) return false;
-    var batch = this.queue.slice(0, 500);
+    var batch = take(this.queue);
     var blob = new Blob([JSON.stringify(batch)], { type: "text/plain;charset=UTF-8" });
     if (!navigator.sendBeacon(this.api + "/v1/events", blob)) return false; // kept for next time
     this._done(batch);
