@@ -191,6 +191,8 @@ class Client:
     def send(self, events: Sequence[EventLike]) -> BatchResult:
         """Post one batch now (ids added where missing), retrying overloads."""
         events = [with_event_id(e) for e in events]
+        if not events:  # the API refuses an empty batch; nothing to send is no error
+            return BatchResult(0, [], 0, 0)
         body = _encode_batch(events)
         problem = ""
         for attempt in range(1, self._buffer.max_attempts + 1):
@@ -283,6 +285,8 @@ class AsyncClient:
     async def send(self, events: Sequence[EventLike]) -> BatchResult:
         """Post one batch now (ids added where missing), retrying overloads."""
         events = [with_event_id(e) for e in events]
+        if not events:  # the API refuses an empty batch; nothing to send is no error
+            return BatchResult(0, [], 0, 0)
         body = _encode_batch(events)
         problem = ""
         for attempt in range(1, self._buffer.max_attempts + 1):

@@ -102,6 +102,14 @@ def test_server_errors_and_exhausted_retries_raise(api_double: Callable[..., str
     assert len(busy.batches) == 3
 
 
+def test_an_empty_batch_is_not_posted(api_double: Callable[..., str]) -> None:
+    double = IngestDouble(accept_all)
+    with Client(api_double(double)) as client:
+        assert client.send([]).accepted == 0
+        assert client.flush() == []
+    assert double.batches == []
+
+
 def test_bad_arguments_fail_at_construction() -> None:
     with pytest.raises(ValueError, match="batch_size"):
         Client("http://127.0.0.1:1", batch_size=0)
