@@ -127,6 +127,31 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from freshrec.bulk_import import import_catalogue, import_events
+
+    settings = load_settings()
+    if args.what == "events":
+        stats = import_events(args.path, settings, topic=args.topic)
+        print(
+            f"imported {stats.rows:,} rows: {stats.imported:,} events to "
+            f"{args.topic or settings.events_topic}, {stats.rejected:,} dead-lettered to "
+            f"{settings.dlq_topic}; {stats.rows_per_s:,.0f} events/s"
+        )
+    else:
+        from state.store import RedisStore
+
+        store = RedisStore.from_url(settings.redis_url, settings.redis_prefix, settings.factors)
+        stats = import_catalogue(args.path, store)
+        print(
+            f"imported {stats.rows:,} rows: {stats.imported:,} catalogue entries written, "
+            f"{stats.rejected:,} rejected; {stats.rows_per_s:,.0f} rows/s"
+        )
+    for line in stats.first_errors:
+        print(f"  rejected {line}", file=sys.stderr)
+    return 0
+
+
 def _lifecycle(args: argparse.Namespace) -> int:
     import logging
 
@@ -199,6 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--via", choices=["api", "kafka"], default="api")
     replay.add_argument("--api", help="API base URL (default: from settings)")
     replay.set_defaults(func=_replay)
+
+    importer = sub.add_parser(
+        "import",
+        help="bulk import events (to Kafka) or the catalogue (to Redis) from CSV or Parquet",
+        description="events: columns event_id, user_id, item_id, type, ts (RFC 3339 text, or "
+        "unix seconds), optional session_id, category_id, recommendation_id and context "
+        "columns (user_agent, device, country, region, city, page, referrer); invalid rows go "
+        "to the dead-letter topic. catalogue: item_id, optional category_id, price, "
+        "available, title.",
+    )
+    importer.add_argument("what", choices=["events", "catalogue"])
+    importer.add_argument("path", help="a .csv, .tsv or .parquet file")
+    importer.add_argument("--topic", help="events only: another topic than the events topic")
+    importer.set_defaults(func=_import)
 
     lifecycle = sub.add_parser(
         "lifecycle", help="snapshot, validate, promote and roll back model versions"

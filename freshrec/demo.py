@@ -32,10 +32,12 @@ from freshrec.stack import (
     wait_for_kafka,
     wait_for_redis,
 )
+from state.records import CatalogueItem
 from state.store import RedisStore
 
 DEMO_USERS = 3
 NEXT_EVENTS = 3
+DEMO_CATALOGUE_SIZE = 24
 
 
 def _say(text: str = "") -> None:
@@ -75,6 +77,27 @@ def _process(argv: list[str], settings: Settings, log: Path) -> Iterator[object]
         yield proc
     finally:
         processes.stop(proc)
+
+
+def demo_catalogue(history: pl.DataFrame, size: int = DEMO_CATALOGUE_SIZE) -> pl.DataFrame:
+    """The storefront's products: the ``size`` items most interacted with in ``history``.
+
+    Columns as ``freshrec import catalogue`` reads them. The Taobao log has ids only, so the
+    titles are labels made from them and the prices a fixed function of the id.
+    """
+    top = (
+        history.group_by("item_id")
+        .agg(pl.len().alias("n"), pl.col("category_id").first())
+        .sort(["n", "item_id"], descending=[True, False])
+        .head(size)
+    )
+    return top.select(
+        "item_id",
+        "category_id",
+        price=(pl.col("item_id").hash(seed=7) % 20_000 + 99).cast(pl.Float64) / 100,
+        available=pl.lit(True),
+        title=pl.lit("Item ") + pl.col("item_id"),
+    )
 
 
 def _pick_users(history: pl.DataFrame, future: pl.DataFrame) -> list[str]:
@@ -126,12 +149,17 @@ def run_demo(limit: int = 20_000, keep_running: bool = False) -> int:
                 iter_events(history, id_prefix="taobao-"), api_url, total=len(history)
             )
             _say(f"  {stats.accepted:,} accepted at {stats.events_per_s:,.0f} events/s")
+            shop = demo_catalogue(history)
+            written = store.put_catalogue(
+                [CatalogueItem(**row) for row in shop.iter_rows(named=True)]
+            )
+            _say(f"  {written} products in the catalogue: the storefront is {api_url}/shop")
             client = stack.enter_context(httpx.Client(base_url=api_url, timeout=5.0))
             _wait_caught_up(store, history, client)
 
             for user_id in users:
                 _demo_user(client, user_id, future.filter(pl.col("user_id") == user_id))
-            _say(f"\nAPI docs: {api_url}/docs   health: {api_url}/health")
+            _say(f"\nAPI docs: {api_url}/docs   shop: {api_url}/shop   health: {api_url}/health")
             if keep_running:
                 _say("running; Ctrl-C to stop")
                 while True:

@@ -9,7 +9,6 @@ multiple of real time by the events' own timestamps.
 
 from __future__ import annotations
 
-import email.utils
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -17,11 +16,11 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal, cast
 
 import confluent_kafka
-import httpx
 import msgspec
 import polars as pl
 from tqdm import tqdm
 
+from freshrec.client import Client, DeliveryError
 from freshrec.datasets import canonical_dataset_name, load_dataset, movielens_users
 from freshrec.events import Event, EventType, Profile, encode_event
 from freshrec.settings import Settings
@@ -34,10 +33,6 @@ Speed = float | Literal["max"] | None
 MAX_GAP_S: Final = 1.0
 #: Bulk replay trades a few ms of latency for full batches (ingest uses settings' 2 ms).
 REPLAY_LINGER_MS: Final = 5
-#: Statuses after which the same batch is posted again: the API or a proxy is overloaded or
-#: restarting, and event ids make a retried batch that did land harmless (dedup).
-RETRYABLE_STATUSES: Final = frozenset({429, 502, 503, 504})
-DEFAULT_RETRY_AFTER_S: Final = 1.0
 _ROWS_PER_SLICE: Final = 10_000
 
 
@@ -270,50 +265,6 @@ def send_to_kafka(
     return stats
 
 
-def _retry_after_s(response: httpx.Response) -> float:
-    """Seconds to wait from ``Retry-After`` (delta-seconds or an HTTP date)."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return DEFAULT_RETRY_AFTER_S
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return DEFAULT_RETRY_AFTER_S
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def _count_from(body: Any, key: str) -> int | None:
-    """An ``accepted``/``rejected`` count in a response body, given as a number or a list."""
-    value = body.get(key) if isinstance(body, dict) else None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, list):
-        return len(value)
-    return None
-
-
-def _outcome(response: httpx.Response, batch_size: int) -> tuple[int, int]:
-    """(accepted, rejected) of a batch answered with 2xx or a non-retryable 4xx.
-
-    The ingest API reports ``accepted`` and lists ``rejected`` events (422 when some were
-    invalid); a 4xx without ``accepted`` (400, 413) refused the whole batch. Every event of
-    the batch is counted as one or the other, so none goes missing from the stats.
-    """
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    accepted = _count_from(body, "accepted")
-    if accepted is None:
-        accepted = batch_size - (_count_from(body, "rejected") or 0) if response.is_success else 0
-    accepted = min(max(accepted, 0), batch_size)
-    return accepted, batch_size - accepted
-
-
 def send_to_api(
     events: Iterable[Event],
     base_url: str,
@@ -325,7 +276,7 @@ def send_to_api(
     timeout_s: float = 30.0,
     max_attempts: int = 30,
 ) -> ReplayStats:
-    """POST events in JSON batches to ``{base_url}/v1/events``, as any client would.
+    """POST events in JSON batches to ``{base_url}/v1/events`` with :class:`freshrec.client.Client`.
 
     On 429/502/503/504 or a broken connection the same batch is posted again after
     ``Retry-After`` (default 1 s), up to ``max_attempts`` times, then :class:`ReplayError`.
@@ -333,50 +284,27 @@ def send_to_api(
     on (invalid events are the API's to dead-letter); a 5xx that is no overload (a server
     bug) stops it with :class:`ReplayError`.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     pacer = _Pacer(speed)
-    url = base_url.rstrip("/") + "/v1/events"
-    encoder = msgspec.json.Encoder()
     sent = accepted = rejected = 0
     started = time.monotonic()
     batch: list[Event] = []
 
     with (
-        httpx.Client(timeout=timeout_s) as client,
+        Client(
+            base_url, batch_size=batch_size, max_attempts=max_attempts, timeout_s=timeout_s
+        ) as client,
         _progress_bar(total, progress, "replay → api") as bar,
     ):
 
         def post(pending: list[Event]) -> None:
             nonlocal sent, accepted, rejected
-            body = encoder.encode(pending)
-            for attempt in range(1, max_attempts + 1):
-                try:
-                    response = client.post(
-                        url, content=body, headers={"content-type": "application/json"}
-                    )
-                except httpx.TransportError as exc:
-                    problem, wait_s = f"{type(exc).__name__}: {exc}", DEFAULT_RETRY_AFTER_S
-                else:
-                    if response.status_code not in RETRYABLE_STATUSES:
-                        break
-                    problem, wait_s = f"HTTP {response.status_code}", _retry_after_s(response)
-                if attempt == max_attempts:
-                    raise ReplayError(
-                        f"batch of {len(pending)} not accepted after {max_attempts} attempts "
-                        f"({problem})",
-                        _stats(sent, accepted, rejected, started),
-                    )
-                time.sleep(wait_s)
-            if response.status_code >= 500:
-                raise ReplayError(
-                    f"{url} answered {response.status_code}: {response.text[:500]}",
-                    _stats(sent, accepted, rejected, started),
-                )
-            batch_accepted, batch_rejected = _outcome(response, len(pending))
+            try:
+                result = client.send(pending)
+            except DeliveryError as exc:
+                raise ReplayError(str(exc), _stats(sent, accepted, rejected, started)) from exc
             sent += len(pending)
-            accepted += batch_accepted
-            rejected += batch_rejected
+            accepted += result.accepted
+            rejected += len(pending) - result.accepted
             bar.update(len(pending))
 
         for event in events:

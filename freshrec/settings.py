@@ -147,6 +147,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     bench_endpoints: bool = False
     """Mount ``/v1/bench/*`` reference endpoints (benchmarks/bench_serving.py only)."""
 
+    # --- browser SDK and storefront (/sdk.js, /shop) -------------------------------------
+    shop_origins: str = ""
+    """Comma-separated origins whose pages may call the API from the browser (CORS), e.g.
+    ``https://shop.example,https://www.shop.example``; ``*`` allows any; empty: none (the
+    API's own ``/shop`` page needs no CORS)."""
+    sdk_cache_s: int = 300
+    """How long browsers and CDNs may cache ``/sdk.js`` (``Cache-Control: max-age``)."""
+
     def __post_init__(self) -> None:
         reserved = sorted(KAFKA_RESERVED_KEYS & set(self.kafka_config))
         if reserved:
@@ -172,6 +180,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def stack_file(self) -> Path:
         """Where ``freshrec stack up`` records the addresses of what it started."""
         return Path(self.run_dir) / STACK_FILE_NAME
+
+    @property
+    def shop_origin_list(self) -> list[str]:
+        """:attr:`shop_origins` as a list, blanks dropped."""
+        return [o.strip().rstrip("/") for o in self.shop_origins.split(",") if o.strip()]
 
     def redis_key_prefix(self) -> str:
         """Prefix with its separator, e.g. ``{fr}:`` (the namespace as a hash tag)."""

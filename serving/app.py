@@ -26,7 +26,7 @@ from serving.errors import EXCEPTION_HANDLERS, JsonBodyRequest
 from serving.http_metrics import http_metrics_middleware
 from serving.ingest import EventsController
 from serving.item_index import ItemIndex
-from serving.items import CatalogueController, ItemsController
+from serving.items import CatalogueController, CataloguePagesController, ItemsController
 from serving.models import ModelsController
 from serving.monitoring import MonitoringController, start_api_monitor
 from serving.producer import EventProducer
@@ -34,6 +34,7 @@ from serving.rate_limit import RateLimitMiddleware, TokenBucketLimiter, client_a
 from serving.recommendations import RecommendationsController
 from serving.recommender import Recommender
 from serving.schemas import Health
+from serving.shop import ShopController, cors_config
 from state.store import RedisStore
 
 # Serving must answer fast or fall back: a Redis call that takes longer than this is failed.
@@ -88,6 +89,7 @@ def create_app(settings: Settings) -> Litestar:
             ingest_router(settings),
             RecommendationsController,
             ItemsController,
+            CataloguePagesController,
             # Guards only where needed: Litestar copies the handler for every guard call,
             # which cost every request ~30 µs when the admin check was app-wide.
             Router(
@@ -98,6 +100,7 @@ def create_app(settings: Settings) -> Litestar:
             health,
             MetricsController,
             MonitoringController,
+            ShopController,
             *([BenchController] if settings.bench_endpoints else []),
         ],
         # Labelled by route template, not by raw path (bounded cardinality).
@@ -111,6 +114,7 @@ def create_app(settings: Settings) -> Litestar:
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_class=JsonBodyRequest,
+        cors_config=cors_config(settings),
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

@@ -1,20 +1,23 @@
-"""Item endpoints: similar items for product pages, and the catalogue (admin)."""
+"""Item endpoints: similar items for product pages, and the catalogue (written by admins)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
+import msgspec
 from litestar import Controller, get, put
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from serving.recommender import Recommender
-from serving.schemas import CatalogueEntry, CatalogueResult, SimilarItems
+from serving.schemas import CatalogueEntry, CataloguePage, CatalogueResult, SimilarItems
 from state.records import CatalogueItem
 from state.store import RedisStore
 
 MAX_CATALOGUE_BATCH = 1000
+#: Redis indexes are 64-bit: a larger offset would be a 500, not an empty page.
+MAX_CATALOGUE_OFFSET = 1_000_000_000
 
 ItemIdParam = Annotated[
     str,
@@ -47,6 +50,31 @@ class ItemsController(Controller):
         k: Annotated[int, QueryParameter(ge=1, le=100, description="How many items")] = 10,
     ) -> SimilarItems:
         return recommender.similar(item_id, k)
+
+
+class CataloguePagesController(Controller):
+    """The catalogue, readable by anyone (storefront tiles); written by ``PUT /v1/items``."""
+
+    path = "/v1/catalogue"
+    tags = ["items"]
+
+    @get(
+        "/",
+        summary="The catalogue, a page at a time",
+        description="Entries of `PUT /v1/items` in the order they were written (what a "
+        "storefront shows as product tiles).",
+        sync_to_thread=False,
+    )
+    def catalogue(
+        self,
+        store: NamedDependency[RedisStore],
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_CATALOGUE_BATCH)] = 24,
+        offset: Annotated[int, QueryParameter(ge=0, le=MAX_CATALOGUE_OFFSET)] = 0,
+    ) -> CataloguePage:
+        page = [
+            CatalogueEntry(**msgspec.structs.asdict(e)) for e in store.catalogue_page(offset, limit)
+        ]
+        return CataloguePage(page, offset + limit if len(page) == limit else None)
 
 
 class CatalogueController(Controller):

@@ -50,6 +50,14 @@ class CatalogueEntry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     available: bool = True
 
 
+class CataloguePage(msgspec.Struct, frozen=True):
+    """Catalogue entries of ``GET /v1/catalogue``, in the order they were written."""
+
+    items: list[CatalogueEntry]
+    next_offset: int | None
+    """Offset of the next page; null on the last one."""
+
+
 class CatalogueResult(msgspec.Struct, frozen=True):
     """Outcome of ``PUT /v1/items``."""
 

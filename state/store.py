@@ -665,6 +665,14 @@ class RedisStore:
         items = [decode_catalogue_item(b) for b in blobs if b is not None]
         return CatalogueChanges(items, int(max(score for _, score in changed)))
 
+    def catalogue_page(self, offset: int, limit: int) -> list[CatalogueItem]:
+        """Catalogue entries in the order they were last written, ``limit`` from ``offset``."""
+        members = self.client.zrange(self.keys.catalogue_changes, offset, offset + limit - 1)
+        if not members:
+            return []
+        blobs = self.client.hmget(self.keys.catalogue, members)
+        return [decode_catalogue_item(b) for b in blobs if b is not None]
+
     def catalogue_item(self, item_id: str) -> CatalogueItem | None:
         """One catalogue entry."""
         blob = self.client.hget(self.keys.catalogue, item_id)
