@@ -606,24 +606,23 @@ class RedisStore:
         """Ids of the items whose factors were written after ``since_seq``, and the newest seq.
 
         Each id once, in the order of its last change. When the log no longer reaches back to
-        ``since_seq`` (trimmed, or ``since_seq=0``), every stored item's id: a superset.
+        ``since_seq`` (trimmed), every stored item's id, sorted: a superset.
         """
         k = self.keys
-        if since_seq > 0:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.get(k.item_change_seq)
-            pipe.xrange(k.item_changes, f"({since_seq}-0", "+")
-            seq, entries = pipe.execute()
-            seq = int(seq or 0)
-            if seq <= since_seq:
-                return [], since_seq
-            if entries and int(entries[0][1][b"first"]) <= since_seq + 1:
-                changed = itertools.chain.from_iterable(
-                    _decode_ids(fields[b"ids"]) for _, fields in entries
-                )
-                # dict keeps first insertion: walk backwards so each id sits at its last change.
-                newest_first = dict.fromkeys(reversed(list(changed)))
-                return list(reversed(newest_first)), int(entries[-1][0].split(b"-")[0])
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(k.item_change_seq)
+        pipe.xrange(k.item_changes, f"({since_seq}-0", "+")
+        seq, entries = pipe.execute()
+        seq = int(seq or 0)
+        if seq <= since_seq:
+            return [], since_seq
+        if entries and int(entries[0][1][b"first"]) <= since_seq + 1:
+            changed = itertools.chain.from_iterable(
+                _decode_ids(fields[b"ids"]) for _, fields in entries
+            )
+            # dict keeps first insertion: walk backwards so each id sits at its last change.
+            newest_first = dict.fromkeys(reversed(list(changed)))
+            return list(reversed(newest_first)), int(entries[-1][0].split(b"-")[0])
         pipe = self.client.pipeline(transaction=True)
         pipe.get(k.item_change_seq)
         pipe.hkeys(k.item_factors)
@@ -631,7 +630,9 @@ class RedisStore:
         seq = int(seq or 0)
         if seq <= since_seq:
             return [], since_seq
-        return [i.decode() for i in ids], seq
+        # Sorted: a hash's own order can change between two reads while Redis rehashes it, and
+        # readers that build from the same store must see the same rows.
+        return sorted(i.decode() for i in ids), seq
 
     def item_vectors(self, item_ids: Sequence[str]) -> tuple[list[str], bytes]:
         """The factors of those items that have them: (ids, float32 vectors row after row)."""
