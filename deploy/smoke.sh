@@ -41,11 +41,11 @@ fi
 ca_args=()
 if [ -n "${BUILD_CA_FILE:-}" ]; then ca_args=(--build-arg "BUILD_CA_PEM=$(cat "$BUILD_CA_FILE")"); fi
 build_started=$(date +%s)
-DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE_IMAGE=$BASE_IMAGE" "${ca_args[@]}" \
+DOCKER_BUILDKIT=0 docker build -q --force-rm --build-arg "BASE_IMAGE=$BASE_IMAGE" "${ca_args[@]}" \
   -t freshrec:0.1.0 . >&2 || die "docker build of freshrec:0.1.0"
 app_build_s=$(( $(date +%s) - build_started ))
 build_started=$(date +%s)
-DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+DOCKER_BUILDKIT=0 docker build -q --force-rm --build-arg "BASE_IMAGE=$BASE_IMAGE" \
   -f deploy/infra.Dockerfile -t freshrec-infra:0.1.0 deploy >&2 || die "docker build of freshrec-infra"
 infra_build_s=$(( $(date +%s) - build_started ))
 size_mb() { echo $(( $(docker image inspect -f '{{.Size}}' "$1") / 1000000 )); }

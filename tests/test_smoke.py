@@ -30,6 +30,7 @@ def test_smoke_run_loses_a_worker_and_applies_every_event_once() -> None:
     )
     assert run.returncode == 0, run.stderr[-3000:]
     summary = run.stdout.strip().splitlines()[-1]
+    print(summary)  # the measurements, with `pytest -s`
     assert summary.startswith("smoke OK"), summary
     measured = json.loads(re.search(r"\{.*\}$", summary).group(0))  # type: ignore[union-attr]
     assert measured["events"] >= 20_000 and measured["accepted"] == measured["events"]
