@@ -657,7 +657,7 @@ def rename_keys(command: tuple[Any, ...], old: str, new: str) -> tuple[Any, ...]
     with it; ids and values are left as they are)."""
     head = old + ":"
     return tuple(
-        new + ":" + a[len(head):] if isinstance(a, str) and a.startswith(head) else a
+        new + ":" + a[len(head) :] if isinstance(a, str) and a.startswith(head) else a
         for a in command
     )
 
@@ -717,7 +717,9 @@ def profile_full_flow(
             if name == "item_batches":  # the item router is built with the shard count
                 router_class = personalize.ItemRouter
 
-                def counted_router(shards: int, watch: _Stopwatch = watch) -> Any:
+                def counted_router(
+                    shards: int, watch: _Stopwatch = watch, router_class: Any = router_class
+                ) -> Any:
                     return watch.wrap(router_class(shards), lambda out, _args: len(out))
 
                 stack.enter_context(patched(personalize, "ItemRouter", counted_router))

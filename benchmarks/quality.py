@@ -216,8 +216,12 @@ class BatchAls:
         matrix.sum_duplicates()
         matrix.data = 1.0 + 10.0 * matrix.data.astype(np.float32)  # confidence, alpha = 10
         model = AlternatingLeastSquares(
-            factors=self.factors, regularization=0.05, iterations=10, random_state=0,
-            use_gpu=False, calculate_training_loss=False,
+            factors=self.factors,
+            regularization=0.05,
+            iterations=10,
+            random_state=0,
+            use_gpu=False,
+            calculate_training_loss=False,
         )
         model.fit(matrix, show_progress=False)
         self.user_ix, self.item_ix = users, items
@@ -282,11 +286,13 @@ class Hybrid:
         mf_rank = {item: r for r, item in enumerate(mf_list)}
         cv_rank = {item: r for r, item in enumerate(cv_list)}
         items = list(dict.fromkeys(cv_list + mf_list))
-        fused = np.asarray([
-            (self.mf_weight / (10 + mf_rank[i]) if i in mf_rank else 0.0)
-            + (1.0 / (10 + cv_rank[i]) if i in cv_rank else 0.0)
-            for i in items
-        ])
+        fused = np.asarray(
+            [
+                (self.mf_weight / (10 + mf_rank[i]) if i in mf_rank else 0.0)
+                + (1.0 / (10 + cv_rank[i]) if i in cv_rank else 0.0)
+                for i in items
+            ]
+        )
         feats = [self._item_features(i, mf_rank.get(i), cv_rank.get(i)) for i in items]
         return items, feats, fused
 
@@ -295,8 +301,10 @@ class Hybrid:
             return "none" if r is None else str(min(int(math.log2(r + 1)), 6))
 
         return [
-            f"i:{item}", f"c:{self.categories.get(item, '?')}",
-            f"mfr:{bucket(mf_rank)}", f"cvr:{bucket(cv_rank)}",
+            f"i:{item}",
+            f"c:{self.categories.get(item, '?')}",
+            f"mfr:{bucket(mf_rank)}",
+            f"cvr:{bucket(cv_rank)}",
         ]
 
     def _query(self, e: Event) -> list[str]:
@@ -350,7 +358,8 @@ def load_events(dataset: str, csv: str | None, protocol: str, limit: int | None)
         users = datasets.movielens_users()
         for row in users.iter_rows(named=True):
             profiles[row["user_id"]] = (
-                f"gender:{row['gender']}", f"age:{row['age'] // 10}",
+                f"gender:{row['gender']}",
+                f"age:{row['age'] // 10}",
                 f"occ:{row['occupation']}",
             )
     elif name == "taobao":
@@ -437,9 +446,15 @@ def build_models(dataset: str, protocol: str, n_events: int) -> list[Callable[[]
     gap = 30 * day if name == "movielens" else 3 * 3600.0
     refit = max(1000, n_events // 10)
     ours = ImplicitMFParams(
-        factors=32, learn_rate=0.05, regularization=0.01, bias_learn_rate=0.02,
-        negatives=4, negative_weight=1.0, negative_sampling="recency",
-        lr_decay_events=50.0, min_learn_rate_ratio=0.3,
+        factors=32,
+        learn_rate=0.05,
+        regularization=0.01,
+        bias_learn_rate=0.02,
+        negatives=4,
+        negative_weight=1.0,
+        negative_sampling="recency",
+        lr_decay_events=50.0,
+        min_learn_rate_ratio=0.3,
     )
     plain = IsgdParams(factors=32)
 

@@ -1044,6 +1044,7 @@ def collect_writes(batch: list[object]) -> StateWrites: ...
 def enable_timing(on: bool) -> None: ...
 def native_time() -> dict[str, tuple[float, int]]:
     """Part → (seconds spent in its calls, calls) since timing was enabled."""
+
 # --- stage_costs.rs (for benchmarks/bench_pipeline.py) -----------------------------------------
 
 def stage_costs(

@@ -18,7 +18,9 @@ def test_predict_equals_explicit_pairwise_sum() -> None:
     rng = np.random.default_rng(SEED)
     w = rng.normal(size=4).astype(np.float32)
     v = rng.normal(size=(4, 3)).astype(np.float32)
-    explicit = 0.5 + w.sum() + sum(float(v[a] @ v[b]) for a, b in itertools.combinations(range(4), 2))
+    explicit = (
+        0.5 + w.sum() + sum(float(v[a] @ v[b]) for a, b in itertools.combinations(range(4), 2))
+    )
     assert fm_predict(0.5, w, v) == pytest.approx(explicit, rel=1e-5)
 
 
@@ -33,15 +35,21 @@ def test_gradients_match_finite_differences() -> None:
         up, down = w.copy(), w.copy()
         up[j] += eps
         down[j] -= eps
-        num = (fm_loss(b, up, v, target, weight, reg) - fm_loss(b, down, v, target, weight, reg)) / (2 * eps)
+        num = (
+            fm_loss(b, up, v, target, weight, reg) - fm_loss(b, down, v, target, weight, reg)
+        ) / (2 * eps)
         assert g_w[j] == pytest.approx(num, rel=1e-3, abs=1e-5), f"seed {SEED}"
     for j, f in itertools.product(range(3), range(4)):
         up, down = v.copy(), v.copy()
         up[j, f] += eps
         down[j, f] -= eps
-        num = (fm_loss(b, w, up, target, weight, reg) - fm_loss(b, w, down, target, weight, reg)) / (2 * eps)
+        num = (
+            fm_loss(b, w, up, target, weight, reg) - fm_loss(b, w, down, target, weight, reg)
+        ) / (2 * eps)
         assert g_v[j, f] == pytest.approx(num, rel=1e-3, abs=1e-5)
-    num_b = (fm_loss(b + eps, w, v, target, weight, reg) - fm_loss(b - eps, w, v, target, weight, reg)) / (2 * eps)
+    num_b = (
+        fm_loss(b + eps, w, v, target, weight, reg) - fm_loss(b - eps, w, v, target, weight, reg)
+    ) / (2 * eps)
     assert g_b == pytest.approx(num_b, rel=1e-3, abs=1e-5)
 
 
@@ -68,9 +76,13 @@ def test_same_seed_same_model() -> None:
 @settings(max_examples=40, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=4),
-                  st.floats(-1e6, 1e6), st.floats(0.0, 1e4)),
-        min_size=1, max_size=100,
+        st.tuples(
+            st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=4),
+            st.floats(-1e6, 1e6),
+            st.floats(0.0, 1e4),
+        ),
+        min_size=1,
+        max_size=100,
     ),
     st.floats(0.01, 0.99),
 )

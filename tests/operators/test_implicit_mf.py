@@ -44,21 +44,29 @@ def test_pair_gradients_match_finite_differences(target: float) -> None:
 
 
 def test_positive_step_is_a_gradient_step() -> None:
-    params = ImplicitMFParams(factors=4, negatives=0, lr_decay_events=0.0, init_from_neighbours=False)
+    params = ImplicitMFParams(
+        factors=4, negatives=0, lr_decay_events=0.0, init_from_neighbours=False
+    )
     mf = ImplicitMF(params)
     mf.learn("u0", "i0")  # creates both
     u, i = mf.user_index["u0"], mf.item_index["i0"]
     p, q, b = mf.user_factors[u].copy(), mf.item_factors[i].copy(), float(mf.item_bias[i])
     g_p, g_q, _ = pair_gradients(p, q, b, 1.0, 1.0, params.regularization)
     mf.learn("u0", "i0")
-    np.testing.assert_allclose(mf.user_factors[u], p - params.learn_rate * g_p, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(mf.item_factors[i], q - params.learn_rate * g_q, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        mf.user_factors[u], p - params.learn_rate * g_p, rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        mf.item_factors[i], q - params.learn_rate * g_q, rtol=1e-5, atol=1e-6
+    )
 
 
 def _stream(seed: int, n: int = 400) -> list[tuple[str, str, str]]:
     rng = np.random.default_rng(seed)
     kinds = ["view", "add_to_cart", "favourite", "purchase"]
-    return [(f"u{rng.integers(20)}", f"i{rng.integers(50)}", kinds[rng.integers(4)]) for _ in range(n)]
+    return [
+        (f"u{rng.integers(20)}", f"i{rng.integers(50)}", kinds[rng.integers(4)]) for _ in range(n)
+    ]
 
 
 @pytest.mark.parametrize("sampling", ["recency", "popularity", "none"])
@@ -114,7 +122,10 @@ events = st.lists(
 @given(events, st.floats(0.01, 0.99), st.floats(1.0, 1e4))
 def test_no_nan_or_inf_on_adversarial_streams(stream, rate: float, weight: float) -> None:
     params = ImplicitMFParams(
-        factors=4, learn_rate=rate, bias_learn_rate=rate, negatives=3,
+        factors=4,
+        learn_rate=rate,
+        bias_learn_rate=rate,
+        negatives=3,
         event_weights={"view": weight, "purchase": weight * 10},
     )
     mf = ImplicitMF(params)

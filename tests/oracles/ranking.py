@@ -19,6 +19,7 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float32]
 IndexArray = npt.NDArray[np.intp]
 
+
 def row_dot(a: FloatArray, b: FloatArray) -> np.float32:
     """<a, b> of two equal-length float32 vectors, summed in float32."""
     total = np.float32(0.0)
