@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from litestar import MediaType, Request, Response
 from litestar.exceptions import ClientException, HTTPException, ValidationException
 
@@ -33,6 +34,24 @@ def broker_unavailable(
     log.warning("ingest refused: %s", exc)
     return Response(
         _body(503, "Event broker unavailable; nothing was accepted from this request. Retry."),
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+        media_type=MediaType.JSON,
+    )
+
+
+def store_unavailable(_: Request[object, object, object], exc: Exception) -> Response[object]:
+    """503 + Retry-After when Redis can't be reached or answers too late.
+
+    A temporary state of the service, not a bug; every write the API makes is idempotent, so
+    retrying is safe.
+    """
+    log.warning("state store unavailable: %s", exc)
+    return Response(
+        _body(
+            503,
+            "State store unavailable or too slow; the request may not have taken effect. Retry.",
+        ),
         status_code=503,
         headers={"Retry-After": str(RETRY_AFTER_S)},
         media_type=MediaType.JSON,
@@ -69,6 +88,8 @@ def unexpected_error(_: Request[object, object, object], exc: Exception) -> Resp
 
 EXCEPTION_HANDLERS = {
     BrokerUnavailable: broker_unavailable,
+    redis.ConnectionError: store_unavailable,
+    redis.TimeoutError: store_unavailable,
     ValidationException: validation_error,
     HTTPException: http_error,
     Exception: unexpected_error,

@@ -183,3 +183,17 @@ def test_openapi_documents_every_endpoint(served) -> None:
         "/health",
     } <= set(spec["paths"])
     msgspec.json.encode(spec)
+
+
+def test_an_unreachable_store_is_a_503_to_retry(stack, tmp_path) -> None:
+    """Redis down (or answering too late) is a temporary state of the service: 503 with
+    Retry-After, never a 500."""
+    live = unique_settings(stack, tmp_path, admin_api_key=ADMIN_KEY)
+    settings = msgspec.structs.replace(live, redis_url="redis://127.0.0.1:1/0")
+    with TestClient(app=create_app(settings)) as client:
+        response = client.put(
+            "/v1/items", json=[{"item_id": "i1"}], headers={"X-API-Key": ADMIN_KEY}
+        )
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"]
+        assert "Retry" in response.json()["detail"]
