@@ -217,14 +217,7 @@ def import_events(
             f"{len(failures) + undelivered} of {rows} records not delivered to the broker: "
             f"{failures[0] if failures else 'flush ended with records queued'}"
         )
-    return ImportStats(
-        rows=rows,
-        imported=imported,
-        rejected=rejected,
-        seconds=seconds,
-        rows_per_s=rows / seconds if seconds > 0 else 0.0,
-        first_errors=first_errors,
-    )
+    return _stats(rows, imported, rejected, seconds, first_errors)
 
 
 @contextlib.contextmanager
@@ -372,10 +365,15 @@ def import_catalogue(path: str | Path, store: RedisStore, *, progress: bool = Tr
                 written += store.put_catalogue(batch)
             rows += chunk.height
             bar.update(chunk.height)
-    seconds = time.monotonic() - started
+    return _stats(rows, written, rejected, time.monotonic() - started, first_errors)
+
+
+def _stats(
+    rows: int, imported: int, rejected: int, seconds: float, first_errors: list[str]
+) -> ImportStats:
     return ImportStats(
         rows=rows,
-        imported=written,
+        imported=imported,
         rejected=rejected,
         seconds=seconds,
         rows_per_s=rows / seconds if seconds > 0 else 0.0,
