@@ -30,6 +30,7 @@ pub mod item_neighbours;
 pub mod item_state;
 pub mod item_vectors;
 pub mod live_quality;
+pub mod merchandising;
 pub mod messages;
 pub mod page_hinkley;
 pub mod popular_list;
@@ -63,6 +64,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     item_state::register(m)?;
     item_vectors::register(m)?;
     live_quality::register(m)?;
+    merchandising::register(m)?;
     messages::register(m)?;
     page_hinkley::register(m)?;
     popularity::register(m)?;

@@ -15,6 +15,13 @@
 //! ∪ co-visited, or every row (brute force); a graph answer is returned only when its k-th
 //! score reaches the bound on everything left out, else the graph is asked for 8x more
 //! candidates once, then brute force answers.
+//!
+//! Merchandising (`merchandising.rs`) applies over that whole pool, before the top-K: the
+//! price range filters like the categories do, rule factors re-weigh every score (boosted rows
+//! join the candidates; the bound grows by the factor of the rest), pins and new items take
+//! their positions first and the organic picks fill the rest, so filters and rules never
+//! leave an answer short while enough items qualify (the graph is asked for more, then brute
+//! force answers).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,7 +29,10 @@ use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArray
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::similar::{dot, top_cosine};
+use crate::merchandising::{Layout, Merchandising, Placed, Plan, adjust, price_passes};
+use crate::similar::{
+    REASON_SIMILAR, REASON_VIEWED_TOGETHER, SimilarRequest, dot, similar_items, top_cosine,
+};
 
 /// Category code of an item without category (never capped).
 pub const NO_CATEGORY: i32 = -1;
@@ -49,10 +59,12 @@ pub struct Items<'a> {
     pub size: usize,
     pub category_codes: &'a [i32],
     pub unavailable: &'a [bool],
+    /// NaN: no price.
+    pub prices: &'a [f64],
 }
 
 impl Items<'_> {
-    fn vector(&self, row: usize) -> &[f32] {
+    pub(crate) fn vector(&self, row: usize) -> &[f32] {
         &self.matrix[row * self.factors..(row + 1) * self.factors]
     }
 }
@@ -135,7 +147,7 @@ impl Covisits {
         out
     }
 
-    fn lookup(&self, row: usize) -> Option<(f32, usize)> {
+    pub(crate) fn lookup(&self, row: usize) -> Option<(f32, usize)> {
         self.rows.binary_search(&row).ok().map(|at| (self.boost[at], self.source[at]))
     }
 }
@@ -152,10 +164,13 @@ pub struct Filters {
     pub unwanted: Vec<i32>,
     /// At most this many picks per category (0: no cap).
     pub cap: usize,
+    /// The price range, bounds included (an item without price is outside any range).
+    pub min_price: Option<f64>,
+    pub max_price: Option<f64>,
 }
 
 impl Filters {
-    fn passes(&self, items: &Items<'_>, row: usize) -> bool {
+    pub fn passes(&self, items: &Items<'_>, row: usize) -> bool {
         if self.excluded_rows.binary_search(&row).is_ok() {
             return false;
         }
@@ -169,6 +184,36 @@ impl Filters {
             }
         }
         self.unwanted.binary_search(&code).is_err()
+            && price_passes(items.prices[row], (self.min_price, self.max_price))
+    }
+
+    /// Whether the slot (a row, or `plan.size + j` for the new item j) passes.
+    pub fn passes_slot(&self, items: &Items<'_>, plan: &Plan, slot: usize) -> bool {
+        if slot < items.size {
+            self.passes(items, slot)
+        } else {
+            self.passes_new(plan, slot - items.size)
+        }
+    }
+
+    /// Whether the new item `j` passes (it has no events, so nothing excludes it as seen).
+    pub fn passes_new(&self, plan: &Plan, j: usize) -> bool {
+        plan.new_item_passes(
+            j,
+            self.available_only,
+            self.wanted.as_deref(),
+            &self.unwanted,
+            (self.min_price, self.max_price),
+        )
+    }
+}
+
+/// The category code of a slot (a row or a new item).
+pub fn slot_category(items: &Items<'_>, plan: &Plan, slot: usize) -> i32 {
+    if slot < items.size {
+        items.category_codes[slot]
+    } else {
+        plan.new_items.category_codes[slot - items.size]
     }
 }
 
@@ -245,12 +290,14 @@ fn better(a: &(f32, usize), b: &(f32, usize)) -> std::cmp::Ordering {
     b.0.partial_cmp(&a.0).expect("finite scores").then(a.1.cmp(&b.1))
 }
 
-/// The best `k` of `scored` (finite, filters passed) honouring the per-category cap.
+/// The best `k` of `scored` (finite, filters passed) honouring the per-category cap, counting
+/// from `placed` (categories already in the answer, and how many of each).
 fn select(
     items: &Items<'_>,
     mut scored: Vec<(f32, usize)>,
     k: usize,
     cap: usize,
+    placed: &[(i32, usize)],
 ) -> Vec<(f32, usize)> {
     let n = scored.len();
     // Without a cap the k best are the answer; with one, a full category skips picks, so
@@ -266,7 +313,7 @@ fn select(
         }
         scored[..m].sort_unstable_by(better);
         let mut picked: Vec<(f32, usize)> = Vec::with_capacity(k);
-        let mut per_category: Vec<(i32, usize)> = Vec::new();
+        let mut per_category: Vec<(i32, usize)> = placed.to_vec();
         for &(score, row) in &scored[..m] {
             let code = items.category_codes[row];
             if cap > 0 && code != NO_CATEGORY {
@@ -288,6 +335,32 @@ fn select(
     }
 }
 
+/// What the ranking adds to the plain scores: the rules' plan, and the categories already
+/// placed (pins, new items) with their counts, where the cap starts from.
+#[derive(Clone, Copy)]
+pub struct Merch<'a> {
+    pub plan: &'a Plan,
+    pub placed: &'a [(i32, usize)],
+}
+
+/// The blended score of a row, re-weighed by the plan's factor.
+fn score_row(
+    items: &Items<'_>,
+    lists: &Lists,
+    user_vector: &[f32],
+    evidence: f64,
+    covisits: &Covisits,
+    plan: &Plan,
+    row: usize,
+) -> f32 {
+    let (weight, rest) = (evidence as f32, (1.0 - evidence) as f32);
+    let mut score = weight * dot(items.vector(row), user_vector) + rest * lists.popularity[row];
+    if let Some((boost, _)) = covisits.lookup(row) {
+        score += boost;
+    }
+    adjust(score, plan.factor(row))
+}
+
 /// The best `k` picks of a request, or None when the graph's candidates cannot be shown to
 /// hold them (the caller fetches more candidates or asks for `Candidates::Everything`).
 #[allow(clippy::too_many_arguments)]
@@ -298,17 +371,12 @@ pub fn rank(
     evidence: f64,
     covisits: &Covisits,
     filters: &Filters,
+    merch: Merch<'_>,
     candidates: &Candidates<'_>,
     k: usize,
 ) -> Option<Vec<Pick>> {
-    let (weight, rest) = (evidence as f32, (1.0 - evidence) as f32);
-    let score_of = |row: usize| -> f32 {
-        let mut score = weight * dot(items.vector(row), user_vector) + rest * lists.popularity[row];
-        if let Some((boost, _)) = covisits.lookup(row) {
-            score += boost;
-        }
-        score
-    };
+    let plan = merch.plan;
+    let score_of = |row: usize| score_row(items, lists, user_vector, evidence, covisits, plan, row);
     let keep = |row: usize| filters.passes(items, row);
     let (scored, bound) = match candidates {
         Candidates::Everything => {
@@ -328,6 +396,7 @@ pub fn rank(
                 .map(|&row| row as usize)
                 .chain(popular)
                 .chain(covisits.rows.iter().copied())
+                .chain(plan.boosted.iter().copied())
                 .collect();
             all.sort_unstable();
             all.dedup();
@@ -338,14 +407,15 @@ pub fn rank(
                 .filter(|(score, _)| score.is_finite())
                 .collect();
             // A row left out has no co-visitation term: it scores at most evidence x the
-            // lowest inner product the graph returned, or the best popular score left out.
+            // lowest inner product the graph returned, or the best popular score left out,
+            // re-weighed by the highest factor of a row not among the boosted candidates.
             // (Python's max: a NaN first operand wins; float32 as numpy compares them.)
             let graph_term = evidence * bound;
             let bound = if popular_bound > graph_term { popular_bound } else { graph_term };
-            (scored, Some(bound as f32))
+            (scored, Some(adjust(bound as f32, plan.left_out_factor)))
         }
     };
-    let picks: Vec<Pick> = select(items, scored, k, filters.cap)
+    let picks: Vec<Pick> = select(items, scored, k, filters.cap, merch.placed)
         .into_iter()
         .map(|(score, row)| Pick {
             row,
@@ -375,6 +445,7 @@ pub fn rank_request<E>(
     evidence: f64,
     covisits: &Covisits,
     filters: &Filters,
+    merch: Merch<'_>,
     k: usize,
     nearest: Option<Nearest<'_, E>>,
 ) -> Result<(Vec<Pick>, bool), E> {
@@ -386,7 +457,7 @@ pub fn rank_request<E>(
             let (rows, bound) = nearest(fetch)?;
             let candidates = Candidates::Graph { rows: &rows, bound, fetch };
             if let Some(picks) =
-                rank(items, lists, user_vector, evidence, covisits, filters, &candidates, k)
+                rank(items, lists, user_vector, evidence, covisits, filters, merch, &candidates, k)
             {
                 return Ok((picks, false));
             }
@@ -396,10 +467,89 @@ pub fn rank_request<E>(
             fetch = fetch.saturating_mul(8);
         }
     }
-    let picks =
-        rank(items, lists, user_vector, evidence, covisits, filters, &Candidates::Everything, k)
-            .expect("brute force always answers");
+    let everything = Candidates::Everything;
+    let picks = rank(items, lists, user_vector, evidence, covisits, filters, merch, &everything, k)
+        .expect("brute force always answers");
     Ok((picks, graph_given))
+}
+
+/// What a personal request asks of the exploration of new items: how many positions they may
+/// take, and the user's recent categories (most recent first) they must be in.
+#[derive(Clone, Copy)]
+pub struct Explore<'a> {
+    pub slots: usize,
+    pub recent_categories: &'a [i32],
+}
+
+/// The answer to a personal request: pinned items, new items, then the organic picks of
+/// [`rank_request`] in the positions left, each with its reason code; and whether a graph was
+/// given and missed. A slot >= `items.size` is the new item `slot - items.size`.
+#[allow(clippy::too_many_arguments)]
+pub fn answer_request<E>(
+    items: &Items<'_>,
+    lists: &Lists,
+    user_vector: &[f32],
+    evidence: f64,
+    covisits: &Covisits,
+    n_sources: usize,
+    recent_rows: &[usize],
+    filters: &Filters,
+    plan: &Plan,
+    explore: Explore<'_>,
+    k: usize,
+    nearest: Option<Nearest<'_, E>>,
+) -> Result<(Vec<Placed>, bool), E> {
+    let mut layout = Layout::new(k, filters.cap);
+    layout.pin(
+        plan,
+        |slot| filters.passes_slot(items, plan, slot),
+        |slot| {
+            if slot < items.size {
+                score_row(items, lists, user_vector, evidence, covisits, plan, slot)
+            } else {
+                0.0
+            }
+        },
+        |slot| slot_category(items, plan, slot),
+    );
+    layout.explore(plan, explore.slots, explore.recent_categories, |j| filters.passes_new(plan, j));
+    let k_organic = layout.free();
+    let placed_rows: Vec<usize> =
+        layout.placed_slots().into_iter().filter(|&slot| slot < items.size).collect();
+    let with_placed;
+    let organic_filters = if placed_rows.is_empty() {
+        filters
+    } else {
+        let mut excluded = filters.excluded_rows.clone();
+        excluded.extend(placed_rows);
+        excluded.sort_unstable();
+        excluded.dedup();
+        with_placed = Filters { excluded_rows: excluded, ..filters.clone() };
+        &with_placed
+    };
+    let (picks, missed) = if k_organic == 0 {
+        (Vec::new(), false)
+    } else {
+        let merch = Merch { plan, placed: layout.placed_categories() };
+        rank_request(
+            items,
+            lists,
+            user_vector,
+            evidence,
+            covisits,
+            organic_filters,
+            merch,
+            k_organic,
+            nearest,
+        )?
+    };
+    let why = reasons(items, lists, &picks, n_sources, recent_rows, explore.recent_categories);
+    let organic: Vec<Placed> = picks
+        .iter()
+        .zip(why)
+        .map(|(pick, reason)| Placed { slot: pick.row, score: pick.score, reason })
+        .collect();
+    Ok((layout.finish(plan, organic), missed))
 }
 
 /// For each of `rows`, the most similar of `history` (cosine): index into `history` and the
@@ -480,6 +630,7 @@ pub struct Ranker {
     category_codes: Py<PyArray1<i32>>,
     unavailable: Py<PyArray1<bool>>,
     norms: Py<PyArray1<f32>>,
+    prices: Py<PyArray1<f64>>,
     size: usize,
     factors: usize,
     lists: Lists,
@@ -500,31 +651,89 @@ fn rows_in(rows: &[isize], size: usize, what: &str) -> PyResult<Vec<usize>> {
         .collect()
 }
 
+fn sorted_codes(mut codes: Vec<i32>) -> Vec<i32> {
+    codes.sort_unstable();
+    codes.dedup();
+    codes
+}
+
+/// The request's price range, refused when empty or not a number.
+fn price_range(
+    min_price: Option<f64>,
+    max_price: Option<f64>,
+) -> PyResult<(Option<f64>, Option<f64>)> {
+    if min_price.is_some_and(f64::is_nan) || max_price.is_some_and(f64::is_nan) {
+        return Err(PyValueError::new_err("a price bound is NaN"));
+    }
+    if let (Some(low), Some(high)) = (min_price, max_price) {
+        if low > high {
+            return Err(PyValueError::new_err(format!(
+                "min_price {low} is above max_price {high}"
+            )));
+        }
+    }
+    Ok((min_price, max_price))
+}
+
 impl Ranker {
     /// Run `f` over the item side, the arrays borrowed read-only (zero-copy).
     fn with_items<R>(&self, py: Python<'_>, f: impl FnOnce(&Items<'_>) -> R) -> PyResult<R> {
         let matrix = self.matrix.bind(py).readonly();
         let codes = self.category_codes.bind(py).readonly();
         let unavailable = self.unavailable.bind(py).readonly();
+        let prices = self.prices.bind(py).readonly();
         let items = Items {
             matrix: matrix.as_slice()?,
             factors: self.factors,
             size: self.size,
             category_codes: codes.as_slice()?,
             unavailable: unavailable.as_slice()?,
+            prices: prices.as_slice()?,
         };
         Ok(f(&items))
     }
+
+    /// The plan of `merchandising` (checked to be of these items), or an empty one.
+    fn plan<'a>(
+        &self,
+        merchandising: &'a Option<PyRef<'_, Merchandising>>,
+        empty: &'a Plan,
+    ) -> PyResult<&'a Plan> {
+        match merchandising {
+            Some(m) if m.plan.size != self.size => Err(PyValueError::new_err(format!(
+                "merchandising compiled for {} items, the ranker has {}",
+                m.plan.size, self.size
+            ))),
+            Some(m) => Ok(&m.plan),
+            None => Ok(empty),
+        }
+    }
+}
+
+/// Slots, scores and reason codes of an answer.
+type Answer = (Vec<usize>, Vec<f32>, Vec<i64>);
+
+fn answer(placed: &[Placed]) -> Answer {
+    (
+        placed.iter().map(|p| p.slot).collect(),
+        placed.iter().map(|p| p.score).collect(),
+        placed.iter().map(|p| p.reason).collect(),
+    )
 }
 
 #[pymethods]
 impl Ranker {
     /// Hold the item arrays (by reference: serving overwrites rows in place, and a request
     /// racing with that sees the old or the new vector of an item) and gather the popular
-    /// items' vectors.
+    /// items' vectors. ``prices``: NaN for an item without price (None: no prices).
     #[new]
-    #[pyo3(signature = (matrix, size, category_codes, unavailable, norms, popular_rows, trending_rows))]
+    #[pyo3(signature = (
+        matrix, size, category_codes, unavailable, norms, popular_rows, trending_rows,
+        prices=None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn py_new(
+        py: Python<'_>,
         matrix: Bound<'_, PyArray2<f32>>,
         size: usize,
         category_codes: Bound<'_, PyArray1<i32>>,
@@ -532,16 +741,22 @@ impl Ranker {
         norms: Bound<'_, PyArray1<f32>>,
         popular_rows: Vec<Option<isize>>,
         trending_rows: Vec<isize>,
+        prices: Option<Bound<'_, PyArray1<f64>>>,
     ) -> PyResult<Self> {
         if !matrix.is_c_contiguous() {
             return Err(PyValueError::new_err("the item matrix must be C-contiguous"));
         }
+        let prices = match prices {
+            Some(prices) => prices,
+            None => PyArray1::from_vec(py, vec![f64::NAN; size]),
+        };
         let shape = matrix.shape();
         let short: Vec<&str> = [
             ("matrix", shape[0]),
             ("category_codes", category_codes.len()),
             ("unavailable", unavailable.len()),
             ("norms", norms.len()),
+            ("prices", prices.len()),
         ]
         .into_iter()
         .filter(|&(_, len)| len < size)
@@ -562,12 +777,14 @@ impl Ranker {
             let matrix_ro = matrix.readonly();
             let codes = category_codes.readonly();
             let unav = unavailable.readonly();
+            let prices_ro = prices.readonly();
             let items = Items {
                 matrix: matrix_ro.as_slice()?,
                 factors,
                 size,
                 category_codes: codes.as_slice()?,
                 unavailable: unav.as_slice()?,
+                prices: prices_ro.as_slice()?,
             };
             Lists::build(&items, &popular, &trending)
         };
@@ -576,6 +793,7 @@ impl Ranker {
             category_codes: category_codes.unbind(),
             unavailable: unavailable.unbind(),
             norms: norms.unbind(),
+            prices: prices.unbind(),
             size,
             factors,
             lists,
@@ -601,11 +819,12 @@ impl Ranker {
         self.lists.popular_rows.clone()
     }
 
-    /// The best ``k`` picks for a user: rows, scores and reasons. ``nearest(n)``, if given,
+    /// The best ``k`` picks for a user: slots, scores and reasons. ``nearest(n)``, if given,
     /// returns graph candidates (intp rows) and the lowest inner product among them.
     #[pyo3(signature = (
         user_vector, evidence, k, *, nearest, covisits, excluded_rows, available_only,
         wanted_categories, unwanted_categories, max_per_category, recent_rows, recent_categories,
+        min_price=None, max_price=None, merchandising=None, new_item_slots=0,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn rank(
@@ -623,7 +842,11 @@ impl Ranker {
         max_per_category: usize,
         recent_rows: Vec<isize>,
         recent_categories: Vec<i32>,
-    ) -> PyResult<(Vec<usize>, Vec<f32>, Vec<i64>)> {
+        min_price: Option<f64>,
+        max_price: Option<f64>,
+        merchandising: Option<PyRef<'_, Merchandising>>,
+        new_item_slots: usize,
+    ) -> PyResult<Answer> {
         if user_vector.len() != self.factors * 4 {
             return Err(PyValueError::new_err(format!(
                 "the user vector must be {} float32 bytes, got {}",
@@ -659,18 +882,19 @@ impl Ranker {
             .collect();
         excluded.sort_unstable();
         excluded.dedup();
-        let sorted = |mut codes: Vec<i32>| {
-            codes.sort_unstable();
-            codes.dedup();
-            codes
-        };
+        let (min_price, max_price) = price_range(min_price, max_price)?;
         let filters = Filters {
             excluded_rows: excluded,
             available_only,
-            wanted: wanted_categories.map(sorted),
-            unwanted: sorted(unwanted_categories),
+            wanted: wanted_categories.map(sorted_codes),
+            unwanted: sorted_codes(unwanted_categories),
             cap: max_per_category,
+            min_price,
+            max_price,
         };
+        let empty = Plan::empty(self.size);
+        let plan = self.plan(&merchandising, &empty)?;
+        let explore = Explore { slots: new_item_slots, recent_categories: &recent_categories };
         let mut ask_graph = |n: usize| -> PyResult<(Vec<isize>, f64)> {
             let graph = nearest.as_ref().expect("called only with a graph");
             let (rows, bound): (PyReadonlyArray1<'_, isize>, f64) = graph.call1((n,))?.extract()?;
@@ -679,17 +903,24 @@ impl Ranker {
         let ask: Option<Nearest<'_, PyErr>> =
             if nearest.is_some() { Some(&mut ask_graph) } else { None };
         self.with_items(py, |items| {
-            let (picks, graph_missed) =
-                rank_request(items, &self.lists, &user, evidence, &covisits, &filters, k, ask)?;
+            let (placed, graph_missed) = answer_request(
+                items,
+                &self.lists,
+                &user,
+                evidence,
+                &covisits,
+                lists.len(),
+                &recent,
+                &filters,
+                plan,
+                explore,
+                k,
+                ask,
+            )?;
             if graph_missed {
                 self.graph_misses.fetch_add(1, Ordering::Relaxed);
             }
-            let why = reasons(items, &self.lists, &picks, lists.len(), &recent, &recent_categories);
-            Ok((
-                picks.iter().map(|p| p.row).collect(),
-                picks.iter().map(|p| p.score).collect(),
-                why,
-            ))
+            Ok(answer(&placed))
         })?
     }
 
@@ -705,6 +936,60 @@ impl Ranker {
             top_cosine(items.matrix, items.factors, items.size, norms, row, k)
         })
     }
+
+    /// Items to show next to ``row`` (None: an item without factors): pins, then the best
+    /// ``k`` by cosine blended with co-visitation (``covisits``: the item's neighbour rows and
+    /// weights), all filtered and re-weighed before the top-K: slots, scores and reasons.
+    #[pyo3(signature = (
+        row, k, *, covisits, available_only, wanted_categories, unwanted_categories,
+        min_price=None, max_price=None, merchandising=None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn similar_items(
+        &self,
+        py: Python<'_>,
+        row: Option<usize>,
+        k: usize,
+        covisits: Option<(PyReadonlyArray1<'_, isize>, PyReadonlyArray1<'_, f64>)>,
+        available_only: bool,
+        wanted_categories: Option<Vec<i32>>,
+        unwanted_categories: Vec<i32>,
+        min_price: Option<f64>,
+        max_price: Option<f64>,
+        merchandising: Option<PyRef<'_, Merchandising>>,
+    ) -> PyResult<Answer> {
+        if let Some(row) = row.filter(|&r| r >= self.size) {
+            return Err(PyValueError::new_err(format!("row {row} is not in 0..{}", self.size)));
+        }
+        let covisits = match &covisits {
+            Some((rows, weights)) => {
+                let (rows, weights) = (rows.as_slice()?, weights.as_slice()?);
+                if rows.len() != weights.len() {
+                    return Err(PyValueError::new_err(
+                        "co-visitation rows and weights differ in length",
+                    ));
+                }
+                Covisits::combine(&[(rows, weights)], self.size)
+            }
+            None => Covisits::default(),
+        };
+        let (min_price, max_price) = price_range(min_price, max_price)?;
+        let filters = Filters {
+            excluded_rows: Vec::new(),
+            available_only,
+            wanted: wanted_categories.map(sorted_codes),
+            unwanted: sorted_codes(unwanted_categories),
+            cap: 0,
+            min_price,
+            max_price,
+        };
+        let empty = Plan::empty(self.size);
+        let plan = self.plan(&merchandising, &empty)?;
+        let norms = self.norms.bind(py).readonly();
+        let norms = norms.as_slice()?;
+        let request = SimilarRequest { row, covisits: &covisits, filters: &filters, k };
+        self.with_items(py, |items| answer(&similar_items(items, norms, plan, &request)))
+    }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -716,6 +1001,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SIMILARITY_REASON_MIN", SIMILARITY_REASON_MIN)?;
     m.add("ANN_FETCH_MIN", ANN_FETCH_MIN)?;
     m.add("ANN_FETCH_ROUNDS", ANN_FETCH_ROUNDS)?;
+    m.add("REASON_VIEWED_TOGETHER", REASON_VIEWED_TOGETHER)?;
+    m.add("REASON_SIMILAR", REASON_SIMILAR)?;
     Ok(())
 }
 
@@ -728,12 +1015,14 @@ mod tests {
         matrix: Vec<f32>,
         codes: Vec<i32>,
         unavailable: Vec<bool>,
+        prices: Vec<f64>,
     }
 
     impl Fixture {
         fn new(matrix: Vec<f32>, codes: Vec<i32>) -> Fixture {
             let unavailable = vec![false; codes.len()];
-            Fixture { matrix, codes, unavailable }
+            let prices = vec![f64::NAN; codes.len()];
+            Fixture { matrix, codes, unavailable, prices }
         }
         fn items(&self) -> Items<'_> {
             Items {
@@ -742,8 +1031,13 @@ mod tests {
                 size: self.codes.len(),
                 category_codes: &self.codes,
                 unavailable: &self.unavailable,
+                prices: &self.prices,
             }
         }
+    }
+
+    fn no_merch() -> Merch<'static> {
+        Merch { plan: Box::leak(Box::new(Plan::empty(0))), placed: &[] }
     }
 
     fn no_lists(items: &Items<'_>) -> Lists {
@@ -794,6 +1088,7 @@ mod tests {
             1.0,
             &Covisits::default(),
             &filters,
+            no_merch(),
             &Candidates::Everything,
             3,
         )
@@ -815,6 +1110,7 @@ mod tests {
             1.0,
             &Covisits::default(),
             &Filters::default(),
+            no_merch(),
             &Candidates::Everything,
             100,
         )
@@ -838,6 +1134,8 @@ mod tests {
             wanted: Some(vec![1, 2, 3]),
             unwanted: vec![2],
             cap: 0,
+            min_price: None,
+            max_price: None,
         };
         let lists = no_lists(&items);
         let picks = rank(
@@ -847,6 +1145,7 @@ mod tests {
             1.0,
             &Covisits::default(),
             &filters,
+            no_merch(),
             &Candidates::Everything,
             10,
         )
@@ -860,6 +1159,7 @@ mod tests {
             1.0,
             &Covisits::default(),
             &only_one,
+            no_merch(),
             &Candidates::Everything,
             10,
         );
@@ -876,7 +1176,9 @@ mod tests {
         let filters = Filters::default();
         let graph =
             |rows: &'static [isize], bound: f64| Candidates::Graph { rows, bound, fetch: 30 };
-        let run = |c: &Candidates<'_>| rank(&items, &lists, &[1.0], 1.0, &covisits, &filters, c, 2);
+        let run = |c: &Candidates<'_>| {
+            rank(&items, &lists, &[1.0], 1.0, &covisits, &filters, no_merch(), c, 2)
+        };
         assert_eq!(rows(&run(&graph(&[9, 8, 7], 7.0)).unwrap()), vec![9, 8]);
         // Row 9 was missed: 7 may be beaten by what was left out (bound 8).
         assert_eq!(run(&graph(&[8, 7, 6], 8.0)), None);
@@ -887,9 +1189,18 @@ mod tests {
             asked.push(n);
             Ok((vec![8, 7, 6], 8.0))
         };
-        let (picks, missed) =
-            rank_request(&items, &lists, &[1.0], 1.0, &covisits, &filters, 2, Some(&mut nearest))
-                .unwrap();
+        let (picks, missed) = rank_request(
+            &items,
+            &lists,
+            &[1.0],
+            1.0,
+            &covisits,
+            &filters,
+            no_merch(),
+            2,
+            Some(&mut nearest),
+        )
+        .unwrap();
         assert_eq!((rows(&picks), missed), (vec![9, 8], true));
         assert_eq!(asked, vec![ANN_FETCH_MIN, 8 * ANN_FETCH_MIN]);
     }

@@ -1,8 +1,20 @@
-//! Factor similarity: the float32 inner product every ranking step is built on, and the cosine
-//! top-K of one item against the catalogue (`/v1/items/{id}/similar`).
+//! Factor similarity: the float32 inner product every ranking step is built on, the cosine
+//! top-K of one item against the catalogue, and the items shown next to a product
+//! (`/v1/items/{id}/similar`): every row that passes the request's filters scored by
+//! `0.5 x cosine + co-visitation weight`, re-weighed by the shop's rules, pins first
+//! (`merchandising.rs`), in one pass over the catalogue.
 //!
 //! Sums are float32 and reassociated (eight partial sums), so the loop vectorises; results
 //! can differ from a sequential sum in the last bits, never for small integers.
+
+use crate::merchandising::{Layout, Placed, Plan, adjust};
+use crate::ranking::{Covisits, Filters, Items, slot_category};
+
+/// Reason codes of similar items: co-visited with the item, or close in factor space.
+pub const REASON_VIEWED_TOGETHER: i64 = -6;
+pub const REASON_SIMILAR: i64 = -7;
+/// Weight of the cosine in the blend with co-visitation (whose weights are at most 1).
+pub const COSINE_WEIGHT: f32 = 0.5;
 
 /// `<a, b>` of two equal-length float32 vectors, summed in float32 over eight lanes.
 #[inline]
@@ -43,31 +55,138 @@ pub fn top_cosine(
     row: usize,
     k: usize,
 ) -> (Vec<usize>, Vec<f32>) {
-    let mut best_rows: Vec<usize> = Vec::with_capacity(k);
-    let mut best: Vec<f32> = Vec::with_capacity(k);
+    let mut best = TopK::new(k);
     if k == 0 || factors == 0 {
-        return (best_rows, best);
+        return (best.rows, best.scores);
     }
     let query = &matrix[row * factors..(row + 1) * factors];
     let query_norm = norms[row] + NORM_EPSILON;
     for (r, vector) in matrix[..size * factors].chunks_exact(factors).enumerate() {
-        if r == row {
-            continue;
+        if r != row {
+            best.offer(r, dot(vector, query) / ((norms[r] + NORM_EPSILON) * query_norm));
         }
-        let cosine = dot(vector, query) / ((norms[r] + NORM_EPSILON) * query_norm);
-        if !cosine.is_finite() || (best.len() == k && !(cosine > best[k - 1])) {
-            continue;
+    }
+    (best.rows, best.scores)
+}
+
+/// The `k` best (row, score) offered, best first, ties to the earlier (lower) row; non-finite
+/// scores are never kept.
+struct TopK {
+    k: usize,
+    rows: Vec<usize>,
+    scores: Vec<f32>,
+}
+
+impl TopK {
+    fn new(k: usize) -> TopK {
+        TopK { k, rows: Vec::with_capacity(k), scores: Vec::with_capacity(k) }
+    }
+
+    #[inline]
+    fn offer(&mut self, row: usize, score: f32) {
+        let k = self.k;
+        if k == 0 || !score.is_finite() || (self.scores.len() == k && !(score > self.scores[k - 1]))
+        {
+            return;
         }
         // Equal stays ahead: the lower row first.
-        let at = best.partition_point(|&b| b >= cosine);
-        if best.len() == k {
-            best.pop();
-            best_rows.pop();
+        let at = self.scores.partition_point(|&b| b >= score);
+        if self.scores.len() == k {
+            self.scores.pop();
+            self.rows.pop();
         }
-        best.insert(at, cosine);
-        best_rows.insert(at, r);
+        self.scores.insert(at, score);
+        self.rows.insert(at, row);
     }
-    (best_rows, best)
+}
+
+/// What `/v1/items/{id}/similar` asks: the item's row (None: it has no factors), its
+/// co-visited neighbours (one source), the filters and how many items.
+pub struct SimilarRequest<'a> {
+    pub row: Option<usize>,
+    pub covisits: &'a Covisits,
+    pub filters: &'a Filters,
+    pub k: usize,
+}
+
+/// The items shown next to a product: pinned items first, then the best of every other row
+/// that passes the filters by `COSINE_WEIGHT x cosine + co-visitation weight` (an item without
+/// factors: its co-visited rows by their weight alone), re-weighed by the plan's factors, each
+/// with its reason. One pass over the catalogue with a k-sized buffer.
+pub fn similar_items(
+    items: &Items<'_>,
+    norms: &[f32],
+    plan: &Plan,
+    request: &SimilarRequest<'_>,
+) -> Vec<Placed> {
+    let (filters, covisits) = (request.filters, request.covisits);
+    let query = request.row.map(|q| (items.vector(q), norms[q] + NORM_EPSILON));
+    let blended = |r: usize, covisit: Option<f32>| -> f32 {
+        let score = match query {
+            Some((vector, norm)) => {
+                let cosine = dot(items.vector(r), vector) / ((norms[r] + NORM_EPSILON) * norm);
+                COSINE_WEIGHT * cosine + covisit.unwrap_or(0.0)
+            }
+            None => covisit.unwrap_or(f32::NAN), // no factors, no co-visit: no score
+        };
+        adjust(score, plan.factor(r))
+    };
+    let mut layout = Layout::new(request.k, 0);
+    layout.pin(
+        plan,
+        |slot| Some(slot) != request.row && filters.passes_slot(items, plan, slot),
+        |slot| {
+            if slot < items.size {
+                blended(slot, covisits.lookup(slot).map(|(w, _)| w))
+            } else {
+                0.0
+            }
+        },
+        |slot| slot_category(items, plan, slot),
+    );
+    let pinned = layout.placed_slots();
+    let keep = |r: usize| {
+        Some(r) != request.row
+            && (pinned.is_empty() || pinned.binary_search(&r).is_err())
+            && filters.passes(items, r)
+    };
+    let mut best = TopK::new(layout.free());
+    if query.is_some() {
+        // Rows ascend and so do the co-visited rows: one cursor finds each row's weight.
+        let mut next_covisit = 0;
+        for r in 0..items.size {
+            let mut covisit = None;
+            while next_covisit < covisits.rows.len() && covisits.rows[next_covisit] < r {
+                next_covisit += 1;
+            }
+            if covisits.rows.get(next_covisit) == Some(&r) {
+                covisit = Some(covisits.boost[next_covisit]);
+            }
+            if keep(r) {
+                best.offer(r, blended(r, covisit));
+            }
+        }
+    } else {
+        for (&r, &weight) in covisits.rows.iter().zip(&covisits.boost) {
+            if keep(r) {
+                best.offer(r, blended(r, Some(weight)));
+            }
+        }
+    }
+    let organic: Vec<Placed> = best
+        .rows
+        .iter()
+        .zip(&best.scores)
+        .map(|(&slot, &score)| {
+            let reason = if covisits.lookup(slot).is_some() {
+                REASON_VIEWED_TOGETHER
+            } else {
+                REASON_SIMILAR
+            };
+            Placed { slot, score, reason }
+        })
+        .collect();
+    layout.finish(plan, organic)
 }
 
 #[cfg(test)]
