@@ -34,7 +34,7 @@ EVENT_COLUMNS: Final = ("event_id", "user_id", "item_id", "type", "ts")
 #: Optional columns: the event's own, then the context's (``device``, ``country``, ...).
 OPTIONAL_EVENT_COLUMNS: Final = ("session_id", "category_id", "recommendation_id")
 CONTEXT_COLUMNS: Final = tuple(f.name for f in msgspec.structs.fields(Context))
-CATALOGUE_COLUMNS: Final = ("item_id", "category_id", "price", "available", "title")
+CATALOGUE_COLUMNS: Final = ("item_id", "category_id", "price", "available", "title", "brand")
 CHUNK_ROWS: Final = 50_000
 QUEUE_MAX_MESSAGES: Final = 4 * CHUNK_ROWS
 CATALOGUE_BATCH: Final = 1000
@@ -333,10 +333,8 @@ def import_catalogue(path: str | Path, store: RedisStore, *, progress: bool = Tr
     _check_columns(schema, ("item_id",), CATALOGUE_COLUMNS[1:], str(path))
     # Ids and titles as text; price and availability as the file has them, converted like
     # the API's query values (strict=False: "9.90" → 9.9, "false"/"0" → False).
-    typed = [
-        pl.col(c).cast(pl.String) if c in ("item_id", "category_id", "title") else pl.col(c)
-        for c in schema
-    ]
+    text = ("item_id", "category_id", "title", "brand")
+    typed = [pl.col(c).cast(pl.String) if c in text else pl.col(c) for c in schema]
     rows = written = rejected = 0
     first_errors: list[str] = []
     started = time.monotonic()

@@ -144,6 +144,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Most ingest requests a client may send at once; 0: one second's worth of the rate."""
     admin_api_key: str = ""
     """Key for admin endpoints; empty disables them."""
+    new_item_share: float = 0.2
+    """Exploration: the share of a personal answer's positions (rounded down: 2 of 10, 1 of
+    5, none of 4) that catalogue items without events yet may take, matched to the user's
+    recent categories ("new in <category>"); an item leaves this pool with its first event.
+    0 turns exploration off; at most 0.5."""
+    max_rules: int = 10_000
+    """Most merchandising rules ``/v1/rules`` stores (each API process compiles them all
+    whenever one changes)."""
     bench_endpoints: bool = False
     """Mount ``/v1/bench/*`` reference endpoints (benchmarks/bench_serving.py only)."""
 
@@ -164,6 +172,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if not all(isinstance(k, str) and k for k in self.kafka_config):
             raise ValueError("kafka_config keys must be non-empty librdkafka property names")
         check_namespace(self.redis_prefix)
+        if not 0.0 <= self.new_item_share <= 0.5:
+            raise ValueError(f"new_item_share must be in [0, 0.5], got {self.new_item_share}")
 
     @property
     def popular_listed_per_shard(self) -> int:

@@ -582,7 +582,8 @@ class Ranker:
 
     Holds the arrays by reference (zero-copy) and gathers the popular items' vectors once.
     ``popular_rows``: the ranked popular list as rows (None: an item without factors, which
-    still takes its rank); ``trending_rows``: rows of the trending items.
+    still takes its rank); ``trending_rows``: rows of the trending items; ``prices``: NaN for
+    an item without price (None: no prices).
     """
 
     def __init__(
@@ -594,6 +595,7 @@ class Ranker:
         norms: npt.NDArray[np.float32],
         popular_rows: Sequence[int | None],
         trending_rows: Sequence[int],
+        prices: npt.NDArray[np.float64] | None = None,
     ) -> None: ...
     @property
     def size(self) -> int: ...
@@ -617,16 +619,88 @@ class Ranker:
         max_per_category: int,
         recent_rows: Sequence[int],
         recent_categories: Sequence[int],
+        min_price: float | None = None,
+        max_price: float | None = None,
+        merchandising: Merchandising | None = None,
+        new_item_slots: int = 0,
     ) -> tuple[list[int], list[float], list[int]]:
-        """The best ``k`` picks: rows, scores (float32 values) and reason codes.
+        """The best ``k`` picks: slots, scores (float32 values) and reason codes.
 
         ``nearest(n)``: about the ``n`` best rows by inner product (with the rows changed
         since the graph's snapshot) and the lowest inner product among them (-inf: nothing
         left out); None: brute force. ``covisits[n]``: the n-th source's neighbour rows and
         boosts. A reason code >= 0 indexes ``sources + recent items``; else ``REASON_*``.
+        Pins and up to ``new_item_slots`` new items (slot ``size + j``: the merchandising's
+        new item j) come first, the organic picks fill the rest. ``min_price > max_price``
+        is a ValueError.
         """
     def similar(self, row: int, k: int) -> tuple[list[int], list[float]]:
         """The ``k`` rows most similar to ``row`` (cosine), best first, with their cosines."""
+    def similar_items(
+        self,
+        row: int | None,
+        k: int,
+        *,
+        covisits: tuple[_Rows, npt.NDArray[np.float64]] | None,
+        available_only: bool,
+        wanted_categories: Sequence[int] | None,
+        unwanted_categories: Sequence[int],
+        min_price: float | None = None,
+        max_price: float | None = None,
+        merchandising: Merchandising | None = None,
+    ) -> tuple[list[int], list[float], list[int]]:
+        """Items to show next to ``row`` (None: an item without factors), pins first.
+
+        Slots, scores and reasons (``REASON_PROMOTED``, ``REASON_VIEWED_TOGETHER``,
+        ``REASON_SIMILAR``); every row that passes the filters is scored by 0.5 x cosine +
+        co-visitation weight and re-weighed by the rules.
+        """
+
+REASON_VIEWED_TOGETHER: Final[int]
+REASON_SIMILAR: Final[int]
+
+# --- merchandising.rs: the shop's rules and the exploration of new items ---------------------
+
+NO_BRAND: Final[int]
+"""Brand code of an item without brand."""
+REASON_NEW_ITEM: Final[int]
+"""An explored item without events: "new in <category>"."""
+REASON_PROMOTED: Final[int]
+"""A pinned item."""
+BOOSTED_CANDIDATES_MAX: Final[int]
+
+class Merchandising:
+    """The shop's rules active at ``now_s``, compiled for ``size`` rows and the new items.
+
+    ``weights``: (``"item"`` | ``"category"`` | ``"brand"``, slot or code, factor,
+    starts_at_s, ends_at_s); ``pins``: (slot, position from 1, starts_at_s, ends_at_s); ±inf
+    for an open end. A slot >= ``size`` is a new item (arrays newest first). Recompile from
+    ``valid_until_s`` on.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        category_codes: npt.NDArray[np.int32],
+        brand_codes: npt.NDArray[np.int32],
+        new_category_codes: npt.NDArray[np.int32],
+        new_brand_codes: npt.NDArray[np.int32],
+        new_prices: npt.NDArray[np.float64],
+        new_unavailable: npt.NDArray[np.bool_],
+        weights: Sequence[tuple[str, int, float, float, float]],
+        pins: Sequence[tuple[int, int, float, float]],
+        now_s: float,
+    ) -> None: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def new_items(self) -> int: ...
+    @property
+    def valid_until_s(self) -> float: ...
+    @property
+    def boosted_rows(self) -> list[int]: ...
+    def factors(self) -> list[float]:
+        """The factor of each slot: rows, then new items."""
 
 # --- popularity_shift.rs ---------------------------------------------------------------------
 

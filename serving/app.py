@@ -33,6 +33,7 @@ from serving.producer import EventProducer
 from serving.rate_limit import RateLimitMiddleware, TokenBucketLimiter, client_address
 from serving.recommendations import RecommendationsController
 from serving.recommender import Recommender
+from serving.rules import RulesController
 from serving.schemas import Health
 from serving.shop import ShopController, cors_config
 from state.store import RedisStore
@@ -52,7 +53,7 @@ def create_app(settings: Settings) -> Litestar:
         ),
         settings.item_refresh_ms / 1000,
     )
-    recommender = Recommender(store, index)
+    recommender = Recommender(store, index, new_item_share=settings.new_item_share)
     lifecycle = build_lifecycle(settings)
     producer_box: list[EventProducer] = []
 
@@ -94,7 +95,7 @@ def create_app(settings: Settings) -> Litestar:
             # which cost every request ~30 µs when the admin check was app-wide.
             Router(
                 path="/",
-                route_handlers=[CatalogueController, ModelsController],
+                route_handlers=[CatalogueController, ModelsController, RulesController],
                 guards=[admin_guard(settings)],
             ),
             health,

@@ -1,13 +1,14 @@
 """The API's in-memory view of the items, refreshed from Redis in the background.
 
 A daemon thread pulls only what changed since its last pull — item factors and event
-categories from the factor change log, entries from the catalogue change log — every
-``item_refresh_ms``, plus the popular and trending lists every second. Requests read a
-consistent :class:`ItemMatrix` without locks: arrays are replaced, not resized, when the
-catalogue grows. Alongside the matrix it keeps an HNSW graph of a recent snapshot plus the
-rows changed since (``serving/candidates.py``), rebuilt in the background and swapped in with
-the next matrix. The lists refreshed here double as the last good answer when Redis is
-unreachable.
+categories from the factor change log, entries from the catalogue change log, the
+merchandising rules when their version moved — every ``item_refresh_ms``, plus the popular
+and trending lists every second. Requests read a consistent :class:`ItemMatrix` without
+locks: arrays are replaced, not resized, when the catalogue grows. Alongside the matrix it
+keeps an HNSW graph of a recent snapshot plus the rows changed since
+(``serving/candidates.py``), rebuilt in the background and swapped in with the next matrix,
+and the catalogue's items without events yet (:class:`NewItems`, explored by the ranker).
+The lists refreshed here double as the last good answer when Redis is unreachable.
 """
 
 from __future__ import annotations
@@ -21,16 +22,37 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from operators import NO_CATEGORY
+from operators import NO_BRAND, NO_CATEGORY
 from serving.candidates import ANN_MIN_ITEMS, CandidateIndex, CandidateMaintainer
 from state.model_registry import ModelRegistry
-from state.records import CatalogueItem, Vector
+from state.records import CatalogueItem, Rule, Vector
 from state.store import RedisStore
 
 log = logging.getLogger(__name__)
 
 POPULAR_LIST_SIZE = 1000
 SEGMENT_CACHE_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class NewItems:
+    """Catalogue items without events (so without factors), newest first, with their facts."""
+
+    item_ids: tuple[str, ...] = ()
+    index: dict[str, int] = field(default_factory=dict)
+    category_codes: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    brand_codes: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    prices: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0, np.float64))
+    """NaN: no price."""
+    unavailable: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, np.bool_))
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """The merchandising rules as of a version of ``/v1/rules``."""
+
+    version: int = 0
+    rules: tuple[tuple[str, Rule], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +77,14 @@ class ItemMatrix:
     norms: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
     """Euclidean norm of each row, kept with the rows it describes (cosine similarity
     without touching the whole matrix per request)."""
+    prices: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0, np.float64))
+    """Each row's catalogue price (NaN: none)."""
+    brand_codes: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    """Each row's brand code (``NO_BRAND``: none)."""
+    new_items: NewItems = field(default_factory=NewItems)
+    facts_generation: int = 0
+    """Bumped when rows are added or an item's facts change (category, brand, price,
+    availability, the new items): what the merchandising plan is compiled against."""
 
     def __post_init__(self) -> None:
         # The native ranker reads these arrays by row: a matrix whose per-row arrays are
@@ -67,6 +97,8 @@ class ItemMatrix:
                 ("category_codes", self.category_codes),
                 ("unavailable", self.unavailable),
                 ("norms", self.norms),
+                ("prices", self.prices),
+                ("brand_codes", self.brand_codes),
             )
             if array.shape[0] < size
         ]
@@ -84,14 +116,8 @@ class ItemMatrix:
 
 
 def _empty_matrix(factors: int) -> ItemMatrix:
-    return ItemMatrix(
-        (),
-        {},
-        np.zeros((0, factors), np.float32),
-        np.zeros(0, np.int32),
-        np.zeros(0, np.bool_),
-        0,
-    )
+    return ItemMatrix((), {}, np.zeros((0, factors), np.float32), np.zeros(0, np.int32),
+                      np.zeros(0, np.bool_), 0)  # fmt: skip
 
 
 @dataclass
@@ -104,6 +130,7 @@ class Catalogue:
     unavailable: set[str] = field(default_factory=set)
     entries: dict[str, CatalogueItem] = field(default_factory=dict)
     seq: int = 0
+    brand_code: dict[str, int] = field(default_factory=dict)
 
     def code_of(self, category_id: str) -> int:
         """Small integer code of a category (allocated on first sight)."""
@@ -112,6 +139,18 @@ class Catalogue:
             code = self.category_code[category_id] = len(self.category_names)
             self.category_names.append(category_id)
         return code
+
+    def brand_of(self, item_id: str) -> int:
+        """The brand code of an item (allocated on first sight; ``NO_BRAND``: none)."""
+        entry = self.entries.get(item_id)
+        if entry is None or entry.brand is None:
+            return NO_BRAND
+        return self.brand_code.setdefault(entry.brand, len(self.brand_code))
+
+    def price_of(self, item_id: str) -> float:
+        """The catalogue price of an item (NaN: none)."""
+        entry = self.entries.get(item_id)
+        return np.nan if entry is None or entry.price is None else entry.price
 
     def category_of(self, item_id: str) -> str | None:
         """The item's category id, if known."""
@@ -142,6 +181,10 @@ class ItemIndex:
         self.registry = ModelRegistry(store)
         self.pinned: frozenset[str] = frozenset()
         """Items whose vectors come from the active model version, not the live stream."""
+        self.rules = RuleSet()
+        self._new_order: dict[str, int] = {}
+        """Catalogue items without factors -> order of arrival (higher: newer)."""
+        self._arrivals = 0
 
     # --- model versions -----------------------------------------------------------------
     def _sync_model_version(self) -> bool:
@@ -178,9 +221,13 @@ class ItemIndex:
         cat = self.catalogue
         codes = np.array([cat.item_category.get(i, NO_CATEGORY) for i in ids], np.int32)
         unavailable = np.array([i in cat.unavailable for i in ids], np.bool_)
+        prices = np.array([cat.price_of(i) for i in ids], np.float64)
+        brands = np.array([cat.brand_of(i) for i in ids], np.int32)
         self.pinned = frozenset(pinned)
         self.candidates.changed(range(len(ids)))
         self.candidates.step(matrix)
+        for item_id in ids:
+            self._new_order.pop(item_id, None)
         self.current = ItemMatrix(
             tuple(ids),
             rows,
@@ -193,6 +240,10 @@ class ItemIndex:
             active,
             cur.rows_epoch + 1,
             _row_norms(matrix),
+            prices,
+            brands,
+            self._new_items(),
+            cur.facts_generation + 1,
         )
         log.info("serving item vectors from %s", active or "the live stream")
         return True
@@ -212,15 +263,24 @@ class ItemIndex:
                 )
             return 0
         cat = self.catalogue
+        facts_changed = bool(changed)
         for item_id, category in zip(changes.item_ids, changes.categories, strict=True):
             # The catalogue is authoritative; event categories fill in what it lacks.
             if category is not None and item_id not in cat.entries:
-                cat.item_category[item_id] = cat.code_of(category)
+                code = cat.code_of(category)
+                facts_changed |= cat.item_category.get(item_id) != code
+                cat.item_category[item_id] = code
         new_ids = [i for i in changes.item_ids if i not in cur.rows]
         matrix, codes, unavailable = cur.matrix, cur.category_codes, cur.unavailable
-        norms = cur.norms
+        norms, prices, brands = cur.norms, cur.prices, cur.brand_codes
         rows, ids = cur.rows, cur.item_ids
+        # An item of the catalogue leaves the new items with its first factors (its events).
+        graduated = [i for i in new_ids if self._new_order.pop(i, None) is not None]
+        new_items = cur.new_items
+        if graduated or any(i in self._new_order for i in changed):
+            new_items = self._new_items()
         if new_ids:
+            facts_changed = True
             needed = cur.size + len(new_ids)
             if needed > matrix.shape[0]:
                 capacity = max(needed, 2 * matrix.shape[0], 1024)
@@ -228,6 +288,8 @@ class ItemIndex:
                 codes = _grow(codes, capacity, NO_CATEGORY)
                 unavailable = _grow(unavailable, capacity)
                 norms = _grow(norms, capacity)
+                prices = _grow(prices, capacity, np.nan)
+                brands = _grow(brands, capacity, NO_BRAND)
             rows = dict(rows)
             for offset, item_id in enumerate(new_ids):
                 rows[item_id] = cur.size + offset
@@ -253,6 +315,8 @@ class ItemIndex:
             if row is not None:
                 codes[row] = cat.item_category.get(item_id, NO_CATEGORY)
                 unavailable[row] = item_id in cat.unavailable
+                prices[row] = cat.price_of(item_id)
+                brands[row] = cat.brand_of(item_id)
         self.candidates.step(matrix[: len(ids)])
         self.current = ItemMatrix(
             ids,
@@ -266,14 +330,36 @@ class ItemIndex:
             cur.model_version,
             cur.rows_epoch,
             norms,
+            prices,
+            brands,
+            new_items,
+            cur.facts_generation + int(facts_changed),
         )
         return len(touched)
+
+    def _new_items(self) -> NewItems:
+        """The catalogue's items without factors, newest first, with their facts."""
+        cat = self.catalogue
+        ids = tuple(sorted(self._new_order, key=self._new_order.__getitem__, reverse=True))
+        n = len(ids)
+        return NewItems(
+            ids,
+            {item_id: j for j, item_id in enumerate(ids)},
+            np.fromiter((cat.item_category.get(i, NO_CATEGORY) for i in ids), np.int32, n),
+            np.fromiter((cat.brand_of(i) for i in ids), np.int32, n),
+            np.fromiter((cat.price_of(i) for i in ids), np.float64, n),
+            np.fromiter((i in cat.unavailable for i in ids), np.bool_, n),
+        )
 
     def _refresh_catalogue(self) -> set[str]:
         cat = self.catalogue
         changes = self.store.read_catalogue_changes(cat.seq)
+        rows = self.current.rows
         for entry in changes.items:
             cat.entries[entry.item_id] = entry
+            if entry.item_id not in rows and entry.item_id not in self._new_order:
+                self._arrivals += 1
+                self._new_order[entry.item_id] = self._arrivals
             if entry.category_id is not None:
                 cat.item_category[entry.item_id] = cat.code_of(entry.category_id)
             if entry.available:
@@ -282,6 +368,12 @@ class ItemIndex:
                 cat.unavailable.add(entry.item_id)
         cat.seq = changes.max_seq
         return {e.item_id for e in changes.items}
+
+    def refresh_rules(self) -> None:
+        """Reload the merchandising rules when their version moved (one GET otherwise)."""
+        if self.store.rules_version() != self.rules.version:
+            version, rules = self.store.rules()
+            self.rules = RuleSet(version, tuple(rules))
 
     def refresh_lists(self) -> None:
         """Reload the popular and trending lists (kept as fallbacks when Redis goes away)."""
@@ -309,6 +401,7 @@ class ItemIndex:
         while not self._stop.is_set():
             try:
                 self.refresh()
+                self.refresh_rules()
                 if tick % self._lists_every == 0 or not self.popular:
                     self.refresh_lists()
                 self.redis_ok = True

@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import ClientException
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
+from serving.recommendations import CategoryList, ExcludedCategoryList, Price, build_filters
 from serving.recommender import Recommender
 from serving.schemas import CatalogueEntry, CataloguePage, CatalogueResult, SimilarItems
 from state.records import CatalogueItem
@@ -40,7 +41,9 @@ class ItemsController(Controller):
         "/{item_id:str}/similar",
         summary="Items to show next to a product",
         description="Items viewed in the same sessions (co-visitation), blended with the "
-        "item's nearest neighbours in factor space.",
+        "item's nearest neighbours in factor space; filters (availability, categories, price "
+        "range) and the shop's rules (`/v1/rules`) apply to every candidate before the top K. "
+        "Sold-out items are left out unless `available_only=false`.",
         sync_to_thread=False,
     )
     def similar(
@@ -48,8 +51,18 @@ class ItemsController(Controller):
         item_id: ItemIdParam,
         recommender: NamedDependency[Recommender],
         k: Annotated[int, QueryParameter(ge=1, le=100, description="How many items")] = 10,
+        category: CategoryList = None,
+        exclude_category: ExcludedCategoryList = None,
+        available_only: Annotated[
+            bool, QueryParameter(description="Leave out items the catalogue marks unavailable")
+        ] = True,
+        min_price: Price = None,
+        max_price: Price = None,
     ) -> SimilarItems:
-        return recommender.similar(item_id, k)
+        filters = build_filters(
+            "none", category, exclude_category, available_only, None, min_price, max_price
+        )
+        return recommender.similar(item_id, k, filters)
 
 
 class CataloguePagesController(Controller):
@@ -102,6 +115,7 @@ class CatalogueController(Controller):
                 title=e.title,
                 price=e.price,
                 available=e.available,
+                brand=e.brand,
             )
             for e in data
         ]

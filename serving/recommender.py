@@ -2,17 +2,21 @@
 
 Personal path: the user's fresh vector scored against the item matrix, blended with
 popularity while the user has little evidence (weight n / (n + ``EVIDENCE_HALF``)), boosted by
-co-visitation with what they just viewed; filters and per-category diversity applied before
-the top-K is picked; every item carries its reason: one call into the native ``Ranker``
-(``operators/src/ranking.rs``, kept per version of the items and lists) per request. Cold
-path (no state yet): what is popular in the request's context segment, with trending items
-mixed in. Fallback (Redis failing): the last good popular list kept in process, flagged
-``fallback``.
+co-visitation with what they just viewed; filters, price range, per-category diversity, the
+shop's rules (``serving/rules.py``) and the exploration of new items applied before the top-K
+is picked; every item carries its reason: one call into the native ``Ranker``
+(``operators/src/ranking.rs``, kept per version of the items and lists, with the native
+``Merchandising`` kept per version of the rules and the items' facts) per request. Similar
+items: one native pass too. Cold path (no state yet): what is popular in the request's
+context segment, with trending items mixed in. Fallback (Redis failing): the last good
+popular list kept in process, flagged ``fallback``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -28,11 +32,17 @@ from freshrec import metrics
 from operators import (
     NO_CATEGORY,
     REASON_NEW,
+    REASON_NEW_ITEM,
+    REASON_PROMOTED,
     REASON_RECOMMENDED,
+    REASON_SIMILAR,
     REASON_TRENDING,
+    REASON_VIEWED_TOGETHER,
+    Merchandising,
     Ranker,
 )
 from serving.item_index import ItemIndex, ItemMatrix
+from serving.rules import build_merchandising
 from serving.schemas import Recommendations, RecommendedItem, SimilarItems
 from state.records import NeighboursRecord, UserRecord, vector_from_bytes
 from state.store import RedisStore, UserWithNeighbours
@@ -57,6 +67,9 @@ _REASONS = {
     REASON_TRENDING: "trending",
     REASON_NEW: "new for you",
     REASON_RECOMMENDED: "recommended for you",
+    REASON_PROMOTED: "promoted",
+    REASON_VIEWED_TOGETHER: "viewed together",
+    REASON_SIMILAR: "similar",
 }
 
 
@@ -74,6 +87,20 @@ class Filters:
     exclude_categories: frozenset[str] = frozenset()
     available_only: bool = True
     max_per_category: int | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+    """The price range, bounds included; an item without a catalogue price is outside it."""
+
+    def __post_init__(self) -> None:
+        for bound in (self.min_price, self.max_price):
+            if bound is not None and not (math.isfinite(bound) and bound >= 0):
+                raise ValueError(f"a price bound must be a finite number >= 0, got {bound}")
+        if (
+            self.min_price is not None
+            and self.max_price is not None
+            and self.min_price > self.max_price
+        ):
+            raise ValueError(f"min_price {self.min_price} is above max_price {self.max_price}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +119,16 @@ class _Ranking:
     ranker: Ranker
 
 
+@dataclass(frozen=True, slots=True)
+class _Merch:
+    """The native merchandising of one version of the rules and the items' facts."""
+
+    key: tuple[int, int]
+    merchandising: Merchandising | None
+    valid_until_s: float
+    generation: int
+
+
 def _codes(category_code: dict[str, int], categories: frozenset[str]) -> list[int]:
     """The categories' codes (-2 for a category no item has)."""
     return [category_code.get(c, -2) for c in categories]
@@ -100,9 +137,12 @@ def _codes(category_code: dict[str, int], categories: frozenset[str]) -> list[in
 class Recommender:
     """Answers recommendation requests from the store and the in-memory index."""
 
-    def __init__(self, store: RedisStore, index: ItemIndex) -> None:
+    def __init__(self, store: RedisStore, index: ItemIndex, new_item_share: float = 0.0) -> None:
         self.store = store
         self.index = index
+        self.new_item_share = new_item_share
+        """Share of a personal answer's positions new items may take (rounded down)."""
+        self._merch: _Merch | None = None
         self._neighbour_rows_memo: OrderedDict[
             str,
             tuple[int, int, int, bool, npt.NDArray[np.intp], npt.NDArray[np.float64]],
@@ -155,17 +195,22 @@ class Recommender:
     ) -> Recommendations:
         user = fetched.user
         matrix = self.index.current
-        # A user's answer changes only when their record, the items or the lists do.
+        merch = self._merchandising(matrix)
+        # A user's answer changes only when their record, the items, the lists or the rules
+        # do.
         stamp = (
             user.version,
             matrix.generation,
             self.index.lists_generation,
+            merch.generation,
             k,
             filters.exclude,
             tuple(sorted(filters.categories)),
             tuple(sorted(filters.exclude_categories)),
             filters.available_only,
             filters.max_per_category,
+            filters.min_price,
+            filters.max_price,
         )
         cached = self._results.get(user_id)
         if cached is not None and cached[0] == stamp:
@@ -173,7 +218,9 @@ class Recommender:
             self.result_cache_hits += 1
             return Recommendations(rec_id, False, _CACHED_ITEMS.decode(cached[1]), matrix.seq)
         self.result_cache_misses += 1
-        result = self._personal_ranked(rec_id, fetched, k, filters, excluded, matrix)
+        result = self._personal_ranked(
+            rec_id, fetched, k, filters, excluded, matrix, merch.merchandising
+        )
         # Entries are atomic values (the stamp of ints, strings and tuples of strings; the
         # answer as msgpack) that the cyclic collector untracks: 50k cached answers kept as
         # Python objects made each full collection take ~100 ms, a p99 stall under load.
@@ -191,6 +238,7 @@ class Recommender:
         filters: Filters,
         excluded: set[str],
         matrix: ItemMatrix,
+        merchandising: Merchandising | None,
     ) -> Recommendations:
         user = fetched.user
         evidence = user.version / (user.version + EVIDENCE_HALF)
@@ -226,22 +274,57 @@ class Recommender:
             max_per_category=filters.max_per_category or 0,
             recent_rows=recent_rows,
             recent_categories=[catalogue.item_category.get(i, NO_CATEGORY) for i in user.recent],
+            min_price=filters.min_price,
+            max_price=filters.max_price,
+            merchandising=merchandising,
+            new_item_slots=int(k * self.new_item_share),
         )
         viewed = [*fetched.sources, *recent]  # what a reason code >= 0 points into
-        item_ids = matrix.item_ids
         items = [
             RecommendedItem(
-                item_ids[row],
+                self._item_id(matrix, slot),
                 round(score, 6),
-                f"because you viewed {viewed[code]}" if code >= 0 else _REASONS[code],
+                f"because you viewed {viewed[code]}"
+                if code >= 0
+                else self._reason(matrix, slot, code),
             )
-            for row, score, code in zip(rows, scores, reasons, strict=True)
+            for slot, score, code in zip(rows, scores, reasons, strict=True)
         ]
         if len(items) < k:  # tiny or heavily filtered catalogue: top up with popular items
             have = {it.item_id for it in items} | excluded
             fill = self._popular_list(rec_id, k - len(items), filters, have, fallback=False)
             items += fill.items
         return Recommendations(rec_id, False, items, matrix.seq)
+
+    @staticmethod
+    def _item_id(matrix: ItemMatrix, slot: int) -> str:
+        """The item of a ranker's slot: a row, or past the rows a new item."""
+        size = matrix.size
+        return matrix.item_ids[slot] if slot < size else matrix.new_items.item_ids[slot - size]
+
+    def _reason(self, matrix: ItemMatrix, slot: int, code: int) -> str:
+        if code == REASON_NEW_ITEM:
+            category = int(matrix.new_items.category_codes[slot - matrix.size])
+            return f"new in {self.index.catalogue.category_names[category]}"
+        return _REASONS[code]
+
+    def _merchandising(self, matrix: ItemMatrix) -> _Merch:
+        """The rules compiled for the items' facts, once per version of either.
+
+        Compiled again when a rule's window opens or closes.
+        """
+        key = (matrix.facts_generation, self.index.rules.version)
+        merch = self._merch
+        now = time.time()
+        if merch is None or merch.key != key or now >= merch.valid_until_s:
+            compiled = build_merchandising(matrix, self.index.catalogue, self.index.rules, now)
+            merch = self._merch = _Merch(
+                key,
+                compiled,
+                math.inf if compiled is None else compiled.valid_until_s,
+                0 if merch is None else merch.generation + 1,
+            )
+        return merch
 
     def _ranker(self, matrix: ItemMatrix) -> Ranker:
         """The native ranker of the items and lists, built once per version of either."""
@@ -261,6 +344,7 @@ class Recommender:
                     for item_id, _ in self.index.trending
                     if (row := rows.get(item_id)) is not None
                 ],
+                matrix.prices,
             )
             ranking = self._ranking = _Ranking(key, ranker)
         return ranking.ranker
@@ -359,6 +443,13 @@ class Recommender:
         catalogue = self.index.catalogue
         if filters.available_only and item_id in catalogue.unavailable:
             return False
+        if filters.min_price is not None or filters.max_price is not None:
+            price = catalogue.price_of(item_id)
+            if not (
+                (filters.min_price is None or price >= filters.min_price)
+                and (filters.max_price is None or price <= filters.max_price)
+            ):
+                return False  # NaN (no price) fails both comparisons
         if filters.categories or filters.exclude_categories:
             category = catalogue.category_of(item_id)
             if filters.categories and category not in filters.categories:
@@ -368,31 +459,36 @@ class Recommender:
         return True
 
     # --- similar items ------------------------------------------------------------------
-    def similar(self, item_id: str, k: int) -> SimilarItems:
-        """Items bought or viewed with ``item_id`` blended with factor neighbours."""
+    def similar(self, item_id: str, k: int, filters: Filters = Filters()) -> SimilarItems:
+        """Items viewed with ``item_id`` blended with its factor neighbours.
+
+        Filtered and merchandised before the top-K, in one native pass (``filters.exclude``
+        and the category cap do not apply here).
+        """
         matrix = self.index.current
-        candidates: dict[str, tuple[float, str]] = {}
         try:
             record = self.store.neighbours(item_id)
         except (redis.RedisError, OSError):
             record = None
+        covisits = None
         if record is not None and record.item_ids:
-            top = record.scores[0]
-            for other, score in zip(record.item_ids, record.scores, strict=True):
-                candidates[other] = (float(2.0 ** (score - top)), "viewed together")
-        row = matrix.rows.get(item_id)
-        if row is not None and matrix.size > 1:
-            # One native pass with the norms the item index keeps: ~8 ms per call when
-            # every norm was recomputed and the cosines of the whole catalogue allocated.
-            rows, cosines = self._ranker(matrix).similar(row, k + 1)
-            for other_row, cosine in zip(rows, cosines, strict=True):
-                other = matrix.item_ids[other_row]
-                blended = 0.5 * cosine
-                if other in candidates:
-                    candidates[other] = (candidates[other][0] + blended, "viewed together")
-                else:
-                    candidates[other] = (blended, "similar")
-        candidates.pop(item_id, None)
-        ranked = sorted(candidates.items(), key=lambda kv: (-kv[1][0], kv[0]))[:k]
-        items = [RecommendedItem(i, round(s, 6), reason) for i, (s, reason) in ranked]
+            rows, weights = self._neighbour_rows(item_id, record, matrix)
+            # Here co-visitation weighs 1 for the strongest neighbour (0.5 for the cosine).
+            covisits = (rows, weights / COVISIT_WEIGHT)
+        catalogue = self.index.catalogue
+        slots, scores, reasons = self._ranker(matrix).similar_items(
+            matrix.rows.get(item_id),
+            k,
+            covisits=covisits,
+            available_only=filters.available_only,
+            wanted_categories=_codes(catalogue.category_code, filters.categories) or None,
+            unwanted_categories=_codes(catalogue.category_code, filters.exclude_categories),
+            min_price=filters.min_price,
+            max_price=filters.max_price,
+            merchandising=self._merchandising(matrix).merchandising,
+        )
+        items = [
+            RecommendedItem(self._item_id(matrix, slot), round(score, 6), _REASONS[code])
+            for slot, score, code in zip(slots, scores, reasons, strict=True)
+        ]
         return SimilarItems(item_id, items, matrix.seq)

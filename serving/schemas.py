@@ -7,6 +7,7 @@ from typing import Annotated
 import msgspec
 
 from freshrec.events import FieldError, Id
+from state.records import Rule
 
 
 class RecommendedItem(msgspec.Struct, frozen=True):
@@ -48,6 +49,8 @@ class CatalogueEntry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
         Annotated[float, msgspec.Meta(ge=0, extra_json_schema={"extra": {"minimum": 0}})] | None
     ) = None
     available: bool = True
+    brand: Id | None = None
+    """The item's brand (rules can boost or bury a brand)."""
 
 
 class CataloguePage(msgspec.Struct, frozen=True):
@@ -62,6 +65,19 @@ class CatalogueResult(msgspec.Struct, frozen=True):
     """Outcome of ``PUT /v1/items``."""
 
     written: int
+
+
+class RuleEntry(Rule, kw_only=True):
+    """A stored merchandising rule and its id."""
+
+    rule_id: str
+
+
+class RuleList(msgspec.Struct, frozen=True):
+    """Every merchandising rule, and the version the API processes follow."""
+
+    version: int
+    rules: list[RuleEntry]
 
 
 class RejectedEvent(msgspec.Struct, frozen=True):

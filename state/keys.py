@@ -93,6 +93,16 @@ class Keys:
         return f"{self.prefix}:cat:seq"
 
     @property
+    def rules(self) -> str:
+        """Hash rule_id -> merchandising rule (msgpack), from ``/v1/rules``."""
+        return f"{self.prefix}:rules"
+
+    @property
+    def rules_version(self) -> str:
+        """Counter: bumped by every rule write; API processes reload the rules when it moves."""
+        return f"{self.prefix}:rules:ver"
+
+    @property
     def popularity(self) -> str:
         """Sorted set item_id -> log2 of the forward-decayed popularity."""
         return f"{self.prefix}:pop"

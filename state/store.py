@@ -32,13 +32,16 @@ from state.records import (
     VERSION_HEADER_BYTES,
     CatalogueItem,
     NeighboursRecord,
+    Rule,
     UserRecord,
     Vector,
     decode_catalogue_item,
     decode_neighbours,
+    decode_rule,
     decode_user,
     encode_catalogue_item,
     encode_neighbours,
+    encode_rule,
     encode_user,
     matrix_from_blobs,
 )
@@ -678,6 +681,46 @@ class RedisStore:
         """One catalogue entry."""
         blob = self.client.hget(self.keys.catalogue, item_id)
         return None if blob is None else decode_catalogue_item(blob)
+
+    # --- merchandising rules ---------------------------------------------------------------
+    def put_rule(self, rule_id: str, rule: Rule) -> None:
+        """Create or replace a rule and bump the rules' version (one transaction)."""
+        k = self.keys
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(k.rules, rule_id, encode_rule(rule))
+            pipe.incr(k.rules_version)
+            pipe.execute()
+
+    def delete_rule(self, rule_id: str) -> bool:
+        """Delete a rule; False if there was none."""
+        k = self.keys
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hdel(k.rules, rule_id)
+            pipe.incr(k.rules_version)
+            deleted, _ = pipe.execute()
+        return bool(deleted)
+
+    def rule(self, rule_id: str) -> Rule | None:
+        """One rule."""
+        blob = self.client.hget(self.keys.rules, rule_id)
+        return None if blob is None else decode_rule(blob)
+
+    def rules(self) -> tuple[int, list[tuple[str, Rule]]]:
+        """The rules' version and every rule (by id), read together."""
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.get(self.keys.rules_version)
+            pipe.hgetall(self.keys.rules)
+            version, stored = pipe.execute()
+        rules = sorted((i.decode(), decode_rule(b)) for i, b in stored.items())
+        return int(version or 0), rules
+
+    def rules_version(self) -> int:
+        """Bumped by every rule write (0: never written)."""
+        return int(self.client.get(self.keys.rules_version) or 0)
+
+    def rule_count(self) -> int:
+        """How many rules are stored."""
+        return int(self.client.hlen(self.keys.rules))
 
     def popular(self, count: int) -> list[tuple[str, float]]:
         """The ``count`` most popular items with their log2 decayed popularity."""

@@ -534,10 +534,10 @@ impl Merchandising {
         size: usize,
         category_codes: numpy::PyReadonlyArray1<'_, i32>,
         brand_codes: numpy::PyReadonlyArray1<'_, i32>,
-        new_category_codes: Vec<i32>,
-        new_brand_codes: Vec<i32>,
-        new_prices: Vec<f64>,
-        new_unavailable: Vec<bool>,
+        new_category_codes: numpy::PyReadonlyArray1<'_, i32>,
+        new_brand_codes: numpy::PyReadonlyArray1<'_, i32>,
+        new_prices: numpy::PyReadonlyArray1<'_, f64>,
+        new_unavailable: numpy::PyReadonlyArray1<'_, bool>,
         weights: Vec<(String, i64, f64, f64, f64)>,
         pins: Vec<(usize, usize, f64, f64)>,
         now_s: f64,
@@ -565,10 +565,10 @@ impl Merchandising {
             })
             .collect::<PyResult<_>>()?;
         let new_items = NewItems {
-            category_codes: new_category_codes,
-            brand_codes: new_brand_codes,
-            prices: new_prices,
-            unavailable: new_unavailable,
+            category_codes: new_category_codes.as_slice()?.to_vec(),
+            brand_codes: new_brand_codes.as_slice()?.to_vec(),
+            prices: new_prices.as_slice()?.to_vec(),
+            unavailable: new_unavailable.as_slice()?.to_vec(),
         };
         let plan = Plan::compile(
             size,
