@@ -476,12 +476,21 @@ impl Layout {
     }
 
     /// The answer: `organic` picks (best first, already capped) into the free positions in
-    /// order, then more new items while positions are left, without the gaps.
-    pub fn finish(mut self, plan: &Plan, organic: Vec<Placed>) -> Vec<Placed> {
+    /// order, then more new items while positions are left (their categories counted with
+    /// the organic picks', `category_of`), without the gaps.
+    pub fn finish(
+        mut self,
+        plan: &Plan,
+        organic: Vec<Placed>,
+        category_of: impl Fn(usize) -> i32,
+    ) -> Vec<Placed> {
         let mut organic = organic.into_iter();
         for at in 0..self.positions.len() {
             if self.positions[at].is_none() {
                 self.positions[at] = organic.next();
+                if let Some(placed) = self.positions[at] {
+                    self.count(category_of(placed.slot));
+                }
             }
         }
         let left = self.free();
@@ -744,7 +753,7 @@ mod tests {
         let mut layout = Layout::new(4, 0);
         layout.pin(&plan, |slot| slot != 2, |slot| slot as f32, |_| 0);
         let organic = vec![Placed { slot: 9, score: 9.0, reason: 0 }];
-        let answer = layout.finish(&plan, organic);
+        let answer = layout.finish(&plan, organic, |_| 0);
         let slots: Vec<usize> = answer.iter().map(|p| p.slot).collect();
         // By position: slot 3's pin at 1 comes first (its pin at 2 is then a duplicate), slot
         // 2 is filtered out, slot 1 goes to 2, slot 0 (at 5) falls past k; the organic pick
@@ -772,7 +781,7 @@ mod tests {
         layout.explore(&plan, 2, &[2, 2, NO_CATEGORY, 1], |_| true);
         let organic: Vec<Placed> =
             (0..3).map(|r| Placed { slot: r, score: 1.0, reason: 0 }).collect();
-        let answer = layout.finish(&plan, organic);
+        let answer = layout.finish(&plan, organic, |_| 0);
         let slots: Vec<usize> = answer.iter().map(|p| p.slot).collect();
         // Two new items at positions 6/3 = 2 and 12/3 = 4; three organic picks; then the
         // next new item fills the last position.

@@ -29,6 +29,7 @@ use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArray
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
+use crate::errors::py_float;
 use crate::merchandising::{Layout, Merchandising, Placed, Plan, adjust, price_passes};
 use crate::similar::{
     REASON_SIMILAR, REASON_VIEWED_TOGETHER, SimilarRequest, dot, similar_items, top_cosine,
@@ -549,7 +550,7 @@ pub fn answer_request<E>(
         .zip(why)
         .map(|(pick, reason)| Placed { slot: pick.row, score: pick.score, reason })
         .collect();
-    Ok((layout.finish(plan, organic), missed))
+    Ok((layout.finish(plan, organic, |slot| slot_category(items, plan, slot)), missed))
 }
 
 /// For each of `rows`, the most similar of `history` (cosine): index into `history` and the
@@ -668,7 +669,9 @@ fn price_range(
     if let (Some(low), Some(high)) = (min_price, max_price) {
         if low > high {
             return Err(PyValueError::new_err(format!(
-                "min_price {low} is above max_price {high}"
+                "min_price {} is above max_price {}",
+                py_float(low),
+                py_float(high)
             )));
         }
     }

@@ -186,7 +186,7 @@ pub fn similar_items(
             Placed { slot, score, reason }
         })
         .collect();
-    layout.finish(plan, organic)
+    layout.finish(plan, organic, |slot| slot_category(items, plan, slot))
 }
 
 #[cfg(test)]
