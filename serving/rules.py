@@ -17,7 +17,7 @@ import msgspec
 from litestar import Controller, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotFoundException
-from litestar.params import PathParameter
+from litestar.params import JSONBody, PathParameter
 
 from freshrec.settings import Settings
 from operators import Merchandising
@@ -61,7 +61,7 @@ class RulesController(Controller):
     )
     def create_rule(
         self,
-        data: Rule,
+        data: JSONBody[Rule],
         store: NamedDependency[RedisStore],
         settings: NamedDependency[Settings],
     ) -> RuleEntry:
@@ -82,7 +82,7 @@ class RulesController(Controller):
     def put_rule(
         self,
         rule_id: RuleId,
-        data: Rule,
+        data: JSONBody[Rule],
         store: NamedDependency[RedisStore],
         settings: NamedDependency[Settings],
     ) -> RuleEntry:
