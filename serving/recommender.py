@@ -117,6 +117,27 @@ class _Ranking:
 
     key: tuple[int, int]
     ranker: Ranker
+    popular: _Listed
+    trending: _Listed
+
+
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    """A ranked list of (item id, score) as the native ranker takes it.
+
+    Rows best first and their scores; items without factors are left out.
+    """
+
+    rows: npt.NDArray[np.intp]
+    scores: npt.NDArray[np.float32]
+
+    @staticmethod
+    def of(ranked: list[tuple[str, float]], rows: dict[str, int]) -> _Listed:
+        pairs = [(row, s) for item_id, s in ranked if (row := rows.get(item_id)) is not None]
+        return _Listed(
+            np.fromiter((r for r, _ in pairs), np.intp, len(pairs)),
+            np.fromiter((s for _, s in pairs), np.float32, len(pairs)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +170,7 @@ class Recommender:
         ] = OrderedDict()
         self._results: OrderedDict[str, tuple[tuple[object, ...], bytes]] = OrderedDict()
         self._ranking: _Ranking | None = None
+        self._segment_rows: dict[int, tuple[list[tuple[str, float]], tuple[int, int], _Listed]] = {}
         self.result_cache_hits = 0
         self.result_cache_misses = 0
 
@@ -346,8 +368,33 @@ class Recommender:
                 ],
                 matrix.prices,
             )
-            ranking = self._ranking = _Ranking(key, ranker)
+            ranking = self._ranking = _Ranking(
+                key,
+                ranker,
+                _Listed.of(self.index.popular, rows),
+                _Listed.of(self.index.trending, rows),
+            )
         return ranking.ranker
+
+    def _segment_listed(
+        self, matrix: ItemMatrix, ranked: list[tuple[str, float]]
+    ) -> _Listed | None:
+        """A context segment's popular list as rows.
+
+        Mapped again when the list (refreshed every couple of seconds) or the items change.
+        """
+        if not ranked:
+            return None
+        key = (matrix.rows_epoch, matrix.size)
+        cached = self._segment_rows.get(id(ranked))
+        # The cache holds the list itself: its id cannot be reused while it is cached.
+        if cached is not None and cached[0] is ranked and cached[1] == key:
+            return cached[2]
+        if len(self._segment_rows) > 10_000:  # bounded like the index's segment cache
+            self._segment_rows.clear()
+        listed = _Listed.of(ranked, matrix.rows)
+        self._segment_rows[id(ranked)] = (ranked, key, listed)
+        return listed
 
     def _excluded(self, user: UserRecord, filters: Filters) -> set[str]:
         if filters.exclude == "seen":
@@ -407,36 +454,84 @@ class Recommender:
     ) -> Recommendations:
         in_segment = self.index.segment_popular(context.segment) if context.segment else []
         segment_reason = "popular in your region" if context.country else "popular"
-        chosen: list[RecommendedItem] = []
-        taken = set(excluded)
         n_trending = max(1, int(k * TRENDING_SHARE)) if self.index.trending else 0
         sources = (
             (self.index.trending, "trending", n_trending),
             (in_segment, segment_reason, k),
             (self.index.popular, "popular", k),
         )
-        for ranked, reason, quota in sources:
-            added = 0
-            for item_id, score in ranked:
-                if len(chosen) == k or added == quota:
-                    break
-                if item_id in taken or not self._allowed(item_id, filters):
-                    continue
-                chosen.append(RecommendedItem(item_id, round(score, 6), reason))
-                taken.add(item_id)
-                added += 1
-        return Recommendations(rec_id, False, chosen, 0)
+        return self._from_lists(rec_id, k, filters, excluded, sources, fallback=False)
 
     def _popular_list(
         self, rec_id: str, k: int, filters: Filters, exclude: set[str], fallback: bool
     ) -> Recommendations:
-        items: list[RecommendedItem] = []
-        for item_id, score in self.index.popular:
-            if item_id in exclude or not self._allowed(item_id, filters):
-                continue
-            items.append(RecommendedItem(item_id, round(score, 6), "popular"))
-            if len(items) == k:
-                break
+        sources = ((self.index.popular, "popular", k),)
+        return self._from_lists(rec_id, k, filters, exclude, sources, fallback)
+
+    def _from_lists(
+        self,
+        rec_id: str,
+        k: int,
+        filters: Filters,
+        exclude: set[str],
+        sources: tuple[tuple[list[tuple[str, float]], str, int], ...],
+        fallback: bool,
+    ) -> Recommendations:
+        """Each ranked list in turn up to its quota, filtered and merchandised natively.
+
+        Pins first, rules re-weigh; without a model yet, the lists as they are, filtered.
+        """
+        matrix = self.index.current
+        if matrix.size == 0:
+            chosen: list[RecommendedItem] = []
+            taken = set(exclude)
+            for ranked, reason, quota in sources:
+                added = 0
+                for item_id, score in ranked:
+                    if len(chosen) == k or added == quota:
+                        break
+                    if item_id in taken or not self._allowed(item_id, filters):
+                        continue
+                    chosen.append(RecommendedItem(item_id, round(score, 6), reason))
+                    taken.add(item_id)
+                    added += 1
+            return Recommendations(rec_id, fallback, chosen, 0)
+        ranker = self._ranker(matrix)
+        ranking = self._ranking
+        assert ranking is not None
+        lists = []
+        for code, (ranked, _, quota) in enumerate(sources):
+            listed = (
+                ranking.popular
+                if ranked is self.index.popular
+                else ranking.trending
+                if ranked is self.index.trending
+                else self._segment_listed(matrix, ranked)
+            )
+            if listed is not None and quota:
+                lists.append((listed.rows, listed.scores, code, quota))
+        catalogue = self.index.catalogue
+        rows_of = matrix.rows.get
+        slots, scores, reasons = ranker.rank_lists(
+            lists,
+            k,
+            excluded_rows=[row for i in exclude if (row := rows_of(i)) is not None],
+            available_only=filters.available_only,
+            wanted_categories=_codes(catalogue.category_code, filters.categories) or None,
+            unwanted_categories=_codes(catalogue.category_code, filters.exclude_categories),
+            max_per_category=filters.max_per_category or 0,
+            min_price=filters.min_price,
+            max_price=filters.max_price,
+            merchandising=self._merchandising(matrix).merchandising,
+        )
+        items = [
+            RecommendedItem(
+                self._item_id(matrix, slot),
+                round(score, 6),
+                sources[code][1] if code >= 0 else self._reason(matrix, slot, code),
+            )
+            for slot, score, code in zip(slots, scores, reasons, strict=True)
+        ]
         return Recommendations(rec_id, fallback, items, 0)
 
     def _allowed(self, item_id: str, filters: Filters) -> bool:

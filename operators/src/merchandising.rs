@@ -366,13 +366,15 @@ impl Layout {
         self.positions.iter().filter(|p| p.is_none()).count()
     }
 
-    fn category_full(&self, code: i32) -> bool {
+    /// Whether the cap leaves no room in the category (uncategorised items are never capped).
+    pub fn category_full(&self, code: i32) -> bool {
         self.cap > 0
             && code != NO_CATEGORY
             && self.per_category.iter().any(|&(c, n)| c == code && n >= self.cap)
     }
 
-    fn count(&mut self, code: i32) {
+    /// Count one more item of the category.
+    pub fn count(&mut self, code: i32) {
         if code == NO_CATEGORY {
             return;
         }

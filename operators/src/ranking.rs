@@ -474,6 +474,72 @@ pub fn rank_request<E>(
     Ok((picks, graph_given))
 }
 
+/// One ranked list of an answer without a user vector (cold start, fallback): its rows best
+/// first, their scores, the reason code of its picks and how many picks it may give.
+pub struct Listed<'a> {
+    pub rows: &'a [usize],
+    pub scores: &'a [f32],
+    pub reason: i64,
+    pub quota: usize,
+}
+
+/// An answer from ranked lists: pins first, then each list in turn, re-weighed by the plan's
+/// factors (ties keep the list's order), up to its quota, skipping what is already taken or
+/// fails the filters, honouring the cap.
+pub fn answer_from_lists(
+    items: &Items<'_>,
+    filters: &Filters,
+    plan: &Plan,
+    lists: &[Listed<'_>],
+    k: usize,
+) -> Vec<Placed> {
+    let mut layout = Layout::new(k, filters.cap);
+    let listed_score = |row: usize| -> f32 {
+        lists
+            .iter()
+            .find_map(|l| l.rows.iter().position(|&r| r == row).map(|at| l.scores[at]))
+            .map_or(0.0, |score| adjust(score, plan.factor(row)))
+    };
+    layout.pin(
+        plan,
+        |slot| filters.passes_slot(items, plan, slot),
+        |slot| if slot < items.size { listed_score(slot) } else { 0.0 },
+        |slot| slot_category(items, plan, slot),
+    );
+    let mut taken = layout.placed_slots();
+    let want = layout.free();
+    let mut chosen: Vec<Placed> = Vec::with_capacity(want);
+    for list in lists {
+        let mut order: Vec<(f32, usize)> = list
+            .rows
+            .iter()
+            .zip(list.scores)
+            .map(|(&row, &score)| (adjust(score, plan.factor(row)), row))
+            .collect();
+        order.sort_by(|a, b| b.0.total_cmp(&a.0)); // stable: ties keep the list's order
+        let mut added = 0;
+        for (score, row) in order {
+            if chosen.len() == want || added == list.quota {
+                break;
+            }
+            let code = items.category_codes[row];
+            if !score.is_finite()
+                || taken.contains(&row)
+                || !filters.passes(items, row)
+                || layout.category_full(code)
+            {
+                continue;
+            }
+            layout.count(code);
+            taken.push(row);
+            chosen.push(Placed { slot: row, score, reason: list.reason });
+            added += 1;
+        }
+    }
+    // `finish` counts the chosen again: nothing is placed after them.
+    layout.finish(plan, chosen, |slot| slot_category(items, plan, slot))
+}
+
 /// What a personal request asks of the exploration of new items: how many positions they may
 /// take, and the user's recent categories (most recent first) they must be in.
 #[derive(Clone, Copy)]
@@ -938,6 +1004,65 @@ impl Ranker {
         self.with_items(py, |items| {
             top_cosine(items.matrix, items.factors, items.size, norms, row, k)
         })
+    }
+
+    /// An answer without a user vector (cold start, fallback) from ranked ``lists``: each
+    /// (rows best first, scores, reason code, quota) in turn after the pins, re-weighed by the
+    /// rules and filtered: slots, scores and reasons.
+    #[pyo3(signature = (
+        lists, k, *, excluded_rows, available_only, wanted_categories, unwanted_categories,
+        max_per_category, min_price=None, max_price=None, merchandising=None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn rank_lists(
+        &self,
+        py: Python<'_>,
+        lists: Vec<(PyReadonlyArray1<'_, isize>, PyReadonlyArray1<'_, f32>, i64, usize)>,
+        k: usize,
+        excluded_rows: Vec<isize>,
+        available_only: bool,
+        wanted_categories: Option<Vec<i32>>,
+        unwanted_categories: Vec<i32>,
+        max_per_category: usize,
+        min_price: Option<f64>,
+        max_price: Option<f64>,
+        merchandising: Option<PyRef<'_, Merchandising>>,
+    ) -> PyResult<Answer> {
+        let mut rows: Vec<Vec<usize>> = Vec::with_capacity(lists.len());
+        for (list_rows, scores, _, _) in &lists {
+            let list_rows = rows_in(list_rows.as_slice()?, self.size, "lists")?;
+            if list_rows.len() != scores.len() {
+                return Err(PyValueError::new_err("a list's rows and scores differ in length"));
+            }
+            rows.push(list_rows);
+        }
+        let listed: Vec<Listed<'_>> = lists
+            .iter()
+            .zip(&rows)
+            .map(|((_, scores, reason, quota), rows)| {
+                Ok(Listed { rows, scores: scores.as_slice()?, reason: *reason, quota: *quota })
+            })
+            .collect::<PyResult<_>>()?;
+        let mut excluded: Vec<usize> = excluded_rows
+            .into_iter()
+            .filter(|&r| r >= 0 && (r as usize) < self.size)
+            .map(|r| r as usize)
+            .collect();
+        excluded.sort_unstable();
+        excluded.dedup();
+        let (min_price, max_price) = price_range(min_price, max_price)?;
+        let filters = Filters {
+            excluded_rows: excluded,
+            available_only,
+            wanted: wanted_categories.map(sorted_codes),
+            unwanted: sorted_codes(unwanted_categories),
+            cap: max_per_category,
+            min_price,
+            max_price,
+        };
+        let empty = Plan::empty(self.size);
+        let plan = self.plan(&merchandising, &empty)?;
+        self.with_items(py, |items| answer(&answer_from_lists(items, &filters, plan, &listed, k)))
     }
 
     /// Items to show next to ``row`` (None: an item without factors): pins, then the best

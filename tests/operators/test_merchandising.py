@@ -286,6 +286,42 @@ def test_similar_items_equal_the_brute_force_oracle(r: dict) -> None:
     assert list(zip(slots, scores, reasons, strict=True)) == want
 
 
+@st.composite
+def list_requests(draw: st.DrawFn) -> dict:
+    c = draw(catalogues())
+    lists = []
+    for reason in range(draw(st.integers(1, 3))):
+        rows = draw(st.lists(st.integers(0, c.size - 1), max_size=12, unique=True))
+        scores = [draw(st.integers(-16, 16)) / 4 for _ in rows]
+        lists.append((rows, scores, reason, draw(st.integers(0, 6))))
+    return {
+        "catalogue": c,
+        "lists": lists,
+        "filters": draw(filter_sets(c)),
+        "rules": draw(rule_sets(c)),
+        "k": draw(st.integers(1, 10)),
+    }
+
+
+@settings(max_examples=400, deadline=None)
+@given(list_requests())
+def test_answers_from_lists_equal_the_brute_force_oracle(r: dict) -> None:
+    c, f = r["catalogue"], r["filters"]
+    ranker, merchandising = _native(c, r["rules"])
+    slots, scores, reasons = ranker.rank_lists(
+        [
+            (np.array(rows, np.intp), np.array(scores, np.float32), reason, quota)
+            for rows, scores, reason, quota in r["lists"]
+        ],
+        r["k"],
+        max_per_category=f.max_per_category,
+        merchandising=merchandising,
+        **_filter_kwargs(f),
+    )
+    want = oracle.from_lists(c, r["lists"], f, r["rules"], r["k"])
+    assert list(zip(slots, scores, reasons, strict=True)) == want
+
+
 # --- golden examples ------------------------------------------------------------------------
 
 

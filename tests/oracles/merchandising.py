@@ -275,3 +275,48 @@ def similar(
         for r, s in _organic(c, answer, eligible, len(answer.free()))
     ]
     return [(slot, float(score), reason) for slot, score, reason in answer.finish(organic, [])]
+
+
+def from_lists(
+    c: Catalogue,
+    lists: Sequence[tuple[Sequence[int], Sequence[float], int, int]],
+    filters: Filters,
+    rules: Rules,
+    k: int,
+) -> list[tuple[int, float, int]]:
+    """An answer from ranked lists (cold start): pins, then each list in turn, re-weighed
+    (ties in the list's order), up to its quota: (slot, score, reason code)."""
+
+    def adjusted(row: int, score: float) -> np.float32:
+        return adjust(np.float32(score), factor(c, rules, row))
+
+    def listed_score(row: int) -> float:
+        for rows, scores, _, _ in lists:
+            if row in rows:
+                return float(adjusted(row, scores[list(rows).index(row)]))
+        return 0.0
+
+    answer = _Answer(c, k, filters.max_per_category)
+    answer.pin(
+        rules,
+        lambda slot: passes(c, filters, slot),
+        lambda slot: listed_score(slot) if slot < c.size else 0.0,
+    )
+    taken = answer.placed()
+    want = len(answer.free())
+    chosen: list[tuple[int, float, int]] = []
+    for rows, scores, reason, quota in lists:
+        order = sorted(
+            ((adjusted(r, s), r) for r, s in zip(rows, scores, strict=True)), key=lambda sr: -sr[0]
+        )
+        added = 0
+        for score, row in order:
+            if len(chosen) == want or added == quota:
+                break
+            if row in taken or not passes(c, filters, row) or answer.full(row):
+                continue
+            answer.count(row)
+            taken.add(row)
+            chosen.append((row, float(score), reason))
+            added += 1
+    return [(slot, float(score), reason) for slot, score, reason in answer.finish(chosen, [])]

@@ -158,6 +158,20 @@ def test_pins_and_boosts_apply_without_a_restart(served, no_rules) -> None:
     wait_until(lambda: _ids(_recs(client, user)).index(boosted) < 5, 5)
 
 
+def test_rules_apply_to_users_without_history(served, no_rules) -> None:
+    _, _, client = served
+    before = _recs(client, "someone-new")
+    assert {it["reason"] for it in before} <= {"trending", "popular"}
+    pinned, buried = before[-1]["item_id"], before[0]["item_id"]
+    client.post("/v1/rules", json={"kind": "pin", "item_id": pinned, "position": 1}, headers=ADMIN)
+    client.post(
+        "/v1/rules", json={"kind": "bury", "item_id": buried, "factor": 0.01}, headers=ADMIN
+    )
+    items = wait_until(lambda: (r := _recs(client, "someone-new"))[0]["item_id"] == pinned and r, 5)
+    assert items[0]["reason"] == "promoted" and len(items) == 10
+    assert _ids(items).index(buried) > 0 if buried in _ids(items) else True
+
+
 def test_a_pin_waits_for_its_window(served, no_rules) -> None:
     _, events, client = served
     user = events[0].user_id
