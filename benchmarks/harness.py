@@ -1,7 +1,7 @@
 """Run the benchmarks, collect their JSON and write a Markdown report with PNG plots.
 
     python benchmarks/harness.py all [--quick] [--out benchmarks/out/report]
-    python benchmarks/harness.py freshness|pipeline|serving|quality|drift [--quick]
+    python benchmarks/harness.py freshness|pipeline|serving|quality|drift|merchandising [--quick]
 
 (``freshrec bench …`` runs this.) Every benchmark measures its references in the same run —
 a pass-through flow, a keyed counter, a hello-world endpoint, raw Kafka produce, the user
@@ -75,6 +75,9 @@ BENCHES: dict[str, Bench] = {
         extra=[["--dataset", "taobao", "--protocol", "stream"]],
     ),
     "drift": Bench("drift.py", [], ["--limit", "40000"]),
+    "merchandising": Bench(
+        "bench_merchandising.py", [], ["--limit", "20000", "--items", "20000", "--calls", "500"]
+    ),
 }
 
 
@@ -358,12 +361,40 @@ def _flatten(doc: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def merchandising_section(docs: list[Any], out: Path) -> tuple[list[list[str]], list[str]]:
+    doc = docs[0]
+    rows = []
+    for key, r in doc.items():
+        if key.startswith("replay_"):
+            new, organic, rand = r["new_items"], r["organic"], r["random_new_reference"]
+            rows.append(
+                [
+                    f"{key}: share of positions to new items; their CTR",
+                    f"{r['new_item_share_shown']:.1%}; {new['ctr']:.2%} of {new['pairs']:,}",
+                    f"organic CTR {organic['ctr']:.2%}; random new items {rand['ctr']:.2%}",
+                    _fmt(new["ctr"] / rand["ctr"], 1) + "x random" if rand["ctr"] else "–",
+                ]
+            )
+    cpu = doc.get("cpu")
+    if cpu:
+        plain = cpu["rank_plain_us"]
+        for key in (
+            "rank_rules_new_items_us",
+            "rank_rules_price_range_us",
+            "similar_items_rules_us",
+        ):
+            rows.append([f"cpu: {key}", _fmt(cpu[key]), f"rank without rules {plain} µs",
+                         _fmt(cpu[key] / plain, 2)])  # fmt: skip
+    return rows, []
+
+
 SECTIONS: dict[str, Callable[[list[Any], Path], tuple[list[list[str]], list[str]]]] = {
     "freshness": freshness_section,
     "pipeline": pipeline_section,
     "serving": serving_section,
     "quality": quality_section,
     "drift": drift_section,
+    "merchandising": merchandising_section,
 }
 
 
