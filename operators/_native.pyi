@@ -634,6 +634,26 @@ class Ranker:
         new item j) come first, the organic picks fill the rest. ``min_price > max_price``
         is a ValueError.
         """
+    def rank_lists(
+        self,
+        lists: Sequence[tuple[_Rows, npt.NDArray[np.float32], int, int]],
+        k: int,
+        *,
+        excluded_rows: Sequence[int],
+        available_only: bool,
+        wanted_categories: Sequence[int] | None,
+        unwanted_categories: Sequence[int],
+        max_per_category: int,
+        min_price: float | None = None,
+        max_price: float | None = None,
+        merchandising: Merchandising | None = None,
+    ) -> tuple[list[int], list[float], list[int]]:
+        """An answer without a user vector (cold start, fallback) from ranked lists.
+
+        ``lists``: (rows best first, scores, reason code, quota), taken in turn after the
+        pins, each re-weighed by the rules (ties keep the list's order) and filtered: slots,
+        scores and reason codes (a list's own code, or ``REASON_PROMOTED``).
+        """
     def similar(self, row: int, k: int) -> tuple[list[int], list[float]]:
         """The ``k`` rows most similar to ``row`` (cosine), best first, with their cosines."""
     def similar_items(
