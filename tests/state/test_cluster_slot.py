@@ -17,7 +17,7 @@ import redis
 
 from freshrec.stack import redis_server_binary
 from state.keys import Keys
-from state.records import CatalogueItem, NeighboursRecord
+from state.records import CatalogueItem, NeighboursRecord, Rule
 from state.store import RedisStore
 from tests.conftest import free_port
 from tests.state.test_store import FACTORS, item, user_record
@@ -84,6 +84,8 @@ def test_keys_of_a_namespace_share_one_slot(cluster_url: str) -> None:
         keys.catalogue_seq,
         keys.monitor("api"),
         keys.model_blob("v1"),
+        keys.rules,
+        keys.rules_version,
     ]
     assert {client.execute_command("CLUSTER", "KEYSLOT", name) for name in names} == {
         client.execute_command("CLUSTER", "KEYSLOT", "{fr}")
@@ -111,6 +113,9 @@ def test_multi_key_operations_work_on_a_cluster(cluster_url: str) -> None:
         assert store.catalogue_item("i1") == CatalogueItem(item_id="i1", title="one")
         store.park_user_states([("u1", b"state")], ttl_s=60)
         assert store.parked_user_state("u1") == b"state"
+        # a transaction over the rules hash and its version counter
+        store.put_rule("r1", Rule(kind="pin", item_id="i1", position=1))
+        assert store.rules() == (1, [("r1", Rule(kind="pin", item_id="i1", position=1))])
     finally:
         assert store.delete_namespace() > 0
         store.client.close()

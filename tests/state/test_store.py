@@ -350,3 +350,20 @@ def test_user_with_neighbours_survives_a_dropped_connection(store: RedisStore) -
     assert store.client.client_kill_filter(addr=f"{host}:{port}") == 1
     fetched = store.get_user_with_neighbours("u1", 5)
     assert fetched is not None and fetched.user == user_record(2)
+
+
+def test_rules_round_trip_and_every_write_bumps_the_version(store: RedisStore) -> None:
+    from datetime import UTC, datetime
+
+    from state.records import Rule
+
+    assert store.rules() == (0, []) and store.rules_version() == 0
+    pin = Rule(kind="pin", item_id="i1", position=2, starts_at=datetime(2026, 1, 1, tzinfo=UTC))
+    boost = Rule(kind="boost", brand="acme", factor=1.5, note="spring")
+    store.put_rule("r2", pin)
+    store.put_rule("r1", boost)
+    assert store.rules() == (2, [("r1", boost), ("r2", pin)])
+    assert store.rule("r2") == pin and store.rule("nope") is None and store.rule_count() == 2
+    assert pin.window_s == (datetime(2026, 1, 1, tzinfo=UTC).timestamp(), math.inf)
+    assert store.delete_rule("r2") and not store.delete_rule("r2")
+    assert store.rules_version() == 4 and store.rules() == (4, [("r1", boost)])
