@@ -290,35 +290,35 @@ def cpu(n_items: int, factors: int, calls: int) -> dict:
         return round((time.thread_time() - started) / len(calls_) * 1e6, 1)
 
     row = [int(r) for r in rng.integers(0, n_items, calls)]
-    result = {
+    result: dict[str, Any] = {
         "items": n_items,
         "factors": factors,
         "graph_build_s": round(graph_s, 1),
-        "rank_plain_us": clock([partial(rank, u) for u in users]),
-        "rank_rules_new_items_us": clock(
-            [partial(rank, u, merchandising=merch, new_item_slots=2) for u in users]
-        ),
-        "rank_rules_price_range_us": clock(
-            [
-                partial(rank, u, merchandising=merch, new_item_slots=2, min_price=10, max_price=40)
-                for u in users
-            ]
-        ),
-        "rank_selective_price_us": clock(
-            [partial(rank, u, merchandising=merch, min_price=500.0) for u in users[: calls // 4]]
-        ),
-        "similar_cosine_only_us": clock(
-            [partial(ranker.similar, r, 11) for r in row[: calls // 4]]
-        ),
-        "similar_items_plain_us": clock(
-            [partial(_similar, ranker, r, None) for r in row[: calls // 4]]
-        ),
-        "similar_items_rules_us": clock(
-            [partial(_similar, ranker, r, merch) for r in row[: calls // 4]]
-        ),
-        "compile_rules_us": clock([compile_merch] * 20),
-        "graph_misses": ranker.graph_misses,
     }
+    scenarios = {
+        "rank_plain": {},
+        "rank_rules_new_items": {"merchandising": merch, "new_item_slots": 2},
+        "rank_rules_price_range": {
+            "merchandising": merch, "new_item_slots": 2, "min_price": 10.0, "max_price": 40.0,
+        },
+        "rank_selective_price": {"merchandising": merch, "min_price": 500.0},
+    }  # fmt: skip
+    for name, kw in scenarios.items():
+        before = ranker.graph_misses
+        n = calls if name != "rank_selective_price" else calls // 4
+        result[f"{name}_us"] = clock([partial(rank, u, **kw) for u in users[:n]])
+        result[f"{name}_brute_force_share"] = round((ranker.graph_misses - before) / (n + 50), 3)
+    result["similar_cosine_only_us"] = clock(
+        [partial(ranker.similar, r, 11) for r in row[: calls // 4]]
+    )
+    result["similar_items_plain_us"] = clock(
+        [partial(_similar, ranker, r, None) for r in row[: calls // 4]]
+    )
+    result["similar_items_rules_us"] = clock(
+        [partial(_similar, ranker, r, merch) for r in row[: calls // 4]]
+    )
+    result["compile_rules_us"] = clock([compile_merch] * 20)
+    result["boosted_rows"] = len(merch.boosted_rows)
     return result
 
 

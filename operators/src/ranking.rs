@@ -24,6 +24,7 @@
 //! force answers).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
@@ -32,7 +33,7 @@ use pyo3::prelude::*;
 use crate::errors::py_float;
 use crate::merchandising::{Layout, Merchandising, Placed, Plan, adjust, price_passes};
 use crate::similar::{
-    REASON_SIMILAR, REASON_VIEWED_TOGETHER, SimilarRequest, dot, similar_items, top_cosine,
+    REASON_SIMILAR, REASON_VIEWED_TOGETHER, SimilarRequest, TopK, dot, similar_items, top_cosine,
 };
 
 /// Category code of an item without category (never capped).
@@ -277,6 +278,47 @@ pub fn best_popular(
     (taken, cut as f64)
 }
 
+/// Rows of the `n` best re-weighed scores among the plan's boosted rows (without their
+/// co-visitation boost: co-visited rows are candidates anyway), and the best score left out
+/// (-inf when every row is taken). Every boosted row is scored: a boost lifts rows from
+/// anywhere in the catalogue, which no graph query by inner product finds.
+fn best_boosted(
+    items: &Items<'_>,
+    lists: &Lists,
+    user_vector: &[f32],
+    evidence: f64,
+    merch: Merch<'_>,
+    n: usize,
+) -> (Vec<usize>, f32) {
+    let (plan, gathered) = (merch.plan, merch.boosted_vectors);
+    let boosted = &plan.boosted;
+    if n >= boosted.len() {
+        return (boosted.clone(), f32::NEG_INFINITY);
+    }
+    let (weight, rest) = (evidence as f32, (1.0 - evidence) as f32);
+    let score_of = |row: usize, vector: &[f32]| -> f32 {
+        let score = weight * dot(vector, user_vector) + rest * lists.popularity[row];
+        adjust(score, plan.factor(row))
+    };
+    // The n + 1 best finite scores: the first n are taken, the last is the best left out
+    // (non-finite scores are never picked, so they bound nothing). Most rows fall below the
+    // buffer's last score and cost one comparison.
+    let mut best = TopK::new(n + 1);
+    if gathered.len() == boosted.len() * items.factors {
+        // Gathered, the vectors stream from one block instead of rows across the matrix.
+        for (&row, vector) in boosted.iter().zip(gathered.chunks_exact(items.factors.max(1))) {
+            best.offer(row, score_of(row, vector));
+        }
+    } else {
+        for &row in boosted {
+            best.offer(row, score_of(row, items.vector(row)));
+        }
+    }
+    let left_out = if best.rows.len() > n { best.scores[n] } else { f32::NEG_INFINITY };
+    best.rows.truncate(n);
+    (best.rows, left_out)
+}
+
 fn nan_last(a: f32, b: f32) -> std::cmp::Ordering {
     match (a.is_nan(), b.is_nan()) {
         (true, true) => std::cmp::Ordering::Equal,
@@ -342,6 +384,8 @@ fn select(
 pub struct Merch<'a> {
     pub plan: &'a Plan,
     pub placed: &'a [(i32, usize)],
+    /// The boosted rows' vectors gathered in the plan's order (empty: read from the matrix).
+    pub boosted_vectors: &'a [f32],
 }
 
 /// The blended score of a row, re-weighed by the plan's factor.
@@ -391,13 +435,15 @@ pub fn rank(
         Candidates::Graph { rows, bound, fetch } => {
             let (popular, popular_bound) =
                 best_popular(lists, items.factors, user_vector, evidence, *fetch);
+            let (boosted, boosted_bound) =
+                best_boosted(items, lists, user_vector, evidence, merch, *fetch);
             let mut all: Vec<usize> = rows
                 .iter()
                 .filter(|&&row| row >= 0 && (row as usize) < items.size)
                 .map(|&row| row as usize)
                 .chain(popular)
                 .chain(covisits.rows.iter().copied())
-                .chain(plan.boosted.iter().copied())
+                .chain(boosted)
                 .collect();
             all.sort_unstable();
             all.dedup();
@@ -409,11 +455,14 @@ pub fn rank(
                 .collect();
             // A row left out has no co-visitation term: it scores at most evidence x the
             // lowest inner product the graph returned, or the best popular score left out,
-            // re-weighed by the highest factor of a row not among the boosted candidates.
+            // re-weighed by the highest factor of a row the plan does not list as boosted;
+            // a boosted row left out, at most the best boosted score left out.
             // (Python's max: a NaN first operand wins; float32 as numpy compares them.)
             let graph_term = evidence * bound;
             let bound = if popular_bound > graph_term { popular_bound } else { graph_term };
-            (scored, Some(adjust(bound as f32, plan.left_out_factor)))
+            let bound = adjust(bound as f32, plan.left_out_factor);
+            let bound = if boosted_bound > bound { boosted_bound } else { bound };
+            (scored, Some(bound))
         }
     };
     let picks: Vec<Pick> = select(items, scored, k, filters.cap, merch.placed)
@@ -562,6 +611,7 @@ pub fn answer_request<E>(
     recent_rows: &[usize],
     filters: &Filters,
     plan: &Plan,
+    boosted_vectors: &[f32],
     explore: Explore<'_>,
     k: usize,
     nearest: Option<Nearest<'_, E>>,
@@ -597,7 +647,7 @@ pub fn answer_request<E>(
     let (picks, missed) = if k_organic == 0 {
         (Vec::new(), false)
     } else {
-        let merch = Merch { plan, placed: layout.placed_categories() };
+        let merch = Merch { plan, placed: layout.placed_categories(), boosted_vectors };
         rank_request(
             items,
             lists,
@@ -704,6 +754,9 @@ pub struct Ranker {
     /// Requests with a graph that brute force answered (its candidates were not provably
     /// enough): a rising share says the graph's recall or the fetch sizes fell short.
     graph_misses: AtomicU64,
+    /// The boosted rows' vectors of the last plan (by id), gathered once: every request
+    /// scores them all. Never locked across a call into Python.
+    boosted_vectors: Mutex<(u64, Arc<Vec<f32>>)>,
 }
 
 fn rows_in(rows: &[isize], size: usize, what: &str) -> PyResult<Vec<usize>> {
@@ -760,6 +813,23 @@ impl Ranker {
             prices: prices.as_slice()?,
         };
         Ok(f(&items))
+    }
+
+    /// The vectors of the plan's boosted rows, gathered on the plan's first request (none
+    /// when there are too few to be worth it).
+    fn gathered(&self, items: &Items<'_>, plan: &Plan) -> Arc<Vec<f32>> {
+        if plan.boosted.len() <= ANN_FETCH_MIN {
+            return Arc::new(Vec::new());
+        }
+        let mut cache = self.boosted_vectors.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.0 != plan.id {
+            let mut vectors = Vec::with_capacity(plan.boosted.len() * items.factors);
+            for &row in &plan.boosted {
+                vectors.extend_from_slice(items.vector(row));
+            }
+            *cache = (plan.id, Arc::new(vectors));
+        }
+        Arc::clone(&cache.1)
     }
 
     /// The plan of `merchandising` (checked to be of these items), or an empty one.
@@ -867,6 +937,7 @@ impl Ranker {
             factors,
             lists,
             graph_misses: AtomicU64::new(0),
+            boosted_vectors: Mutex::new((0, Arc::new(Vec::new()))),
         })
     }
 
@@ -972,6 +1043,7 @@ impl Ranker {
         let ask: Option<Nearest<'_, PyErr>> =
             if nearest.is_some() { Some(&mut ask_graph) } else { None };
         self.with_items(py, |items| {
+            let gathered = self.gathered(items, plan);
             let (placed, graph_missed) = answer_request(
                 items,
                 &self.lists,
@@ -982,6 +1054,7 @@ impl Ranker {
                 &recent,
                 &filters,
                 plan,
+                &gathered,
                 explore,
                 k,
                 ask,
@@ -1165,7 +1238,7 @@ mod tests {
     }
 
     fn no_merch() -> Merch<'static> {
-        Merch { plan: Box::leak(Box::new(Plan::empty(0))), placed: &[] }
+        Merch { plan: Box::leak(Box::new(Plan::empty(0))), placed: &[], boosted_vectors: &[] }
     }
 
     fn no_lists(items: &Items<'_>) -> Lists {

@@ -71,24 +71,30 @@ pub fn top_cosine(
 
 /// The `k` best (row, score) offered, best first, ties to the earlier (lower) row; non-finite
 /// scores are never kept.
-struct TopK {
+pub(crate) struct TopK {
     k: usize,
-    rows: Vec<usize>,
-    scores: Vec<f32>,
+    pub(crate) rows: Vec<usize>,
+    pub(crate) scores: Vec<f32>,
 }
 
 impl TopK {
-    fn new(k: usize) -> TopK {
+    pub(crate) fn new(k: usize) -> TopK {
         TopK { k, rows: Vec::with_capacity(k), scores: Vec::with_capacity(k) }
     }
 
+    /// Whether `score` would enter (checked before the costlier filters).
     #[inline]
-    fn offer(&mut self, row: usize, score: f32) {
+    fn would_take(&self, score: f32) -> bool {
         let k = self.k;
-        if k == 0 || !score.is_finite() || (self.scores.len() == k && !(score > self.scores[k - 1]))
-        {
+        k > 0 && score.is_finite() && (self.scores.len() < k || score > self.scores[k - 1])
+    }
+
+    #[inline]
+    pub(crate) fn offer(&mut self, row: usize, score: f32) {
+        if !self.would_take(score) {
             return;
         }
+        let k = self.k;
         // Equal stays ahead: the lower row first.
         let at = self.scores.partition_point(|&b| b >= score);
         if self.scores.len() == k {
@@ -151,19 +157,24 @@ pub fn similar_items(
             && filters.passes(items, r)
     };
     let mut best = TopK::new(layout.free());
-    if query.is_some() {
-        // Rows ascend and so do the co-visited rows: one cursor finds each row's weight.
+    if let Some((query, query_norm)) = query.filter(|_| items.factors > 0) {
+        // Rows ascend and so do the co-visited rows: one cursor finds each row's weight. The
+        // filters are asked only of a row whose score would enter the top k.
         let mut next_covisit = 0;
-        for r in 0..items.size {
-            let mut covisit = None;
+        let vectors = items.matrix[..items.size * items.factors].chunks_exact(items.factors);
+        for (r, vector) in vectors.enumerate() {
             while next_covisit < covisits.rows.len() && covisits.rows[next_covisit] < r {
                 next_covisit += 1;
             }
-            if covisits.rows.get(next_covisit) == Some(&r) {
-                covisit = Some(covisits.boost[next_covisit]);
-            }
-            if keep(r) {
-                best.offer(r, blended(r, covisit));
+            let covisit = if covisits.rows.get(next_covisit) == Some(&r) {
+                covisits.boost[next_covisit]
+            } else {
+                0.0
+            };
+            let cosine = dot(vector, query) / ((norms[r] + NORM_EPSILON) * query_norm);
+            let score = adjust(COSINE_WEIGHT * cosine + covisit, plan.factor(r));
+            if best.would_take(score) && keep(r) {
+                best.offer(r, score);
             }
         }
     } else {

@@ -247,6 +247,45 @@ def test_an_answer_is_never_short_while_enough_items_qualify(r: dict) -> None:
             assert slot >= c.size and c.category(slot) in r["recent_categories"]
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_boosted_rows_far_from_the_user_still_give_the_brute_force_answer(seed: int) -> None:
+    """Hundreds of boosted rows (more than a graph round fetches): each request scores them
+    all and the proof still accepts most graph answers."""
+    rng = np.random.default_rng(seed)
+    n = 3000
+    c = oracle.Catalogue(
+        rng.integers(-3, 4, (n, DIM)).astype(np.float32), n, rng.integers(0, 6, n).astype(np.int32),
+        rng.integers(-1, 3, n).astype(np.int32), np.full(n, np.nan), np.zeros(n, np.bool_),
+        *(np.zeros(0, t) for t in (np.int32, np.int32, np.float64, np.bool_)),
+    )  # fmt: skip
+    rules = oracle.Rules(
+        weights=[("category", 0, 2.0, -INF, INF), ("brand", 1, 0.5, -INF, INF)]
+        + [("item", int(r), 4.0, -INF, INF) for r in rng.choice(n, 50, replace=False)]
+    )
+    ranker, merchandising = _native(c, rules)
+    assert len(merchandising.boosted_rows) > 300, f"seed {seed}"
+    for _ in range(20):
+        r = {
+            "catalogue": c, "rules": rules, "filters": oracle.Filters(), "popular": [],
+            "covisits": [], "recent_categories": [], "new_item_slots": 0, "k": 10,
+            "user": rng.integers(-3, 4, DIM).astype(np.float32), "evidence": 1.0,
+        }  # fmt: skip
+        got = native_rank(r, graph=True)
+        assert [s for _, s, _ in got] == [s for _, s, _ in oracle_rank(r)], f"seed {seed}"
+    ranker, merchandising = _native(c, rules)
+    misses = 0
+    for _ in range(20):
+        user = rng.integers(-3, 4, DIM).astype(np.float32)
+        r = {"catalogue": c, "user": user}
+        ranker.rank(
+            user.tobytes(), 1.0, 10, nearest=_honest_graph(r), covisits=[], excluded_rows=[],
+            available_only=False, wanted_categories=None, unwanted_categories=[],
+            max_per_category=0, recent_rows=[], recent_categories=[], merchandising=merchandising,
+        )  # fmt: skip
+    misses = ranker.graph_misses
+    assert misses < 20, f"seed {seed}: every answer needed brute force"
+
+
 @st.composite
 def similar_requests(draw: st.DrawFn) -> dict:
     c = draw(catalogues())
