@@ -260,7 +260,7 @@ def cpu(n_items: int, factors: int, calls: int) -> dict:
     )
     pins = [(int(r), p, -np.inf, np.inf) for p, r in enumerate(rng.choice(n_items, 5), 1)]
 
-    def compile_merch() -> Merchandising:
+    def compile_merch(weights: list = weights) -> Merchandising:
         return Merchandising(
             n_items, codes, brands, (np.arange(n_new) % 50).astype(np.int32),
             np.full(n_new, -1, np.int32), np.full(n_new, np.nan), np.zeros(n_new, np.bool_),
@@ -268,6 +268,7 @@ def cpu(n_items: int, factors: int, calls: int) -> dict:
         )  # fmt: skip
 
     merch = compile_merch()
+    item_rules = compile_merch([w for w in weights if w[0] == "item"])
     users = [
         (0.1 * (centers[c] + rng.normal(size=factors))).astype(np.float32)
         for c in rng.integers(0, 256, calls)
@@ -297,6 +298,7 @@ def cpu(n_items: int, factors: int, calls: int) -> dict:
     }
     scenarios = {
         "rank_plain": {},
+        "rank_item_rules_pins_new_items": {"merchandising": item_rules, "new_item_slots": 2},
         "rank_rules_new_items": {"merchandising": merch, "new_item_slots": 2},
         "rank_rules_price_range": {
             "merchandising": merch, "new_item_slots": 2, "min_price": 10.0, "max_price": 40.0,

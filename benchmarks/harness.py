@@ -379,6 +379,7 @@ def merchandising_section(docs: list[Any], out: Path) -> tuple[list[list[str]], 
     if cpu:
         plain = cpu["rank_plain_us"]
         for key in (
+            "rank_item_rules_pins_new_items_us",
             "rank_rules_new_items_us",
             "rank_rules_price_range_us",
             "similar_items_rules_us",
