@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
+import hiredis
 import msgspec
 import numpy as np
 from bytewax.connectors.kafka import KafkaSourceMessage
@@ -643,6 +644,22 @@ def redis_breakdown(
     }
 
 
+def decoded_commands(encoded: bytes) -> list[tuple[Any, ...]]:
+    """The commands of a RESP-encoded batch, text arguments as str (binary ones as bytes)."""
+    reader = hiredis.Reader()
+    reader.feed(encoded)
+    commands = []
+    while (command := reader.gets()) is not False:
+        args = []
+        for arg in command:
+            try:
+                args.append(arg.decode())
+            except UnicodeDecodeError:
+                args.append(arg)
+        commands.append(tuple(args))
+    return commands
+
+
 def captured_prefix(captured: list[list[tuple[Any, ...]]]) -> str:
     """The key prefix of the profiled run (every command's second argument is a key)."""
     for commands in captured:
@@ -691,14 +708,14 @@ def profile_full_flow(
                 redis_write.wrap(RedisStore.write_batch),
             )
         )
-        real_execute = RedisStore._execute
+        real_execute = RedisStore._execute_encoded
 
-        def capturing(store: RedisStore, commands: Any) -> Any:
-            if commands and not any(str(c[0]).upper() == "ZRANGEBYSCORE" for c in commands):
-                captured.append(list(commands))
-            return real_execute(store, commands)
+        def capturing(store: RedisStore, batch: Any) -> Any:
+            if batch:
+                captured.append(decoded_commands(batch.encoded()))
+            return real_execute(store, batch)
 
-        stack.enter_context(patched(RedisStore, "_execute", capturing))
+        stack.enter_context(patched(RedisStore, "_execute_encoded", capturing))
         stack.enter_context(
             patched(
                 item_replica.ItemReplicaFeed,

@@ -993,31 +993,47 @@ def popularity_samples(batch: list[object]) -> list[tuple[str, PopularitySample]
 def dead_letters(batch: list[object]) -> list[DeadLetter]: ...
 def archive_rows(batch: list[object]) -> list[ArchiveRow]: ...
 
+# --- resp.rs ---------------------------------------------------------------------------------
+
+class RespArgs:
+    """Arguments already encoded as RESP bulk strings (``len()`` of them)."""
+
+    def __len__(self) -> int: ...
+
+class RespBatch:
+    """Redis commands encoded in RESP, to send in one write; ``len()`` replies to read."""
+
+    def __init__(self) -> None: ...
+    def command(self, *args: str | bytes | int | RespArgs) -> None: ...
+    def __len__(self) -> int: ...
+    def encoded(self) -> bytes: ...
+
 class WritePlan:
     """The newer part of a batch's writes, as arguments of variadic Redis commands."""
 
-    user_records: list[object]
-    user_versions: list[object]
-    item_factors: list[object]
-    item_versions: list[object]
-    item_ids: list[str]
-    popularity: list[object]
-    unlisted: list[object]
-    trending: list[object]
-    untrending: list[object]
-    categories: list[object]
-    neighbour_records: list[object]
-    neighbour_versions: list[object]
+    user_records: RespArgs
+    user_versions: RespArgs
+    item_factors: RespArgs
+    item_versions: RespArgs
+    changed_items: int
+    changed_item_ids: bytes
+    popularity: RespArgs
+    unlisted: RespArgs
+    trending: RespArgs
+    untrending: RespArgs
+    categories: RespArgs
+    neighbour_records: RespArgs
+    neighbour_versions: RespArgs
 
 class StateWrites:
     """A batch's writes to Redis, coalesced to the newest version per key."""
 
-    user_ids: list[str]
-    item_ids: list[str]
-    neighbour_ids: list[str]
+    user_ids: RespArgs
+    item_ids: RespArgs
+    neighbour_ids: RespArgs
     arrivals: list[float]
     parked: list[tuple[str, bytes]]
-    segment_scores: list[tuple[str, list[object]]]
+    segment_scores: list[tuple[str, RespArgs]]
     holdouts: list[tuple[str, bytes, str]]
     feedback: list[tuple[str, str, float, int, int, int]]
     alarms: list[tuple[str, str, str]]

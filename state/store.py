@@ -25,7 +25,7 @@ import numpy as np
 import redis
 from redis.commands.core import Script
 
-from operators import StateWrites, WindowCounts
+from operators import RespBatch, StateWrites, WindowCounts
 from operators.model_validation import HeldOut
 from state.keys import Keys
 from state.records import (
@@ -212,17 +212,16 @@ class RedisStore:
             self._execute([("MSET", *records), ("HSET", self.keys.user_versions, *versions)])
         return len(fresh)
 
-    def _log_changes_command(self, item_ids: Sequence[str]) -> tuple[Any, ...]:
-        """The command appending items to the change log.
+    def _log_changes_command(self, count: int, msgpack_ids: bytes) -> tuple[Any, ...]:
+        """The command appending ``count`` items (a msgpack array of ids) to the change log.
 
         EVAL with the script's text, not EVALSHA: Redis caches the compiled script by its
         digest either way, and a Redis that restarted (and lost its script cache) in the
         middle of a batch's commands cannot fail them with NOSCRIPT.
         """
         keys = (self.keys.item_changes, self.keys.item_change_seq)
-        ids = msgspec.msgpack.encode(item_ids)
         kept = ITEM_CHANGE_LOG_ENTRIES
-        return ("EVAL", _LOG_ITEM_CHANGES_LUA, 2, *keys, len(item_ids), ids, kept)
+        return ("EVAL", _LOG_ITEM_CHANGES_LUA, 2, *keys, count, msgpack_ids, kept)
 
     def _stored_versions(self, key: str, ids: Sequence[str]) -> list[int]:
         if not ids:
@@ -322,7 +321,7 @@ class RedisStore:
         commands: list[tuple[Any, ...]] = [
             ("SET", self.keys.user_state(user_id), blob, "EX", ttl_s) for user_id, blob in states
         ]
-        index = [x for user_id, _ in states for x in (expires, user_id)]
+        index = [x for user_id, _ in states for x in (repr(expires), user_id)]
         return [*commands, ("ZADD", self.keys.parked_users, *index)]
 
     def parked_user_ids(self, batch: int = 10_000) -> Iterator[list[str]]:
@@ -348,61 +347,82 @@ class RedisStore:
     def write_batch(self, writes: StateWrites, parked_ttl_s: int, feedback_keep: int) -> None:
         """Everything one dataflow batch writes (coalesced natively), in two round trips.
 
-        Items first: a user record never points at item factors serving cannot see yet.
+        Items first: a user record never points at item factors serving cannot see yet. The
+        bulk arguments come encoded from the native side (``RespArgs``); this function names
+        the commands and keys.
         """
         k = self.keys
-        reads: list[tuple[Any, ...]] = []
-        if writes.user_ids:
-            reads.append(("HMGET", k.user_versions, *writes.user_ids))
-        if writes.item_ids:
-            reads.append(("HMGET", k.item_versions, *writes.item_ids))
-        if writes.neighbour_ids:
-            reads.append(("HMGET", k.neighbour_versions, *writes.neighbour_ids))
-        replies = iter(self._execute(reads))
-        users = next(replies) if writes.user_ids else []
-        items = next(replies) if writes.item_ids else []
-        neighbours = next(replies) if writes.neighbour_ids else []
+        reads = RespBatch()
+        user_ids, item_ids, neighbour_ids = writes.user_ids, writes.item_ids, writes.neighbour_ids
+        for key, ids in (
+            (k.user_versions, user_ids),
+            (k.item_versions, item_ids),
+            (k.neighbour_versions, neighbour_ids),
+        ):
+            if ids:
+                reads.command("HMGET", key, ids)
+        replies = iter(self._execute_encoded(reads))
+        users = next(replies) if user_ids else []
+        items = next(replies) if item_ids else []
+        neighbours = next(replies) if neighbour_ids else []
         plan = writes.plan(users, items, neighbours, k.user(""), k.neighbours(""))
-        commands: list[tuple[Any, ...]] = []
-        if plan.item_factors:
-            commands += [
-                ("HSET", k.item_factors, *plan.item_factors),
-                ("HSET", k.item_versions, *plan.item_versions),
-                self._log_changes_command(plan.item_ids),
-            ]
-        if plan.popularity:
-            commands.append(("ZADD", k.popularity, *plan.popularity))
-        if plan.unlisted:
-            commands.append(("ZREM", k.popularity, *plan.unlisted))
-        if plan.trending:
-            commands.append(("ZADD", k.trending, *plan.trending))
-        if plan.untrending:
-            commands.append(("ZREM", k.trending, *plan.untrending))
-        if plan.categories:
-            commands.append(("HSET", k.item_categories, *plan.categories))
+        batch = RespBatch()
+        if plan.changed_items:
+            batch.command("HSET", k.item_factors, plan.item_factors)
+            batch.command("HSET", k.item_versions, plan.item_versions)
+            batch.command(*self._log_changes_command(plan.changed_items, plan.changed_item_ids))
+        for command, key, args in (
+            ("ZADD", k.popularity, plan.popularity),
+            ("ZREM", k.popularity, plan.unlisted),
+            ("ZADD", k.trending, plan.trending),
+            ("ZREM", k.trending, plan.untrending),
+            ("HSET", k.item_categories, plan.categories),
+        ):
+            if args:
+                batch.command(command, key, args)
         if plan.neighbour_records:
-            commands.append(("MSET", *plan.neighbour_records))
-            commands.append(("HSET", k.neighbour_versions, *plan.neighbour_versions))
+            batch.command("MSET", plan.neighbour_records)
+            batch.command("HSET", k.neighbour_versions, plan.neighbour_versions)
         for segment, scores in writes.segment_scores:
             key = k.segment_popularity(segment)
-            commands.append(("ZADD", key, *scores))
-            commands.append(("ZREMRANGEBYRANK", key, 0, -(SEGMENT_POPULAR_MAX + 1)))
+            batch.command("ZADD", key, scores)
+            batch.command("ZREMRANGEBYRANK", key, 0, -(SEGMENT_POPULAR_MAX + 1))
         for model, segment, start_s, impressions, clicks, conversions in writes.feedback:
             counts = msgspec.msgpack.encode([impressions, clicks, conversions])
-            commands.append(("HSET", k.feedback(model, segment), repr(start_s), counts))
+            batch.command("HSET", k.feedback(model, segment), repr(start_s), counts)
         if plan.user_records:
-            commands.append(("MSET", *plan.user_records))
-            commands.append(("HSET", k.user_versions, *plan.user_versions))
-        commands += self._park_commands(writes.parked, parked_ttl_s)
+            batch.command("MSET", plan.user_records)
+            batch.command("HSET", k.user_versions, plan.user_versions)
+        for command in self._park_commands(writes.parked, parked_ttl_s):
+            batch.command(*command)
         for key, vector, item_id in writes.holdouts:
             sample = ("key", key, "vector", vector, "item", item_id)
-            commands.append(("XADD", k.holdout, "MAXLEN", "~", 20_000, "*", *sample))
+            batch.command("XADD", k.holdout, "MAXLEN", "~", 20_000, "*", *sample)
         for kind, scope, detail in writes.alarms:
             alarm = ("kind", kind, "scope", scope, "detail", detail)
-            commands.append(("XADD", k.alarms, "MAXLEN", "~", 10_000, "*", *alarm))
-        self._execute(commands)
+            batch.command("XADD", k.alarms, "MAXLEN", "~", 10_000, "*", *alarm)
+        self._execute_encoded(batch)
         if writes.feedback:
             self._trim_feedback({(m, s) for m, s, *_ in writes.feedback}, feedback_keep)
+
+    def _execute_encoded(self, batch: RespBatch) -> list[Any]:
+        """Send natively encoded commands in one round trip; their replies, in order."""
+        if not batch:
+            return []
+        pool = self.client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([batch.encoded()])
+            replies = [connection.read_response() for _ in range(len(batch))]
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+        for reply in replies:
+            if isinstance(reply, redis.ResponseError):
+                raise reply
+        return replies
 
     # --- items -------------------------------------------------------------------------
     def write_items(self, items: Sequence[ItemWrite]) -> int:
@@ -420,7 +440,9 @@ class RedisStore:
         commands: list[tuple[Any, ...]] = [
             ("HSET", k.item_factors, *(x for i in fresh for x in (i.item_id, i.vector))),
             ("HSET", k.item_versions, *(x for i in fresh for x in (i.item_id, i.version))),
-            self._log_changes_command([i.item_id for i in fresh]),
+            self._log_changes_command(
+                len(fresh), msgspec.msgpack.encode([i.item_id for i in fresh])
+            ),
             ("ZADD", k.popularity, *popularity),
         ]
         trending = [

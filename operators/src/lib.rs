@@ -40,6 +40,7 @@ pub mod prequential;
 pub mod ranking;
 pub mod recalibration;
 pub mod records;
+pub mod resp;
 pub mod routing;
 pub mod sessions;
 pub mod similar;
@@ -71,6 +72,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     prequential::register(m)?;
     ranking::register(m)?;
     recalibration::register(m)?;
+    resp::register(m)?;
     routing::register(m)?;
     stage_costs::register(m)?;
     timing::register(m)?;
