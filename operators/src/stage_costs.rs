@@ -19,16 +19,15 @@ use rustc_hash::FxHashMap;
 use crate::dedup::id_hash;
 use crate::enrich::{DEFAULT_CACHE_SIZE, Enricher, EventContext};
 use crate::events::{self, DecodedEvent};
-use crate::feedback::model_of;
 use crate::intern::{self, Id};
 use crate::isgd::IsgdParams;
 use crate::item_model::{ItemModel, ItemModelFactory, ItemRouter};
 use crate::item_state::{ItemConfig, ItemState};
 use crate::item_vectors::ItemVectors;
 use crate::live_quality::LiveQuality;
-use crate::messages::{FeedbackHit, Holdout, ItemOp, ItemShardBatch, ItemsOut, UserDelta};
+use crate::messages::{ItemOp, ItemShardBatch, ItemsOut, UserDelta};
 use crate::routing::collect_writes;
-use crate::user_model::ParkedUsers;
+use crate::user_model::{ParkedUsers, learn_event};
 use crate::user_state::{PyUserConfig, UserConfig, UserState};
 
 fn wall_clock_s() -> f64 {
@@ -100,54 +99,21 @@ fn user_group(
             continue;
         }
         let context = contexts[i].as_ref().expect("valid events are enriched");
-        delta.applied += 1;
         last_ts = Some(ts_s);
-        state.segment = context.segment;
-        if let Some(recommendation_id) = &event.recommendation_id {
-            delta.feedback.push(FeedbackHit {
-                model: intern::intern(model_of(recommendation_id)),
-                segment: context.segment,
-                event_type: event.event_type,
-                ts_s,
-            });
-        }
-        if !event.event_type.is_interaction() {
-            state.observe(event.event_type, ts_s);
-            continue;
-        }
-        let item = intern::intern(&event.item_id);
-        item_buf.resize(params.factors, 0.0);
-        replica.copy_into(item, item_buf);
-        let mut boost = 1.0;
-        if let Some(quality) = quality {
-            if quality.sampled(&event.event_id) {
-                delta.holdouts.push(Holdout {
-                    key: event.event_id.clone(),
-                    user_vector: state.vector.clone(),
-                    item,
-                });
-                if quality.evaluate(&event.event_id, &state.vector, item, replica).is_some() {
-                    delta.global_alarms += 1;
-                }
-            }
-            boost = quality.learning_rate_multiplier();
-        }
-        let category = event.category_id.as_deref().map(intern::intern);
-        state.learn(
-            item,
-            item_buf,
-            event.event_type,
-            ts_s,
-            category,
+        let learned = learn_event(
+            state,
+            event,
             context.segment,
-            boost,
+            replica,
+            quality,
             params,
             config,
+            item_buf,
+            &mut delta,
             &mut ops,
         );
-        if let Ok(Some(_)) = state.check_drift(|id| replica.get(id), params, config) {
-            delta.user_alarms += 1;
-        }
+        // The product raises a failed refit (the last step); the floor has timed the work.
+        let _ = learned;
     }
     delta.item_ops = Mutex::new(ops);
     if delta.applied > 0 || state.duplicates != duplicates_before {

@@ -31,7 +31,7 @@ use crate::intern;
 use crate::isgd::IsgdParams;
 use crate::item_vectors::ItemVectors;
 use crate::live_quality::LiveQuality;
-use crate::messages::{Alarm, ArchiveRow, DeadLetter, FeedbackHit, Holdout, UserDelta};
+use crate::messages::{Alarm, ArchiveRow, DeadLetter, FeedbackHit, Holdout, ItemOp, UserDelta};
 use crate::user_state::{UserConfig, UserState};
 
 /// Users whose state was parked in Redis (by hash of the id), so a new key costs a Redis
@@ -315,85 +315,117 @@ impl UserModel {
             return Ok(None);
         }
         let context = context.expect("enriched");
-        delta.applied += 1;
         if let Some(at) = arrival {
             delta.arrival_s = Some(delta.arrival_s.map_or(at, |a| a.max(at)));
         }
-        state.segment = context.segment;
-        if let Some(recommendation_id) = &event.recommendation_id {
-            delta.feedback.push(FeedbackHit {
-                model: intern::intern(model_of(recommendation_id)),
-                segment: context.segment,
-                event_type: event.event_type,
-                ts_s,
-            });
-        }
-        if !event.event_type.is_interaction() {
-            state.observe(event.event_type, ts_s);
-            return Ok(Some(ts_s));
-        }
-        let item = intern::intern(&event.item_id);
         let replica = shared.replica.get();
-        item_buf.resize(shared.params.factors, 0.0);
-        replica.copy_into(item, item_buf);
-        let mut boost = 1.0;
-        if let Some(quality) = &shared.quality {
-            let quality = quality.get();
-            if quality.sampled(&event.event_id) {
-                delta.holdouts.push(Holdout {
-                    key: event.event_id.clone(),
-                    user_vector: state.vector.clone(),
-                    item,
-                });
-                if let Some(warmup) =
-                    quality.evaluate(&event.event_id, &state.vector, item, replica)
-                {
-                    delta.global_alarms += 1;
-                    delta.alarms.push(Alarm {
-                        kind: "global drift",
-                        scope: "global",
-                        detail: format!(
-                            "HR@10 {:.3} -> {:.3}; learning rate x{} for {} events",
-                            warmup.mean_before,
-                            warmup.mean_after,
-                            warmup.learning_rate_multiplier,
-                            warmup.warmup_events
-                        ),
-                    });
-                }
-            }
-            boost = quality.learning_rate_multiplier();
-        }
-        let category = event.category_id.as_deref().map(intern::intern);
-        let mut ops = delta.item_ops.lock().expect("delta poisoned");
-        state.learn(
-            item,
-            item_buf,
-            event.event_type,
-            ts_s,
-            category,
+        let quality = shared.quality.as_ref().map(|q| q.get());
+        let mut ops = std::mem::take(delta.item_ops.get_mut().expect("delta poisoned"));
+        let learned = learn_event(
+            state,
+            event,
             context.segment,
-            boost,
+            replica,
+            quality,
             &shared.params,
             &shared.config,
+            item_buf,
+            delta,
             &mut ops,
         );
-        drop(ops);
-        if let Some(decision) =
-            state.check_drift(|id| replica.get(id), &shared.params, &shared.config)?
-        {
-            delta.user_alarms += 1;
-            delta.alarms.push(Alarm {
-                kind: "user drift",
-                scope: "user",
-                detail: format!(
-                    "user {}: refit from {} recent items, learning rate x{}",
-                    state.user_id, decision.refit_items, decision.learning_rate_multiplier
-                ),
-            });
-        }
+        *delta.item_ops.get_mut().expect("delta poisoned") = ops;
+        learned?;
         Ok(Some(ts_s))
     }
+}
+
+/// What a valid event that is not a duplicate does to its user, once enriched: counted as
+/// applied, the feedback hit of a served recommendation, then either the observation of a
+/// non-interaction or the interaction's learning (the item from the replica; the sampled
+/// test-then-train HR@10 before learning, with its holdout; the ISGD user half, session and
+/// window, with the item work queued in `ops`; the drift check). The product's `UserModel`
+/// and the benchmark's floor loop (`stage_costs.rs`) both run exactly this.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn learn_event(
+    state: &mut UserState,
+    event: &DecodedEvent,
+    segment: intern::Id,
+    replica: &ItemVectors,
+    quality: Option<&LiveQuality>,
+    params: &IsgdParams,
+    config: &UserConfig,
+    item_buf: &mut Vec<f32>,
+    delta: &mut UserDelta,
+    ops: &mut Vec<(intern::Id, ItemOp)>,
+) -> Result<(), Invalid> {
+    let ts_s = event.ts_s;
+    delta.applied += 1;
+    state.segment = segment;
+    if let Some(recommendation_id) = &event.recommendation_id {
+        delta.feedback.push(FeedbackHit {
+            model: intern::intern(model_of(recommendation_id)),
+            segment,
+            event_type: event.event_type,
+            ts_s,
+        });
+    }
+    if !event.event_type.is_interaction() {
+        state.observe(event.event_type, ts_s);
+        return Ok(());
+    }
+    let item = intern::intern(&event.item_id);
+    item_buf.resize(params.factors, 0.0);
+    replica.copy_into(item, item_buf);
+    let mut boost = 1.0;
+    if let Some(quality) = quality {
+        if quality.sampled(&event.event_id) {
+            delta.holdouts.push(Holdout {
+                key: event.event_id.clone(),
+                user_vector: state.vector.clone(),
+                item,
+            });
+            if let Some(warmup) = quality.evaluate(&event.event_id, &state.vector, item, replica) {
+                delta.global_alarms += 1;
+                delta.alarms.push(Alarm {
+                    kind: "global drift",
+                    scope: "global",
+                    detail: format!(
+                        "HR@10 {:.3} -> {:.3}; learning rate x{} for {} events",
+                        warmup.mean_before,
+                        warmup.mean_after,
+                        warmup.learning_rate_multiplier,
+                        warmup.warmup_events
+                    ),
+                });
+            }
+        }
+        boost = quality.learning_rate_multiplier();
+    }
+    let category = event.category_id.as_deref().map(intern::intern);
+    state.learn(
+        item,
+        item_buf,
+        event.event_type,
+        ts_s,
+        category,
+        segment,
+        boost,
+        params,
+        config,
+        ops,
+    );
+    if let Some(decision) = state.check_drift(|id| replica.get(id), params, config)? {
+        delta.user_alarms += 1;
+        delta.alarms.push(Alarm {
+            kind: "user drift",
+            scope: "user",
+            detail: format!(
+                "user {}: refit from {} recent items, learning rate x{}",
+                state.user_id, decision.refit_items, decision.learning_rate_multiplier
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn emit<'py>(
