@@ -672,6 +672,15 @@ def decode_event(payload: bytes, now_s: float, max_future_skew_s: float) -> dict
     byte ``errors_as_reason(decode_event(payload, now=..., max_future_skew_s=...))``.
     """
 
+def invalid_reasons(
+    payloads: list[bytes] | list[object], now_s: float, max_future_skew_s: float
+) -> list[str | None]:
+    """The worker's verdict on each payload: None for a valid event, else its reason.
+
+    A payload is bytes or a Kafka message with ``value``; the reason is the dead-letter
+    reason :func:`decode_event` gives. One call per batch.
+    """
+
 # --- dedup.rs --------------------------------------------------------------------------------
 
 class EventDedup:
@@ -1085,11 +1094,4 @@ def stage_costs(
     call per user and batch), ``"item_batches"``, ``"item model"`` (``ItemModel.apply`` per
     item and batch) and ``"collect_writes"``. Details: parts of those stages, each timed alone
     (not to be added to the stages).
-    """
-
-def decode_batch(batch: list[object], max_future_skew_s: float = 300.0) -> list[str]:
-    """The native decoder over a batch of Kafka messages (objects with ``value``).
-
-    Per message the valid event's user id, or the dead-letter reason (the decode-only
-    reference flow).
     """

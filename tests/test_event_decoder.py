@@ -593,6 +593,28 @@ def test_native_decoder_agrees_on_the_hostile_stream(hostile_stream: list[bytes]
     assert paths["fast"] > paths["judge: valid"] > 0 and paths["judge: invalid"] > 0
 
 
+def test_batch_verdicts_are_the_decoders_on_the_hostile_stream(hostile_stream: list[bytes]) -> None:
+    """``invalid_reasons`` (one call per batch, ``freshrec import``) judges as the decoder."""
+    chunk = hostile_stream[:20_000]
+    verdicts = operators.invalid_reasons(chunk, NOW_S, SKEW_S)
+    expected = [
+        None if isinstance(decoded, dict) else decoded
+        for decoded in (operators.decode_event(p, NOW_S, SKEW_S) for p in chunk)
+    ]
+    assert verdicts == expected
+    assert None in verdicts and any(v is not None for v in verdicts)
+
+    class Message:
+        def __init__(self, value: bytes | None) -> None:
+            self.value = value
+
+    from_messages = operators.invalid_reasons([Message(p) for p in chunk[:500]], NOW_S, SKEW_S)
+    assert from_messages == verdicts[:500]
+    assert operators.invalid_reasons([Message(None)], NOW_S, SKEW_S) == [
+        operators.decode_event(b"", NOW_S, SKEW_S)
+    ]
+
+
 # --- (b) one schema: the ingest API agrees with the worker ------------------------------------
 
 

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::errors::{Invalid, py_float};
 
@@ -769,9 +769,40 @@ fn py_decode_event<'py>(
     })
 }
 
+/// The worker's verdict on each of a batch of payloads: None for a valid event, else its
+/// dead-letter reason (what `decode_event` gives, without building the events' fields). A
+/// payload is bytes, or a Kafka message whose `value` is (None reads as empty). One call per
+/// batch: `freshrec import` judges a chunk with it before producing.
+#[pyfunction]
+#[pyo3(name = "invalid_reasons", signature = (payloads, now_s, max_future_skew_s))]
+fn py_invalid_reasons<'py>(
+    payloads: &Bound<'py, PyList>,
+    now_s: f64,
+    max_future_skew_s: f64,
+) -> PyResult<Bound<'py, PyList>> {
+    let py = payloads.py();
+    let now_us = now_us_of(now_s)?;
+    let value_name = pyo3::intern!(py, "value");
+    let out = PyList::empty(py);
+    for item in payloads.iter() {
+        let value = match item.cast::<PyBytes>() {
+            Ok(bytes) => bytes.clone().into_any(),
+            Err(_) => item.getattr(value_name)?,
+        };
+        let payload: &[u8] =
+            if value.is_none() { b"" } else { value.cast::<PyBytes>()?.as_bytes() };
+        match decode(py, payload, now_us, max_future_skew_s)? {
+            Ok(_) => out.append(py.None())?,
+            Err(reason) => out.append(PyString::new(py, &reason))?,
+        }
+    }
+    Ok(out)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_decode_event_fast, m)?)?;
     m.add_function(wrap_pyfunction!(py_decode_event, m)?)?;
+    m.add_function(wrap_pyfunction!(py_invalid_reasons, m)?)?;
     Ok(())
 }
 

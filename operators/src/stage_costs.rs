@@ -5,15 +5,14 @@
 //! the keyed models call (`events::decode`, `Enricher`, `UserState`, `LiveQuality`,
 //! `ItemRouter` (item shards), `ItemModel::apply`, `routing::collect_writes`), in the models'
 //! order, on batches grouped by key as the engine hands them. A Python loop calling one native
-//! function per event would time the call, not the work. Also `decode_batch`, the native
-//! decoder as a batch step (the benchmark's decode-only reference flow).
+//! function per event would time the call, not the work.
 
 use std::collections::hash_map::Entry;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use rustc_hash::FxHashMap;
 
 use crate::dedup::id_hash;
@@ -452,31 +451,7 @@ fn item_details(
     detail.add("item model: neighbours top-M + record encoding", s);
 }
 
-/// The native decoder as a batch step: one entry per message, the valid event's user id or
-/// the dead-letter reason (the benchmark's decode-only flow: decoding, nothing else).
-#[pyfunction]
-#[pyo3(signature = (batch, max_future_skew_s=300.0))]
-pub fn decode_batch<'py>(
-    batch: &Bound<'py, PyList>,
-    max_future_skew_s: f64,
-) -> PyResult<Bound<'py, PyList>> {
-    let py = batch.py();
-    let now_us = (wall_clock_s() * 1e6) as i64;
-    let out = PyList::empty(py);
-    for msg in batch.iter() {
-        let value = msg.getattr(pyo3::intern!(py, "value"))?;
-        let payload: &[u8] =
-            if value.is_none() { b"" } else { value.cast::<PyBytes>()?.as_bytes() };
-        match events::decode(py, payload, now_us, max_future_skew_s)? {
-            Ok(event) => out.append(PyString::new(py, &event.user_id))?,
-            Err(reason) => out.append(PyString::new(py, &reason))?,
-        }
-    }
-    Ok(out)
-}
-
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stage_costs, m)?)?;
-    m.add_function(wrap_pyfunction!(decode_batch, m)?)?;
     Ok(())
 }
