@@ -274,7 +274,7 @@ impl StateWrites {
         user_key_prefix: &str,
         neighbour_key_prefix: &str,
     ) -> PyResult<WritePlan> {
-        let _timer = crate::timing::time(crate::timing::Part::CollectWrites);
+        let _timer = crate::timing::time(crate::timing::Part::WritePlan);
         let expect = |what: &str, have: usize, want: usize| {
             if have == want {
                 Ok(())
@@ -355,6 +355,23 @@ impl StateWrites {
             }
         }
         plan.into_plan(py, &changed)
+    }
+}
+
+impl StateWrites {
+    /// The plan when Redis holds none of these keys yet (the benchmark's floor: a first
+    /// write of everything, the common case on a long-tail stream).
+    pub(crate) fn plan_all_new(&self, py: Python<'_>) -> PyResult<WritePlan> {
+        let nones = |n: usize| PyList::new(py, (0..n).map(|_| py.None()));
+        let unlisted_only = self.unlisted.iter().filter(|(_, _, at)| at.is_none()).count();
+        self.plan(
+            py,
+            &nones(self.users.len())?,
+            &nones(self.items.len() + unlisted_only)?,
+            &nones(self.neighbours.len())?,
+            "{fr}:user:",
+            "{fr}:neighbours:",
+        )
     }
 }
 

@@ -145,7 +145,8 @@ pub const WRITES: &str = "collect_writes";
 /// id), best of `repeats`, in the flow's order: decode + validate, enrichment, user state
 /// (dedup, session, window, ISGD user half, sampled HR@10, drift check, record), item_batches
 /// (routing), item model (ISGD item half, popularity, trend, co-visits, neighbours top-M,
-/// segment popularity) and collect_writes (coalescing for Redis). The stages' keys are the
+/// segment popularity) and collect_writes (coalescing for Redis, then the write plan's RESP
+/// encoding as for keys Redis does not hold yet). The stages' keys are the
 /// module constants; `detail` maps a few parts of them, timed alone (not in the sum).
 #[pyfunction]
 #[pyo3(signature = (payloads, params, user_config, item_config, top_m, repeats=5,
@@ -319,8 +320,12 @@ pub fn stage_costs<'py>(
                 Ok(list)
             })
             .collect::<PyResult<_>>()?;
-        let (s, writes) =
-            timed(|| sink_batches.iter().map(|b| collect_writes(b)).collect::<PyResult<Vec<_>>>());
+        let (s, writes) = timed(|| {
+            sink_batches
+                .iter()
+                .map(|b| collect_writes(b)?.plan_all_new(py))
+                .collect::<PyResult<Vec<_>>>()
+        });
         writes?;
         best.add(WRITES, s);
 
