@@ -56,6 +56,7 @@ from freshrec import processes  # noqa: E402
 from freshrec.client import Client  # noqa: E402
 from freshrec.settings import Settings, load_settings  # noqa: E402
 from freshrec.stack import LocalStack  # noqa: E402
+from serving.schemas import Recommendations  # noqa: E402
 from state.store import RedisStore  # noqa: E402
 
 HARNESS_MODELS = ("popularity (decayed)", "co-visitation", "ISGD (Vinagre 2014)")
@@ -92,6 +93,35 @@ class LiveRun:
     seconds: float
 
 
+def fresh_answer(
+    client: Client,
+    store: RedisStore,
+    watch: AppliedWatch,
+    user_id: str,
+    k: int,
+    lists_settle_s: float = 0.0,
+) -> tuple[Recommendations, int]:
+    """The API's answer once the worker has applied everything ``watch`` saw sent, and how
+    many stale answers (ranked with an older item matrix) were asked again first."""
+    watch.wait(store)
+    if lists_settle_s:
+        time.sleep(lists_settle_s)
+    seq = store.item_change_seq()
+    asked = time.monotonic()
+    reasked = 0
+    while True:
+        answer = client.recommendations(user_id, k=k)
+        if answer.model_version >= seq:
+            return answer, reasked
+        if time.monotonic() - asked > FRESH_ANSWER_TIMEOUT_S:
+            raise TimeoutError(
+                f"the API still ranks with item seq {answer.model_version} "
+                f"{FRESH_ANSWER_TIMEOUT_S} s after Redis reached {seq}"
+            )
+        reasked += 1
+        time.sleep(0.005)
+
+
 def replay_live(
     settings: Settings,
     api_url: str,
@@ -120,22 +150,8 @@ def replay_live(
         for e, is_scored in zip(events, scored, strict=True):
             if is_scored:
                 post()
-                watch.wait(store)
-                if lists_settle_s:
-                    time.sleep(lists_settle_s)
-                seq = store.item_change_seq()
-                asked = time.monotonic()
-                while True:
-                    answer = client.recommendations(e.user, k=DEEP)
-                    if answer.model_version >= seq:
-                        break
-                    if time.monotonic() - asked > FRESH_ANSWER_TIMEOUT_S:
-                        raise TimeoutError(
-                            f"the API still ranks with item seq {answer.model_version} "
-                            f"{FRESH_ANSWER_TIMEOUT_S} s after Redis reached {seq}"
-                        )
-                    rerequests += 1
-                    time.sleep(0.005)
+                answer, reasked = fresh_answer(client, store, watch, e.user, DEEP, lists_settle_s)
+                rerequests += reasked
                 lists.append([item.item_id for item in answer.items])
             pending.append(stream_event(e))
         post()
