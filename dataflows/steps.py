@@ -62,9 +62,15 @@ def parked_users(store: RedisStore) -> ParkedUsers:
     return _per_process(key, load)  # type: ignore[return-value]
 
 
-def live_quality(sample_every: int) -> LiveQuality:
-    """The sampled test-then-train HR@10 and global drift policy of this process."""
-    quality = _per_process(("quality", sample_every), lambda: LiveQuality(sample_every))
+def live_quality(settings: Settings) -> LiveQuality:
+    """The sampled test-then-train HR@10 and global drift policy of this process' namespace.
+
+    Keyed by Redis and prefix too: two flows in one process (the quality harness's served
+    model next to another, tests) must not share a drift window.
+    """
+    sample_every = settings.prequential_sample_every
+    key = ("quality", sample_every, settings.redis_url, settings.redis_prefix)
+    quality = _per_process(key, lambda: LiveQuality(sample_every))
     return quality  # type: ignore[return-value]
 
 
@@ -78,9 +84,7 @@ def build_user_model(
         params,
         config,
         replica=feed.vectors,
-        quality=live_quality(settings.prequential_sample_every)
-        if settings.prequential_sample_every
-        else None,
+        quality=live_quality(settings) if settings.prequential_sample_every else None,
         parked=parked_users(store),
         refresh_items=feed.refresh,
         refresh_interval_s=settings.item_refresh_ms / 1000,
@@ -138,5 +142,5 @@ class RedisSink(DynamicSink[object]):
         s = self.settings
         store = RedisStore.from_url(s.redis_url, s.redis_prefix, s.factors)
         start_worker_monitor(RedisStore.from_url(s.redis_url, s.redis_prefix, s.factors))
-        quality = live_quality(s.prequential_sample_every) if s.prequential_sample_every else None
+        quality = live_quality(s) if s.prequential_sample_every else None
         return _RedisPartition(store, s.parked_state_ttl_s, s.feedback_windows_kept, quality)

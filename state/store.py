@@ -256,6 +256,28 @@ class RedisStore:
         blob = self.client.get(self.keys.user(user_id))
         return None if blob is None else decode_user(blob)
 
+    def applied_counts(
+        self, user_ids: Sequence[str], item_ids: Sequence[str]
+    ) -> tuple[list[int], list[int]]:
+        """Events applied to each user and interactions applied to each item; one round trip.
+
+        A user's count is their record's ``events``, an item's its version; 0 when not stored.
+        A replay waits on these until the dataflow has applied everything it sent (the quality
+        benchmarks' test-then-train against the asynchronous pipeline).
+        """
+        commands: list[tuple[Any, ...]] = []
+        if user_ids:
+            commands.append(("MGET", *(self.keys.user(u) for u in user_ids)))
+        if item_ids:
+            commands.append(("HMGET", self.keys.item_versions, *item_ids))
+        replies = iter(self._execute(commands))
+        users = next(replies) if user_ids else []
+        items = next(replies) if item_ids else []
+        return (
+            [0 if blob is None else decode_user(blob).events for blob in users],
+            [0 if version is None else int(version) for version in items],
+        )
+
     def get_user_with_neighbours(self, user_id: str, sources: int) -> UserWithNeighbours | None:
         """The user's record and the neighbour lists of their ``sources`` most recent items.
 

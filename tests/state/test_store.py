@@ -251,6 +251,18 @@ def test_item_versions_are_compared_within_one_batch(store: RedisStore) -> None:
     assert store.item_change_seq() == 1
 
 
+def test_applied_counts_read_user_events_and_item_versions(store: RedisStore) -> None:
+    assert store.applied_counts([], []) == ([], [])
+    store.write_users([("u1", user_record(3, events=3)), ("u2", user_record(1, events=1))])
+    store.write_items([item("a", 7), item("b", 1)])
+    assert store.applied_counts(["u2", "nobody", "u1"], ["a", "zz", "b"]) == (
+        [1, 0, 3],
+        [7, 0, 1],
+    )
+    assert store.applied_counts(["u1"], []) == ([3], [])
+    assert store.applied_counts([], ["b"]) == ([], [1])
+
+
 def test_popular_orders_by_log_popularity(store: RedisStore) -> None:
     store.write_items(
         [
