@@ -1,9 +1,10 @@
 """Bulk import: a shop's history (events) or its catalogue from a CSV or Parquet file.
 
 Events go straight onto the events topic, keyed by user as ingest does, each one judged by
-the worker's own decoder (``operators._native.decode_event``: the native fast path, with
-:func:`freshrec.events.decode_event` as judge of anything unusual), so a file is held to the
-API's rules; an invalid row goes to the dead-letter topic with its reasons, as ingest's do.
+the worker's own decoder (``operators._native.decode_message``: the native fast path, with
+:func:`freshrec.events.decode_message` as judge of anything unusual), so a file is held to the
+API's rules; an invalid row goes to the dead-letter topic with its reasons, as ingest's do (a
+row that reads as a tombstone, ``"type": "erase"``, too: only the API erases users).
 Rows are turned into JSON by polars a chunk at a time; Python only validates and produces.
 The catalogue goes to Redis through the store, as ``PUT /v1/items`` writes it.
 """
@@ -23,7 +24,7 @@ import msgspec
 import polars as pl
 from tqdm import tqdm
 
-from freshrec.events import Context, bounded_dead_letter
+from freshrec.events import ERASE_TYPE, Context, bounded_dead_letter
 from freshrec.settings import Settings
 from operators import _native
 from serving.schemas import CatalogueEntry
@@ -253,9 +254,11 @@ def judge(built: pl.DataFrame, skew_s: float) -> tuple[list[dict[str, Any]], dic
     suspect = (pl.Series(verdicts, dtype=pl.String) != keys) | keys.str.starts_with("$")
     reasons: dict[int, str] = {}
     for n in suspect.arg_true().to_list():
-        checked = _native.decode_event(records[n]["value"], time.time(), skew_s)
+        checked = _native.decode_message(records[n]["value"], time.time(), skew_s)
         if isinstance(checked, str):
             reasons[n] = checked
+        elif checked["type"] == ERASE_TYPE:  # a tombstone: events only come in this way
+            reasons[n] = verdicts[n]
     return records, reasons
 
 

@@ -665,11 +665,23 @@ def decode_event_fast(
     ``datetime.fromtimestamp(now_s, UTC)``.
     """
 
-def decode_event(payload: bytes, now_s: float, max_future_skew_s: float) -> dict[str, object] | str:
-    """The worker's decoder: the fast path, else ``freshrec.events.decode_event`` as judge.
+def decode_message(
+    payload: bytes, now_s: float, max_future_skew_s: float
+) -> dict[str, object] | str:
+    """The worker's decoder: the fast path, else ``freshrec.events.decode_message`` as judge.
 
-    The event's fields (as :func:`decode_event_fast`), or the dead-letter reason, byte for
-    byte ``errors_as_reason(decode_event(payload, now=..., max_future_skew_s=...))``.
+    An event's fields (as :func:`decode_event_fast`), a tombstone's as ``{"type": "erase",
+    "user_id", "erasure_id", "ts_us"}``, or the dead-letter reason, byte for byte
+    ``errors_as_reason(decode_message(payload, now=..., max_future_skew_s=...))``.
+    """
+
+# --- pseudonym.rs ----------------------------------------------------------------------------
+
+def user_pseudonym(user_id: str) -> str:
+    """A user's pseudonym: 16 hex digits of BLAKE2b-64 over ``"freshrec-user:" + user_id``.
+
+    Names a user where their id must not appear (dashboard, stream entries, the archive's
+    erasure ledger).
     """
 
 # --- dedup.rs --------------------------------------------------------------------------------
@@ -895,6 +907,8 @@ class UserDelta:
     """Everything one user's batch produced: the user model's one output per call."""
 
     user_id: str
+    erasures: list[str]
+    """Erasure ids of the batch's tombstones: the user was erased (before the rest)."""
     record: tuple[int, bytes] | None
     parked: bytes | None
     dead_letters: list[DeadLetter]
@@ -991,13 +1005,13 @@ def key_by_user(batch: list[object]) -> list[tuple[str, tuple[str, object]]]: ..
 def feedback_batches(batch: list[object]) -> list[tuple[str, FeedbackBatch]]: ...
 def popularity_samples(batch: list[object]) -> list[tuple[str, PopularitySample]]: ...
 def dead_letters(batch: list[object]) -> list[DeadLetter]: ...
-def archive_rows(batch: list[object]) -> list[ArchiveRow]: ...
+def archive_rows(batch: list[object]) -> list[ArchiveRow | str]:
+    """The batch's archive rows in order; an erased user as their id, before later rows."""
 
 class WritePlan:
     """The newer part of a batch's writes, as arguments of variadic Redis commands."""
 
     user_records: list[object]
-    user_versions: list[object]
     item_factors: list[object]
     item_versions: list[object]
     item_ids: list[str]
@@ -1012,15 +1026,20 @@ class WritePlan:
 class StateWrites:
     """A batch's writes to Redis, coalesced to the newest version per key."""
 
+    erased: list[tuple[str, str]]
+    """(user id, pseudonym) of users erased in the batch: deleted before the rest is written."""
+    erasure_ids: list[str]
     user_ids: list[str]
     item_ids: list[str]
     neighbour_ids: list[str]
     arrivals: list[float]
     parked: list[tuple[str, bytes]]
     segment_scores: list[tuple[str, list[object]]]
-    holdouts: list[tuple[str, bytes, str]]
+    holdouts: list[tuple[str, bytes, str, str]]
+    """(key, user vector before the event, item id, user pseudonym)."""
     feedback: list[tuple[str, str, float, int, int, int]]
-    alarms: list[tuple[str, str, str]]
+    alarms: list[tuple[str, str, str, str | None]]
+    """(kind, scope, detail, pseudonym of the user of a per-user alarm)."""
     applied: int
     duplicates: int
     dead_letters: int

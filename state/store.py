@@ -3,11 +3,18 @@
 Writes are versioned and idempotent: a user record, an item's state or a neighbour list is
 replaced only by a strictly newer version, so output the dataflow re-emits after a resume from
 a checkpoint, or a late duplicate, does no harm. A batch is written in two round trips: one
-reads the stored versions (a hash per kind), the other writes what is newer with variadic
-commands. That is not atomic, and need not be: every key has one writer, the dataflow's owner
-of that user or item (keys are routed to workers by id). Item factor writes also append the
-batch's item ids to a change log (a stream whose entry ids are a global sequence number) from
-which replicas in the worker and in the API pull only what changed since their last refresh.
+reads the stored versions (a hash per item kind; a user's is the header of their record), the
+other writes what is newer with variadic commands. That is not atomic, and need not be: every
+key has one writer, the dataflow's owner of that user or item (keys are routed to workers by
+id). Item factor writes also append the batch's item ids to a change log (a stream whose entry
+ids are a global sequence number) from which replicas in the worker and in the API pull only
+what changed since their last refresh.
+
+Users' keys expire: a record, a parked state and its index entry live ``retention_s``
+(``Settings.user_retention_s``) after their last write. An erasure (:meth:`RedisStore.
+erase_users`) deletes them at once, with the user's entries in the holdout and alarm streams
+(found by the pseudonym they carry); the dataflow's erasure also goes first in its batch's
+first round trip, before the versions of anything newer are read.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import numpy as np
 import redis
 from redis.commands.core import Script
 
-from operators import StateWrites, WindowCounts
+from operators import StateWrites, WindowCounts, user_pseudonym
 from operators.model_validation import HeldOut
 from state.keys import Keys
 from state.records import (
@@ -107,6 +114,65 @@ return out
 #: Where ``recent`` sits in a user record's msgpack array (the script reads it by position).
 _RECENT_POSITION: Final = UserRecord.__struct_fields__.index("recent") + 1
 
+# KEYS = user record keys. The stored versions: each record's 8-byte version header ("" for a
+# user without a record). A record carries its version, so nothing else holds user ids, and
+# the version expires with the record.
+_USER_VERSIONS_LUA: Final = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('GETRANGE', key, 0, 7) end
+return out
+"""
+
+# KEYS = user record keys; ARGV = time to live in ms (0: none), then the records in order.
+_SET_USERS_LUA: Final = """
+local ttl = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  if ttl > 0 then redis.call('SET', key, ARGV[i + 1], 'PX', ttl)
+  else redis.call('SET', key, ARGV[i + 1]) end
+end
+return #KEYS
+"""
+
+# KEYS = parked index, holdout stream, alarm stream, erasure ledger, then per user their
+# record key and parked-state key. ARGV = now (unix s), ledger entries kept, user count n,
+# n user ids, n pseudonyms, then erasure ids to record as done (none: an API-side deletion).
+# Stream entries are found by the pseudonym in their `user` field, 1,000 at a time (the
+# holdout stream keeps ~20,000 samples: ~20 ms of Redis, for a rare request).
+_ERASE_USERS_LUA: Final = """
+local n = tonumber(ARGV[3])
+local wanted = {}
+for i = 1, n do
+  redis.call('DEL', KEYS[3 + 2 * i], KEYS[4 + 2 * i])
+  redis.call('ZREM', KEYS[1], ARGV[3 + i])
+  wanted[ARGV[3 + n + i]] = true
+end
+local purged = 0
+for _, stream in ipairs({KEYS[2], KEYS[3]}) do
+  local start = '-'
+  while true do
+    local rows = redis.call('XRANGE', stream, start, '+', 'COUNT', 1000)
+    for _, row in ipairs(rows) do
+      local fields = row[2]
+      for j = 1, #fields, 2 do
+        if fields[j] == 'user' and wanted[fields[j + 1]] then
+          purged = purged + redis.call('XDEL', stream, row[1])
+        end
+      end
+    end
+    if #rows < 1000 then break end
+    start = '(' .. rows[#rows][1]
+  end
+end
+if #ARGV > 3 + 2 * n then
+  for i = 4 + 2 * n, #ARGV do redis.call('ZADD', KEYS[4], ARGV[1], ARGV[i]) end
+  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -(tonumber(ARGV[2]) + 1))
+end
+return purged
+"""
+
+ERASURE_LEDGER_ENTRIES: Final = 100_000
+"""Completed erasures remembered (by erasure id, with no user id) for status requests."""
+
 
 @dataclass(frozen=True, slots=True)
 class UserWithNeighbours:
@@ -174,6 +240,11 @@ class CatalogueChanges:
 _decode_ids = msgspec.msgpack.Decoder(list[str]).decode
 
 
+def _header_version(header: bytes) -> int:
+    """A user record's version from its 8-byte header (-1: no record)."""
+    return int.from_bytes(header, "big") if header else -1
+
+
 class RedisStore:
     """freshrec's view of one Redis namespace."""
 
@@ -198,19 +269,72 @@ class RedisStore:
         return cls(client, prefix, factors)
 
     # --- users -------------------------------------------------------------------------
-    def write_users(self, records: Sequence[tuple[str, UserRecord]]) -> int:
-        """Store user records newer than what is stored (the newest of each); how many."""
+    def write_users(self, records: Sequence[tuple[str, UserRecord]], ttl_s: int = 0) -> int:
+        """Store user records newer than what is stored (the newest of each); how many.
+
+        ``ttl_s``: the records expire that long after this write (0: never).
+        """
         newest: dict[str, UserRecord] = {}
         for user_id, record in records:
             if user_id not in newest or record.version > newest[user_id].version:
                 newest[user_id] = record
-        stored = self._stored_versions(self.keys.user_versions, list(newest))
-        fresh = [(u, r) for (u, r), v in zip(newest.items(), stored, strict=True) if r.version > v]
+        if not newest:
+            return 0
+        (stored,) = self._execute([self._user_versions_command(list(newest))])
+        fresh = [
+            (u, r)
+            for (u, r), header in zip(newest.items(), stored, strict=True)
+            if r.version > _header_version(header)
+        ]
         if fresh:
             records = [x for u, r in fresh for x in (self.keys.user(u), encode_user(r))]
-            versions = [x for u, r in fresh for x in (u, r.version)]
-            self._execute([("MSET", *records), ("HSET", self.keys.user_versions, *versions)])
+            self._execute([self._set_users_command(records, ttl_s)])
         return len(fresh)
+
+    def _user_versions_command(self, user_ids: Sequence[str]) -> tuple[Any, ...]:
+        keys = [self.keys.user(u) for u in user_ids]
+        return ("EVAL", _USER_VERSIONS_LUA, len(keys), *keys)
+
+    @staticmethod
+    def _set_users_command(records: Sequence[Any], ttl_s: int) -> tuple[Any, ...]:
+        """SET of (key, record, key, record, ...), each expiring ``ttl_s`` from now (0: never)."""
+        keys, blobs = records[0::2], records[1::2]
+        return ("EVAL", _SET_USERS_LUA, len(keys), *keys, int(ttl_s * 1000), *blobs)
+
+    def erase_users(
+        self, users: Sequence[str], erasure_ids: Sequence[str] = (), now_s: float | None = None
+    ) -> int:
+        """Delete everything stored of these users; how many stream entries went with them.
+
+        Their records, parked states and parked-index entries, and their samples in the
+        holdout and alarm streams. ``erasure_ids`` (the dataflow's, after the tombstones) are
+        recorded as done at ``now_s``; the API deletes without (the dataflow confirms later).
+        """
+        if not users:
+            return 0
+        (purged,) = self._execute([self._erase_command(users, erasure_ids, now_s)])
+        return int(purged)
+
+    def _erase_command(
+        self, users: Sequence[str], erasure_ids: Sequence[str], now_s: float | None
+    ) -> tuple[Any, ...]:
+        k = self.keys
+        keys = [k.parked_users, k.holdout, k.alarms, k.erasures]
+        for user_id in users:
+            keys += [k.user(user_id), k.user_state(user_id)]
+        now = time.time() if now_s is None else now_s
+        pseudonyms = [user_pseudonym(u) for u in users]
+        args = [repr(now), ERASURE_LEDGER_ENTRIES, len(users), *users, *pseudonyms, *erasure_ids]
+        return ("EVAL", _ERASE_USERS_LUA, len(keys), *keys, *args)
+
+    def erasure_done_at(self, erasure_id: str) -> float | None:
+        """When the dataflow (last) completed this erasure, unix seconds; None: not yet."""
+        score = self.client.zscore(self.keys.erasures, erasure_id)
+        return None if score is None else float(score)
+
+    def erasures_done(self) -> int:
+        """Completed erasures remembered (the dashboard's count)."""
+        return int(self.client.zcard(self.keys.erasures))
 
     def _log_changes_command(self, item_ids: Sequence[str]) -> tuple[Any, ...]:
         """The command appending items to the change log.
@@ -315,15 +439,20 @@ class RedisStore:
         self, states: Sequence[tuple[str, bytes]], ttl_s: int
     ) -> list[tuple[Any, ...]]:
         # The index lets a worker ask Redis only for users it knows were parked; it is written
-        # after the state, so an indexed user always has a state (until both expire).
+        # after the state, so an indexed user always has a state (until both expire). Its
+        # expired entries (user ids) go as new ones come.
         if not states:
             return []
-        expires = time.time() + ttl_s
+        now = time.time()
         commands: list[tuple[Any, ...]] = [
             ("SET", self.keys.user_state(user_id), blob, "EX", ttl_s) for user_id, blob in states
         ]
-        index = [x for user_id, _ in states for x in (expires, user_id)]
-        return [*commands, ("ZADD", self.keys.parked_users, *index)]
+        index = [x for user_id, _ in states for x in (now + ttl_s, user_id)]
+        return [
+            *commands,
+            ("ZADD", self.keys.parked_users, *index),
+            ("ZREMRANGEBYSCORE", self.keys.parked_users, "-inf", repr(now)),
+        ]
 
     def parked_user_ids(self, batch: int = 10_000) -> Iterator[list[str]]:
         """Ids of users whose parked state has not expired, in batches (forgets expired ones)."""
@@ -345,20 +474,28 @@ class RedisStore:
         return None if blob is None else bytes(blob)
 
     # --- the dataflow's batch of writes ---------------------------------------------------
-    def write_batch(self, writes: StateWrites, parked_ttl_s: int, feedback_keep: int) -> None:
+    def write_batch(self, writes: StateWrites, retention_s: int, feedback_keep: int) -> None:
         """Everything one dataflow batch writes (coalesced natively), in two round trips.
 
-        Items first: a user record never points at item factors serving cannot see yet.
+        The batch's erasures first, before the versions of anything newer are read (a user
+        who comes back after their tombstone starts over at version 1). Items next: a user
+        record never points at item factors serving cannot see yet. User records and parked
+        states expire ``retention_s`` after this write.
         """
         k = self.keys
         reads: list[tuple[Any, ...]] = []
+        if writes.erased:
+            users_erased = [u for u, _ in writes.erased]
+            reads.append(self._erase_command(users_erased, writes.erasure_ids, None))
         if writes.user_ids:
-            reads.append(("HMGET", k.user_versions, *writes.user_ids))
+            reads.append(self._user_versions_command(writes.user_ids))
         if writes.item_ids:
             reads.append(("HMGET", k.item_versions, *writes.item_ids))
         if writes.neighbour_ids:
             reads.append(("HMGET", k.neighbour_versions, *writes.neighbour_ids))
         replies = iter(self._execute(reads))
+        if writes.erased:
+            next(replies)
         users = next(replies) if writes.user_ids else []
         items = next(replies) if writes.item_ids else []
         neighbours = next(replies) if writes.neighbour_ids else []
@@ -391,14 +528,15 @@ class RedisStore:
             counts = msgspec.msgpack.encode([impressions, clicks, conversions])
             commands.append(("HSET", k.feedback(model, segment), repr(start_s), counts))
         if plan.user_records:
-            commands.append(("MSET", *plan.user_records))
-            commands.append(("HSET", k.user_versions, *plan.user_versions))
-        commands += self._park_commands(writes.parked, parked_ttl_s)
-        for key, vector, item_id in writes.holdouts:
-            sample = ("key", key, "vector", vector, "item", item_id)
+            commands.append(self._set_users_command(plan.user_records, retention_s))
+        commands += self._park_commands(writes.parked, retention_s)
+        for key, vector, item_id, user in writes.holdouts:
+            sample = ("key", key, "vector", vector, "item", item_id, "user", user)
             commands.append(("XADD", k.holdout, "MAXLEN", "~", 20_000, "*", *sample))
-        for kind, scope, detail in writes.alarms:
+        for kind, scope, detail, user in writes.alarms:
             alarm = ("kind", kind, "scope", scope, "detail", detail)
+            if user is not None:
+                alarm += ("user", user)
             commands.append(("XADD", k.alarms, "MAXLEN", "~", 10_000, "*", *alarm))
         self._execute(commands)
         if writes.feedback:
@@ -529,16 +667,16 @@ class RedisStore:
         return out
 
     def append_holdout(
-        self, samples: Sequence[tuple[str, bytes, str]], max_len: int = 20_000
+        self, samples: Sequence[tuple[str, bytes, str, str]], max_len: int = 20_000
     ) -> None:
-        """Add test-then-train samples: (key, user vector before the event, item id)."""
+        """Add test-then-train samples: (key, user vector before the event, item, pseudonym)."""
         if not samples:
             return
         pipe = self.client.pipeline(transaction=False)
-        for key, vector, item_id in samples:
+        for key, vector, item_id, user in samples:
             pipe.xadd(
                 self.keys.holdout,
-                {"key": key, "vector": vector, "item": item_id},
+                {"key": key, "vector": vector, "item": item_id, "user": user},
                 maxlen=max_len,
                 approximate=True,
             )

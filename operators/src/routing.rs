@@ -6,7 +6,8 @@
 //!   per target item, in event order (the item router, `item_model.rs`, shards them).
 //! - `dead_letters`, `archive_rows`: what the side outputs need.
 //! - `collect_writes`: everything bound for Redis in a batch, coalesced to the last write per
-//!   key, ready to be sent in one pipeline by `state/store.py`.
+//!   key, ready to be sent in one pipeline by `state/store.py`. An erased user's earlier
+//!   writes of the batch are dropped and the erasure goes first, before anything newer.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
@@ -154,14 +155,19 @@ pub fn dead_letters<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyLi
     Ok(out)
 }
 
-/// The batch's valid events with their enrichment, for the Parquet archive.
+/// The batch's valid events with their enrichment, for the Parquet archive, in order; an
+/// erased user appears as their id (a `str`) before any row that came after the tombstone.
 #[pyfunction]
 pub fn archive_rows<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
     let _timer = crate::timing::time(crate::timing::Part::SideOutputs);
     let py = batch.py();
     let out = PyList::empty(py);
     for delta in deltas(batch) {
-        for row in &delta.get().archive {
+        let delta = delta.get();
+        if !delta.erasures.is_empty() {
+            out.append(PyString::new(py, &delta.user_id))?;
+        }
+        for row in &delta.archive {
             out.append(Bound::new(py, row.clone())?)?;
         }
     }
@@ -176,6 +182,12 @@ pub fn archive_rows<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyLi
 #[pyclass(module = "operators._native", frozen)]
 #[derive(Default)]
 pub struct StateWrites {
+    /// (user id, pseudonym) of users erased in this batch: deleted before anything is written.
+    #[pyo3(get)]
+    pub erased: Vec<(String, String)>,
+    /// Erasure ids of the batch's tombstones (recorded as done once the deletion is written).
+    #[pyo3(get)]
+    pub erasure_ids: Vec<String>,
     users: Vec<(Box<str>, u64, Py<PyBytes>)>,
     items: Vec<(Id, crate::messages::ItemWrite)>,
     /// (item, version at which it left its shard's popularity list, index in `items` if the
@@ -191,15 +203,15 @@ pub struct StateWrites {
     /// Per segment: (log2 popularity within the segment, item id) pairs.
     #[pyo3(get)]
     pub segment_scores: Vec<(&'static str, Vec<Py<PyAny>>)>,
-    /// (key, user vector before the event, item id) of sampled events.
+    /// (key, user vector before the event, item id, user pseudonym) of sampled events.
     #[pyo3(get)]
-    pub holdouts: Vec<(String, Py<PyBytes>, &'static str)>,
+    pub holdouts: Vec<(String, Py<PyBytes>, &'static str, String)>,
     /// (model, segment, window start, impressions, clicks, conversions) of touched windows.
     #[pyo3(get)]
     pub feedback: Vec<(&'static str, &'static str, f64, u64, u64, u64)>,
-    /// (kind, scope, detail).
+    /// (kind, scope, detail, pseudonym of the user of a per-user alarm).
     #[pyo3(get)]
-    pub alarms: Vec<(&'static str, &'static str, String)>,
+    pub alarms: Vec<(&'static str, &'static str, String, Option<String>)>,
     #[pyo3(get)]
     pub applied: u64,
     #[pyo3(get)]
@@ -214,6 +226,21 @@ pub struct StateWrites {
     pub ctr_alarms: u64,
     #[pyo3(get)]
     pub shift_alarms: u64,
+}
+
+/// A user record's version as the store reads it: the record's first 8 bytes (its big-endian
+/// version header, `GETRANGE key 0 7`), empty or None for a user without a record.
+fn stored_user_version(value: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    let raw = value.cast::<PyBytes>()?.as_bytes();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let header: [u8; 8] =
+        raw.try_into().map_err(|_| Invalid::new("a stored user record has no version header"))?;
+    Ok(Some(u64::from_be_bytes(header)))
 }
 
 /// A stored version as Redis returns it (`HMGET`: bytes of a decimal integer, or None).
@@ -250,9 +277,9 @@ impl StateWrites {
         intern::names(self.neighbours.iter().map(|(i, _, _)| *i))
     }
 
-    /// What to write, given the versions stored for `user_ids`, `item_ids` and
-    /// `neighbour_ids` (as `HMGET` returns them). Record keys are the id appended to the
-    /// prefix `state/keys.py` gives for each kind.
+    /// What to write, given the versions stored for `user_ids` (their records' version
+    /// headers), `item_ids` and `neighbour_ids` (as `HMGET` returns them). Record keys are the
+    /// id appended to the prefix `state/keys.py` gives for each kind.
     fn plan<'py>(
         &self,
         py: Python<'py>,
@@ -267,11 +294,9 @@ impl StateWrites {
         let int = |v: u64| -> PyResult<Py<PyAny>> { Ok(v.into_pyobject(py)?.into_any().unbind()) };
         let mut plan = WritePlan::default();
         for ((user, version, blob), stored) in self.users.iter().zip(stored_users.iter()) {
-            if is_newer(*version, stored_version(&stored)?) {
+            if is_newer(*version, stored_user_version(&stored)?) {
                 plan.user_records.push(text(&format!("{user_key_prefix}{user}")));
                 plan.user_records.push(blob.clone_ref(py).into_any());
-                plan.user_versions.push(text(user));
-                plan.user_versions.push(int(*version)?);
             }
         }
         let stored_items: Vec<Option<u64>> =
@@ -338,9 +363,8 @@ impl StateWrites {
 #[pyclass(module = "operators._native", frozen, get_all)]
 #[derive(Default)]
 pub struct WritePlan {
-    /// (record key, record) pairs of users to write, and (user id, version) pairs.
+    /// (record key, record) pairs of users to write (a record carries its version).
     pub user_records: Vec<Py<PyAny>>,
-    pub user_versions: Vec<Py<PyAny>>,
     /// (item id, float32 vector) pairs.
     pub item_factors: Vec<Py<PyAny>>,
     /// (item id, version) pairs.
@@ -359,6 +383,37 @@ pub struct WritePlan {
     /// (record key, record) pairs of neighbour lists to write, and (item id, version) pairs.
     pub neighbour_records: Vec<Py<PyAny>>,
     pub neighbour_versions: Vec<Py<PyAny>>,
+}
+
+impl StateWrites {
+    /// A user erased in this batch: drop what the batch collected for them so far (record,
+    /// parked state, holdout samples, per-user alarms) and delete them before anything newer
+    /// is written (the new user's record that may follow in the same batch).
+    fn erase(
+        &mut self,
+        user_id: &str,
+        erasure_ids: &[String],
+        users: &mut FxHashMap<Box<str>, usize>,
+        arrivals: &mut Vec<Option<f64>>,
+    ) {
+        if let Some(at) = users.remove(user_id) {
+            self.users.remove(at);
+            arrivals.remove(at);
+            for slot in users.values_mut() {
+                if *slot > at {
+                    *slot -= 1;
+                }
+            }
+        }
+        let pseudonym = crate::pseudonym::user_pseudonym(user_id);
+        self.parked.retain(|(u, _)| u != user_id);
+        self.holdouts.retain(|h| h.3 != pseudonym);
+        self.alarms.retain(|a| a.3.as_deref() != Some(pseudonym.as_str()));
+        if !self.erased.iter().any(|(u, _)| u == user_id) {
+            self.erased.push((user_id.to_owned(), pseudonym));
+        }
+        self.erasure_ids.extend(erasure_ids.iter().cloned());
+    }
 }
 
 /// Coalesce a batch of the flow's outputs into the writes that reach Redis.
@@ -382,6 +437,9 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
         };
         if let Ok(delta) = object.cast::<UserDelta>() {
             let d = delta.get();
+            if !d.erasures.is_empty() {
+                writes.erase(&d.user_id, &d.erasures, &mut users, &mut arrivals);
+            }
             writes.applied += u64::from(d.applied);
             writes.duplicates += u64::from(d.duplicates);
             writes.dead_letters += d.dead_letters.len() as u64;
@@ -408,10 +466,10 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
             for h in &d.holdouts {
                 let vector =
                     PyBytes::new(py, &crate::records::vector_bytes(&h.user_vector)).unbind();
-                writes.holdouts.push((h.key.clone(), vector, intern::name(h.item)));
+                writes.holdouts.push((h.key.clone(), vector, intern::name(h.item), h.user.clone()));
             }
             for a in &d.alarms {
-                writes.alarms.push((a.kind, a.scope, a.detail.clone()));
+                writes.alarms.push((a.kind, a.scope, a.detail.clone(), a.user.clone()));
             }
         } else if let Ok(outs) = object.cast::<ItemsOut>() {
             for &(item, version) in &outs.get().unlisted {
@@ -477,12 +535,12 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
             }
             for detail in &o.alarms {
                 writes.ctr_alarms += 1;
-                writes.alarms.push(("ctr drift", "global", detail.clone()));
+                writes.alarms.push(("ctr drift", "global", detail.clone(), None));
             }
         } else if let Ok(shift) = object.cast::<ShiftAlarms>() {
             for detail in &shift.get().details {
                 writes.shift_alarms += 1;
-                writes.alarms.push(("popularity drift", "global", detail.clone()));
+                writes.alarms.push(("popularity drift", "global", detail.clone(), None));
             }
         }
     }

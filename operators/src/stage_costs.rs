@@ -18,7 +18,7 @@ use rustc_hash::FxHashMap;
 
 use crate::dedup::id_hash;
 use crate::enrich::{DEFAULT_CACHE_SIZE, Enricher, EventContext};
-use crate::events::{self, DecodedEvent};
+use crate::events::{self, DecodedEvent, Message};
 use crate::feedback::model_of;
 use crate::intern::{self, Id};
 use crate::isgd::IsgdParams;
@@ -125,6 +125,7 @@ fn user_group(
                     key: event.event_id.clone(),
                     user_vector: state.vector.clone(),
                     item,
+                    user: crate::pseudonym::user_pseudonym(&event.user_id),
                 });
                 if quality.evaluate(&event.event_id, &state.vector, item, replica).is_some() {
                     delta.global_alarms += 1;
@@ -215,7 +216,10 @@ pub fn stage_costs<'py>(
         let (s, decoded) = timed(|| -> PyResult<Vec<Option<DecodedEvent>>> {
             let mut out = Vec::with_capacity(payloads.len());
             for payload in &payloads {
-                out.push(events::decode(py, payload, now_us, max_future_skew_s)?.ok());
+                out.push(match events::decode(py, payload, now_us, max_future_skew_s)? {
+                    Ok(Message::Event(event)) => Some(event),
+                    Ok(Message::Erase(_)) | Err(_) => None,
+                });
             }
             Ok(out)
         });
@@ -487,7 +491,8 @@ fn item_details(
 }
 
 /// The native decoder as a batch step: one entry per message, the valid event's user id or
-/// the dead-letter reason (the benchmark's decode-only flow: decoding, nothing else).
+/// the dead-letter reason (the benchmark's decode-only flow: decoding, nothing else; and the
+/// bulk import's judge, which takes events only: a tombstone is refused with a reason).
 #[pyfunction]
 #[pyo3(signature = (batch, max_future_skew_s=300.0))]
 pub fn decode_batch<'py>(
@@ -502,12 +507,17 @@ pub fn decode_batch<'py>(
         let payload: &[u8] =
             if value.is_none() { b"" } else { value.cast::<PyBytes>()?.as_bytes() };
         match events::decode(py, payload, now_us, max_future_skew_s)? {
-            Ok(event) => out.append(PyString::new(py, &event.user_id))?,
+            Ok(Message::Event(event)) => out.append(PyString::new(py, &event.user_id))?,
+            Ok(Message::Erase(_)) => out.append(PyString::new(py, NOT_AN_EVENT))?,
             Err(reason) => out.append(PyString::new(py, &reason))?,
         }
     }
     Ok(out)
 }
+
+/// Why a tombstone is refused where only events may enter (the bulk import).
+pub const NOT_AN_EVENT: &str =
+    "$.type: `erase` is a control message (DELETE /v1/users/{id}), not an event";
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stage_costs, m)?)?;

@@ -309,7 +309,6 @@ def test_every_key_is_inside_the_namespace(store: RedisStore) -> None:
     assert keys == sorted(
         [
             f"{prefix}:u:u:1",
-            f"{prefix}:uver",
             f"{prefix}:us:u:1",
             f"{prefix}:usidx",
             f"{prefix}:if",
