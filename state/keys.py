@@ -9,9 +9,10 @@ produce another entity's key: ``{fr}:u:a:b`` is user ``a:b`` and nothing else. I
 this module were validated by the event schema (printable, <= 128 chars).
 
 Per-user keys — what an erasure deletes and what expires after ``Settings.user_retention_s``
-without a write: the record (:meth:`Keys.user`), the parked state (:meth:`Keys.user_state`)
-and the user's entry in the parked index (:attr:`Keys.parked_users`), plus the user's
-entries in the holdout and alarm streams, which carry the user's pseudonym, never the id.
+without a write: the record (:meth:`Keys.user`), the parked state (:meth:`Keys.user_state`),
+the user's entry in the parked index (:attr:`Keys.parked_users`) and the index of their
+entries in the holdout and alarm streams (:meth:`Keys.user_samples`, keyed by pseudonym), by
+which those entries are deleted too; the entries carry the user's pseudonym, never the id.
 Everything else is aggregate (items, co-visitation, popularity, feedback counts per model
 and segment, monitoring) or names no user (the model versions, the erasure ledger).
 """
@@ -56,6 +57,14 @@ class Keys:
     def parked_users(self) -> str:
         """Sorted set user_id -> unix time its parked state expires (workers load it at start)."""
         return f"{self.prefix}:usidx"
+
+    def user_samples(self, pseudonym: str) -> str:
+        """Set: the user's entries in the holdout and alarm streams, keyed by their pseudonym.
+
+        Members ``h <entry id>`` and ``a <entry id>``; the pseudonym is
+        ``operators.user_pseudonym``'s. Expires with the retention.
+        """
+        return f"{self.prefix}:usmp:{pseudonym}"
 
     @property
     def erasures(self) -> str:

@@ -133,38 +133,51 @@ end
 return #KEYS
 """
 
+# KEYS = holdout stream, alarm stream, then one user's sample index per sample. ARGV = the
+# index's time to live (ms), the streams' lengths kept, then 5 values per sample: 'h' (holdout:
+# key, vector, item, user pseudonym) or 'a' (a user's alarm: kind, scope, detail, pseudonym).
+# Each entry's id goes into the user's index (a set keyed by their pseudonym), so an erasure
+# deletes exactly their entries: scanning the holdout stream (20,000 entries) took ~50 ms of
+# Redis, during which serving's reads (50 ms budget) would fail.
+_APPEND_SAMPLES_LUA: Final = """
+local ttl = ARGV[1]
+for i = 3, #KEYS do
+  local b = 3 + (i - 3) * 5
+  local id
+  if ARGV[b + 1] == 'h' then
+    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'key', ARGV[b + 2],
+      'vector', ARGV[b + 3], 'item', ARGV[b + 4], 'user', ARGV[b + 5])
+  else
+    id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'kind', ARGV[b + 2],
+      'scope', ARGV[b + 3], 'detail', ARGV[b + 4], 'user', ARGV[b + 5])
+  end
+  redis.call('SADD', KEYS[i], ARGV[b + 1] .. ' ' .. id)
+  redis.call('PEXPIRE', KEYS[i], ttl)
+end
+return #KEYS - 2
+"""
+HOLDOUT_ENTRIES: Final = 20_000
+ALARM_ENTRIES: Final = 10_000
+
 # KEYS = parked index, holdout stream, alarm stream, erasure ledger, then per user their
-# record key and parked-state key. ARGV = now (unix s), ledger entries kept, user count n,
-# n user ids, n pseudonyms, then erasure ids to record as done (none: an API-side deletion).
-# Stream entries are found by the pseudonym in their `user` field, 1,000 at a time (the
-# holdout stream keeps ~20,000 samples: ~20 ms of Redis, for a rare request).
+# record, parked state and sample index. ARGV = now (unix s), ledger entries kept, user count
+# n, the n user ids, then erasure ids to record as done (none: an API-side deletion).
 _ERASE_USERS_LUA: Final = """
 local n = tonumber(ARGV[3])
-local wanted = {}
-for i = 1, n do
-  redis.call('DEL', KEYS[3 + 2 * i], KEYS[4 + 2 * i])
-  redis.call('ZREM', KEYS[1], ARGV[3 + i])
-  wanted[ARGV[3 + n + i]] = true
-end
 local purged = 0
-for _, stream in ipairs({KEYS[2], KEYS[3]}) do
-  local start = '-'
-  while true do
-    local rows = redis.call('XRANGE', stream, start, '+', 'COUNT', 1000)
-    for _, row in ipairs(rows) do
-      local fields = row[2]
-      for j = 1, #fields, 2 do
-        if fields[j] == 'user' and wanted[fields[j + 1]] then
-          purged = purged + redis.call('XDEL', stream, row[1])
-        end
-      end
-    end
-    if #rows < 1000 then break end
-    start = '(' .. rows[#rows][1]
+for i = 1, n do
+  local base = 4 + (i - 1) * 3
+  redis.call('DEL', KEYS[base + 1], KEYS[base + 2])
+  redis.call('ZREM', KEYS[1], ARGV[3 + i])
+  for _, member in ipairs(redis.call('SMEMBERS', KEYS[base + 3])) do
+    local stream = KEYS[3]
+    if string.sub(member, 1, 1) == 'h' then stream = KEYS[2] end
+    purged = purged + redis.call('XDEL', stream, string.sub(member, 3))
   end
+  redis.call('DEL', KEYS[base + 3])
 end
-if #ARGV > 3 + 2 * n then
-  for i = 4 + 2 * n, #ARGV do redis.call('ZADD', KEYS[4], ARGV[1], ARGV[i]) end
+if #ARGV > 3 + n then
+  for i = 4 + n, #ARGV do redis.call('ZADD', KEYS[4], ARGV[1], ARGV[i]) end
   redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -(tonumber(ARGV[2]) + 1))
 end
 return purged
@@ -321,11 +334,29 @@ class RedisStore:
         k = self.keys
         keys = [k.parked_users, k.holdout, k.alarms, k.erasures]
         for user_id in users:
-            keys += [k.user(user_id), k.user_state(user_id)]
+            samples = k.user_samples(user_pseudonym(user_id))
+            keys += [k.user(user_id), k.user_state(user_id), samples]
         now = time.time() if now_s is None else now_s
-        pseudonyms = [user_pseudonym(u) for u in users]
-        args = [repr(now), ERASURE_LEDGER_ENTRIES, len(users), *users, *pseudonyms, *erasure_ids]
+        args = [repr(now), ERASURE_LEDGER_ENTRIES, len(users), *users, *erasure_ids]
         return ("EVAL", _ERASE_USERS_LUA, len(keys), *keys, *args)
+
+    def _samples_command(
+        self,
+        holdouts: Sequence[tuple[str, bytes, str, str]],
+        alarms: Sequence[tuple[str, str, str, str]],
+        ttl_s: int,
+    ) -> tuple[Any, ...]:
+        """Append holdout samples and users' alarms, each indexed under its user's pseudonym."""
+        k = self.keys
+        keys: list[str] = [k.holdout, k.alarms]
+        args: list[Any] = [int(ttl_s * 1000), HOLDOUT_ENTRIES, ALARM_ENTRIES]
+        for key, vector, item_id, user in holdouts:
+            keys.append(k.user_samples(user))
+            args += ["h", key, vector, item_id, user]
+        for kind, scope, detail, user in alarms:
+            keys.append(k.user_samples(user))
+            args += ["a", kind, scope, detail, user]
+        return ("EVAL", _APPEND_SAMPLES_LUA, len(keys), *keys, *args)
 
     def erasure_done_at(self, erasure_id: str) -> float | None:
         """When the dataflow (last) completed this erasure, unix seconds; None: not yet."""
@@ -530,14 +561,13 @@ class RedisStore:
         if plan.user_records:
             commands.append(self._set_users_command(plan.user_records, retention_s))
         commands += self._park_commands(writes.parked, retention_s)
-        for key, vector, item_id, user in writes.holdouts:
-            sample = ("key", key, "vector", vector, "item", item_id, "user", user)
-            commands.append(("XADD", k.holdout, "MAXLEN", "~", 20_000, "*", *sample))
+        user_alarms = [(*a[:3], a[3]) for a in writes.alarms if a[3] is not None]
+        if writes.holdouts or user_alarms:
+            commands.append(self._samples_command(writes.holdouts, user_alarms, retention_s))
         for kind, scope, detail, user in writes.alarms:
-            alarm = ("kind", kind, "scope", scope, "detail", detail)
-            if user is not None:
-                alarm += ("user", user)
-            commands.append(("XADD", k.alarms, "MAXLEN", "~", 10_000, "*", *alarm))
+            if user is None:
+                alarm = ("kind", kind, "scope", scope, "detail", detail)
+                commands.append(("XADD", k.alarms, "MAXLEN", "~", ALARM_ENTRIES, "*", *alarm))
         self._execute(commands)
         if writes.feedback:
             self._trim_feedback({(m, s) for m, s, *_ in writes.feedback}, feedback_keep)
@@ -667,20 +697,11 @@ class RedisStore:
         return out
 
     def append_holdout(
-        self, samples: Sequence[tuple[str, bytes, str, str]], max_len: int = 20_000
+        self, samples: Sequence[tuple[str, bytes, str, str]], ttl_s: int = 86_400
     ) -> None:
         """Add test-then-train samples: (key, user vector before the event, item, pseudonym)."""
-        if not samples:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for key, vector, item_id, user in samples:
-            pipe.xadd(
-                self.keys.holdout,
-                {"key": key, "vector": vector, "item": item_id, "user": user},
-                maxlen=max_len,
-                approximate=True,
-            )
-        pipe.execute()
+        if samples:
+            self._execute([self._samples_command(samples, [], ttl_s)])
 
     def holdout_since(self, since_ms: int, count: int = 5000) -> list[HeldOut]:
         """Held-out samples recorded after ``since_ms`` (oldest first)."""
