@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="run benchmarks; write a Markdown report with plots")
     bench.add_argument(
-        "which", choices=["all", "freshness", "pipeline", "serving", "quality", "drift"]
+        "which",
+        choices=["all", "freshness", "pipeline", "serving", "quality", "drift", "erasure"],
     )
     bench.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
     bench.set_defaults(func=_bench)
