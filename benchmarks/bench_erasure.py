@@ -91,8 +91,11 @@ def main() -> None:
             processes.wait_http(url + "/health", 30, api)
             fill_s = fill(settings, store, events)
             users = [u for u, _ in busiest(events)][: args.users]
+            # The load spares the erased users: their later events would start them anew.
+            spared = set(users)
+            others = [e for e in events if e.user_id not in spared]
             load = threading.Thread(
-                target=background_load, args=(settings, events, args.load_rate, stop)
+                target=background_load, args=(settings, others, args.load_rate, stop)
             )
             load.start()
             timings = erase_users(url, store, users)
