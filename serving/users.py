@@ -29,7 +29,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import JSONBody, PathParameter
 
-from freshrec.events import Erase, Event, encode_erase, encode_event
+from freshrec.events import Erase, Event, EventType, encode_erase, encode_event
 from freshrec.settings import Settings
 from serving.producer import EventProducer, OutRecord
 from serving.recommendations import ID_PATTERN, UserIdParam
@@ -61,7 +61,7 @@ def merge_events(target: str, source: str, record: UserRecord, now: datetime) ->
     items = [i for i in reversed(record.purchased) if i not in set(recent)] + recent
     events = []
     for item in items:
-        kind = "purchase" if item in bought else "view"
+        kind: EventType = "purchase" if item in bought else "view"
         digest = hashlib.blake2b(
             "\0".join((source, target, item, kind)).encode(), digest_size=16
         ).hexdigest()
