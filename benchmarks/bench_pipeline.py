@@ -591,15 +591,18 @@ PROFILE_PARTS = {
 
 def redis_part(command: tuple[Any, ...], keys: Keys) -> str:
     """Which kind of state a command of ``RedisStore.write_batch`` writes or reads."""
-    name, key = str(command[0]).upper(), str(command[1]) if len(command) > 1 else ""
-    if name == "EVAL" or key.startswith((keys.item_factors, keys.popularity, keys.trending,
-                                         keys.item_categories)):  # fmt: skip
+    name = str(command[0]).upper()
+    # A script's first key says what it is about: EVAL script numkeys key ...
+    at = 3 if name == "EVAL" else 1
+    key = str(command[at]) if len(command) > at else ""
+    if key.startswith((keys.item_factors, keys.popularity, keys.trending,
+                       keys.item_categories)):  # fmt: skip
         return "items (factors, versions, change log, popularity, trend, category)"
     if key == keys.neighbour_versions or key.startswith(keys.neighbours("")):
         return "neighbour lists (versions, records)"
     if key.startswith(keys.segment_popularity("")):
         return "segment popularity (ZADD + trim)"
-    if key == keys.user_versions or key.startswith(keys.user("")):
+    if key.startswith(keys.user("")):
         return "user records (versions, records)"
     if key == keys.holdout:
         return "holdouts (XADD)"

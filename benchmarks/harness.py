@@ -2,7 +2,7 @@
 
     python benchmarks/harness.py all [--quick] [--out benchmarks/out/report]
     python benchmarks/harness.py freshness|pipeline|serving|quality|sessions|live_quality|
-        responsiveness|drift [--quick]
+        responsiveness|drift|erasure [--quick]
 
 (``freshrec bench …`` runs this.) Every benchmark measures its references in the same run —
 a pass-through flow, a keyed counter, a hello-world endpoint, raw Kafka produce, the user
@@ -83,6 +83,7 @@ BENCHES: dict[str, Bench] = {
     ),
     "live_quality": Bench("live_quality.py", [], ["--warmup", "2000", "--events", "200"]),
     "responsiveness": Bench("bench_responsiveness.py", [], ["--users", "30", "--warmup", "3000"]),
+    "erasure": Bench("bench_erasure.py", [], ["--events", "5000", "--users", "30"]),
 }
 
 
@@ -353,6 +354,27 @@ def drift_section(docs: list[Any], out: Path) -> tuple[list[list[str]], list[str
     return rows[:20], plots
 
 
+def erasure_section(docs: list[Any], out: Path) -> tuple[list[list[str]], list[str]]:
+    doc = docs[0]
+    ref = doc["reference_event_to_record"]
+    ref_text = f"event → record {_fmt(ref['p50_ms'])} / {_fmt(ref['p99_ms'])} ms"
+    rows = []
+    for name in ("delete_answer", "gone_from_redis", "applied_by_worker", "gone_everywhere"):
+        p = doc[name]
+        ratio = _fmt(p["p50_ms"] / ref["p50_ms"], 2)
+        rows.append(
+            [
+                f"{name} p50 / p99 (ms)",
+                f"{_fmt(p['p50_ms'])} / {_fmt(p['p99_ms'])}",
+                ref_text,
+                ratio,
+            ]
+        )
+    script = doc["erase_script_full_streams"]
+    rows.append(["erase script, full streams (ms, p50)", _fmt(script["p50_ms"], 2), "–", "–"])
+    return rows, []
+
+
 def _flatten(doc: Any, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     if isinstance(doc, dict):
@@ -423,6 +445,7 @@ SECTIONS: dict[str, Callable[[list[Any], Path], tuple[list[list[str]], list[str]
     "sessions": sessions_section,
     "live_quality": live_quality_section,
     "responsiveness": responsiveness_section,
+    "erasure": erasure_section,
 }
 
 

@@ -99,10 +99,10 @@ def build_user_model(
 
 class _RedisPartition(StatelessSinkPartition[object]):
     def __init__(
-        self, store: RedisStore, parked_ttl_s: int, feedback_keep: int, quality: LiveQuality | None
+        self, store: RedisStore, retention_s: int, feedback_keep: int, quality: LiveQuality | None
     ) -> None:
         self.store = store
-        self.parked_ttl_s = parked_ttl_s
+        self.retention_s = retention_s
         self.feedback_keep = feedback_keep
         self.quality = quality
 
@@ -111,7 +111,7 @@ class _RedisPartition(StatelessSinkPartition[object]):
         # While Redis is away the flow waits here (backpressure) instead of crashing; every
         # write is idempotent, so the repeat after an outage is safe.
         retry_while_unreachable(
-            lambda: self.store.write_batch(writes, self.parked_ttl_s, self.feedback_keep)
+            lambda: self.store.write_batch(writes, self.retention_s, self.feedback_keep)
         )
         written = time.time()
         for arrival_s in writes.arrivals:
@@ -121,6 +121,7 @@ class _RedisPartition(StatelessSinkPartition[object]):
         metrics.EVENTS.labels("applied").inc(writes.applied)
         metrics.EVENTS.labels("duplicate").inc(writes.duplicates)
         metrics.EVENTS.labels("dead_letter").inc(writes.dead_letters)
+        metrics.ERASURES.inc(len(writes.erasure_ids))
         for scope, count in (("user", writes.user_alarms), ("global", writes.global_alarms)):
             metrics.DRIFT_ALARMS.labels(scope).inc(count)
             metrics.RECALIBRATIONS.labels(scope).inc(count)
@@ -143,4 +144,4 @@ class RedisSink(DynamicSink[object]):
         store = RedisStore.from_url(s.redis_url, s.redis_prefix, s.factors)
         start_worker_monitor(RedisStore.from_url(s.redis_url, s.redis_prefix, s.factors))
         quality = live_quality(s) if s.prequential_sample_every else None
-        return _RedisPartition(store, s.parked_state_ttl_s, s.feedback_windows_kept, quality)
+        return _RedisPartition(store, s.user_retention_s, s.feedback_windows_kept, quality)

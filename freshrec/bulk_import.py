@@ -1,9 +1,10 @@
 """Bulk import: a shop's history (events) or its catalogue from a CSV or Parquet file.
 
 Events go straight onto the events topic, keyed by user as ingest does, each one judged by
-the worker's own decoder (``operators._native.decode_event``: the native fast path, with
-:func:`freshrec.events.decode_event` as judge of anything unusual), so a file is held to the
-API's rules; an invalid row goes to the dead-letter topic with its reasons, as ingest's do.
+the worker's own decoder (``operators._native.decode_message``: the native fast path, with
+:func:`freshrec.events.decode_message` as judge of anything unusual), so a file is held to the
+API's rules; an invalid row goes to the dead-letter topic with its reasons, as ingest's do (a
+row that reads as a tombstone, ``"type": "erase"``, too: only the API erases users).
 Rows are turned into JSON by polars a chunk at a time; Python only validates and produces.
 The catalogue goes to Redis through the store, as ``PUT /v1/items`` writes it.
 """

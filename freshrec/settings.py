@@ -102,8 +102,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     session_gap_s: float = 1800.0
     user_idle_ttl_s: float = 600.0
     """Users idle (wall clock) this long leave worker memory; their state is parked in Redis."""
-    parked_state_ttl_s: int = 30 * 86_400
-    """How long Redis keeps an idle user's parked state."""
+    user_retention_s: int = 30 * 86_400
+    """A user's keys (record, parked state) expire this long after their last write: Redis
+    TTLs the dataflow sets on every write. A shopper who comes back later starts anew."""
     feedback_window_s: float = 300.0
     """Tumbling window of recommendation feedback (CTR, conversion), in event time."""
     feedback_windows_kept: int = 288
@@ -164,6 +165,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if not all(isinstance(k, str) and k for k in self.kafka_config):
             raise ValueError("kafka_config keys must be non-empty librdkafka property names")
         check_namespace(self.redis_prefix)
+        if self.user_retention_s < 1:
+            raise ValueError(f"user_retention_s must be >= 1 s, got {self.user_retention_s}")
 
     @property
     def popular_listed_per_shard(self) -> int:

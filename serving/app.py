@@ -1,4 +1,4 @@
-"""The HTTP API: ingest, recommendations, health and OpenAPI docs.
+"""The HTTP API: ingest, recommendations, admin actions, health and OpenAPI docs.
 
 ``create_app(settings)`` builds the Litestar app; ``app_from_env()`` is the factory the
 production server (granian) calls in each worker process.
@@ -35,10 +35,13 @@ from serving.recommendations import RecommendationsController
 from serving.recommender import Recommender
 from serving.schemas import Health
 from serving.shop import ShopController, cors_config
+from serving.users import ErasuresController, UserAdmin, UsersAdminController
 from state.store import RedisStore
 
 # Serving must answer fast or fall back: a Redis call that takes longer than this is failed.
 REDIS_TIMEOUT_S = 0.05
+# Admin actions may wait longer (an erasure's script scans the holdout and alarm streams).
+ADMIN_REDIS_TIMEOUT_S = 5.0
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -55,6 +58,17 @@ def create_app(settings: Settings) -> Litestar:
     recommender = Recommender(store, index)
     lifecycle = build_lifecycle(settings)
     producer_box: list[EventProducer] = []
+    users = UserAdmin(
+        settings,
+        RedisStore.from_url(
+            settings.redis_url,
+            settings.redis_prefix,
+            settings.factors,
+            timeout_s=ADMIN_REDIS_TIMEOUT_S,
+        ),
+        recommender,
+        lambda: producer_box[0],
+    )
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -78,6 +92,7 @@ def create_app(settings: Settings) -> Litestar:
             stop_monitor.set()
             index.stop()
             producer_box.pop().close()
+            users.store.client.close()
 
     @get("/health", tags=["system"], sync_to_thread=False, summary="Liveness and dependencies")
     def health() -> Health:
@@ -94,7 +109,12 @@ def create_app(settings: Settings) -> Litestar:
             # which cost every request ~30 µs when the admin check was app-wide.
             Router(
                 path="/",
-                route_handlers=[CatalogueController, ModelsController],
+                route_handlers=[
+                    CatalogueController,
+                    ModelsController,
+                    UsersAdminController,
+                    ErasuresController,
+                ],
                 guards=[admin_guard(settings)],
             ),
             health,
@@ -111,6 +131,7 @@ def create_app(settings: Settings) -> Litestar:
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "producer": Provide(lambda: producer_box[0], sync_to_thread=False),
             "recommender": Provide(lambda: recommender, sync_to_thread=False),
+            "users": Provide(lambda: users, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_class=JsonBodyRequest,

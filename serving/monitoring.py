@@ -2,7 +2,8 @@
 
 Workers and API processes each append one sample per second to Redis (cumulative counters
 plus recent percentiles); this module turns them into rates per second, summed over
-processes, together with recommendation feedback and drift alarms.
+processes, together with recommendation feedback and drift alarms. No raw user id reaches
+the dashboard: per-user alarms name a pseudonym, and users appear otherwise only as counts.
 """
 
 from __future__ import annotations
@@ -104,8 +105,22 @@ def collect(store: RedisStore, window_s: int = 600) -> Monitoring:
         "events_applied": sum({s["pid"]: s.get("applied", 0.0) for s in latest}.values()),
         "dead_letters": sum({s["pid"]: s.get("dead_letters", 0.0) for s in latest}.values()),
         "items_in_model": float(store.client.hlen(store.keys.item_factors)),
+        "users_erased": float(store.erasures_done()),
     }
-    return Monitoring(now_ms, worker, api, feedback[-200:], store.alarms(50), totals)
+    alarms = [without_user_ids(a) for a in store.alarms(50)]
+    return Monitoring(now_ms, worker, api, feedback[-200:], alarms, totals)
+
+
+def without_user_ids(alarm: dict[str, str]) -> dict[str, str]:
+    """An alarm as the dashboard may show it: users by pseudonym only.
+
+    The dataflow names the user of a per-user alarm by pseudonym (and says which in its
+    ``user`` field); a per-user alarm without one was recorded before that and may name the
+    user's id: its detail is withheld.
+    """
+    if alarm.get("scope") == "user" and "user" not in alarm:
+        return {**alarm, "detail": "(withheld: recorded before user pseudonyms)"}
+    return alarm
 
 
 class MonitoringController(Controller):

@@ -143,6 +143,10 @@ class Recommender:
             metrics.FALLBACKS.labels("redis").inc()
             return self._popular_list(rec_id, k, filters, set(), fallback=True)
 
+    def forget(self, user_id: str) -> None:
+        """Drop the user's cached answer (erased: it names items they viewed)."""
+        self._results.pop(user_id, None)
+
     # --- personal ---------------------------------------------------------------------
     def _personal(
         self,
@@ -155,9 +159,11 @@ class Recommender:
     ) -> Recommendations:
         user = fetched.user
         matrix = self.index.current
-        # A user's answer changes only when their record, the items or the lists do.
+        # A user's answer changes only when their record, the items or the lists do. The
+        # record's write time tells a user erased and back at the same version from the old.
         stamp = (
             user.version,
+            user.written_at_s,
             matrix.generation,
             self.index.lists_generation,
             k,

@@ -3,11 +3,18 @@
 Writes are versioned and idempotent: a user record, an item's state or a neighbour list is
 replaced only by a strictly newer version, so output the dataflow re-emits after a resume from
 a checkpoint, or a late duplicate, does no harm. A batch is written in two round trips: one
-reads the stored versions (a hash per kind), the other writes what is newer with variadic
-commands. That is not atomic, and need not be: every key has one writer, the dataflow's owner
-of that user or item (keys are routed to workers by id). Item factor writes also append the
-batch's item ids to a change log (a stream whose entry ids are a global sequence number) from
-which replicas in the worker and in the API pull only what changed since their last refresh.
+reads the stored versions (a hash per item kind; a user's is the header of their record), the
+other writes what is newer with variadic commands. That is not atomic, and need not be: every
+key has one writer, the dataflow's owner of that user or item (keys are routed to workers by
+id). Item factor writes also append the batch's item ids to a change log (a stream whose entry
+ids are a global sequence number) from which replicas in the worker and in the API pull only
+what changed since their last refresh.
+
+Users' keys expire: a record, a parked state and its index entry live ``retention_s``
+(``Settings.user_retention_s``) after their last write. An erasure (:meth:`RedisStore.
+erase_users`) deletes them at once, with the user's entries in the holdout and alarm streams
+(found by the pseudonym they carry); the dataflow's erasure also goes first in its batch's
+first round trip, before the versions of anything newer are read.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import numpy as np
 import redis
 from redis.commands.core import Script
 
-from operators import RespBatch, StateWrites, WindowCounts
+from operators import RespBatch, StateWrites, WindowCounts, user_pseudonym
 from operators.model_validation import HeldOut
 from state.keys import Keys
 from state.records import (
@@ -107,6 +114,78 @@ return out
 #: Where ``recent`` sits in a user record's msgpack array (the script reads it by position).
 _RECENT_POSITION: Final = UserRecord.__struct_fields__.index("recent") + 1
 
+# KEYS = user record keys. The stored versions: each record's 8-byte version header ("" for a
+# user without a record). A record carries its version, so nothing else holds user ids, and
+# the version expires with the record.
+_USER_VERSIONS_LUA: Final = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('GETRANGE', key, 0, 7) end
+return out
+"""
+
+# KEYS = user record keys; ARGV = time to live in ms (0: none), then the records in order.
+_SET_USERS_LUA: Final = """
+local ttl = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  if ttl > 0 then redis.call('SET', key, ARGV[i + 1], 'PX', ttl)
+  else redis.call('SET', key, ARGV[i + 1]) end
+end
+return #KEYS
+"""
+
+# KEYS = holdout stream, alarm stream, then one user's sample index per sample. ARGV = the
+# index's time to live (ms), the streams' lengths kept, then 5 values per sample: 'h' (holdout:
+# key, vector, item, user pseudonym) or 'a' (a user's alarm: kind, scope, detail, pseudonym).
+# Each entry's id goes into the user's index (a set keyed by their pseudonym), so an erasure
+# deletes exactly their entries: scanning the holdout stream (20,000 entries) took ~50 ms of
+# Redis, during which serving's reads (50 ms budget) would fail.
+_APPEND_SAMPLES_LUA: Final = """
+local ttl = ARGV[1]
+for i = 3, #KEYS do
+  local b = 3 + (i - 3) * 5
+  local id
+  if ARGV[b + 1] == 'h' then
+    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'key', ARGV[b + 2],
+      'vector', ARGV[b + 3], 'item', ARGV[b + 4], 'user', ARGV[b + 5])
+  else
+    id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'kind', ARGV[b + 2],
+      'scope', ARGV[b + 3], 'detail', ARGV[b + 4], 'user', ARGV[b + 5])
+  end
+  redis.call('SADD', KEYS[i], ARGV[b + 1] .. ' ' .. id)
+  redis.call('PEXPIRE', KEYS[i], ttl)
+end
+return #KEYS - 2
+"""
+HOLDOUT_ENTRIES: Final = 20_000
+ALARM_ENTRIES: Final = 10_000
+
+# KEYS = parked index, holdout stream, alarm stream, erasure ledger, then per user their
+# record, parked state and sample index. ARGV = now (unix s), ledger entries kept, user count
+# n, the n user ids, then erasure ids to record as done (none: an API-side deletion).
+_ERASE_USERS_LUA: Final = """
+local n = tonumber(ARGV[3])
+local purged = 0
+for i = 1, n do
+  local base = 4 + (i - 1) * 3
+  redis.call('DEL', KEYS[base + 1], KEYS[base + 2])
+  redis.call('ZREM', KEYS[1], ARGV[3 + i])
+  for _, member in ipairs(redis.call('SMEMBERS', KEYS[base + 3])) do
+    local stream = KEYS[3]
+    if string.sub(member, 1, 1) == 'h' then stream = KEYS[2] end
+    purged = purged + redis.call('XDEL', stream, string.sub(member, 3))
+  end
+  redis.call('DEL', KEYS[base + 3])
+end
+if #ARGV > 3 + n then
+  for i = 4 + n, #ARGV do redis.call('ZADD', KEYS[4], ARGV[1], ARGV[i]) end
+  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -(tonumber(ARGV[2]) + 1))
+end
+return purged
+"""
+
+ERASURE_LEDGER_ENTRIES: Final = 100_000
+"""Completed erasures remembered (by erasure id, with no user id) for status requests."""
+
 
 @dataclass(frozen=True, slots=True)
 class UserWithNeighbours:
@@ -174,6 +253,11 @@ class CatalogueChanges:
 _decode_ids = msgspec.msgpack.Decoder(list[str]).decode
 
 
+def _header_version(header: bytes) -> int:
+    """A user record's version from its 8-byte header (-1: no record)."""
+    return int.from_bytes(header, "big") if header else -1
+
+
 class RedisStore:
     """freshrec's view of one Redis namespace."""
 
@@ -198,19 +282,90 @@ class RedisStore:
         return cls(client, prefix, factors)
 
     # --- users -------------------------------------------------------------------------
-    def write_users(self, records: Sequence[tuple[str, UserRecord]]) -> int:
-        """Store user records newer than what is stored (the newest of each); how many."""
+    def write_users(self, records: Sequence[tuple[str, UserRecord]], ttl_s: int = 0) -> int:
+        """Store user records newer than what is stored (the newest of each); how many.
+
+        ``ttl_s``: the records expire that long after this write (0: never).
+        """
         newest: dict[str, UserRecord] = {}
         for user_id, record in records:
             if user_id not in newest or record.version > newest[user_id].version:
                 newest[user_id] = record
-        stored = self._stored_versions(self.keys.user_versions, list(newest))
-        fresh = [(u, r) for (u, r), v in zip(newest.items(), stored, strict=True) if r.version > v]
+        if not newest:
+            return 0
+        (stored,) = self._execute([self._user_versions_command(list(newest))])
+        fresh = [
+            (u, r)
+            for (u, r), header in zip(newest.items(), stored, strict=True)
+            if r.version > _header_version(header)
+        ]
         if fresh:
             records = [x for u, r in fresh for x in (self.keys.user(u), encode_user(r))]
-            versions = [x for u, r in fresh for x in (u, r.version)]
-            self._execute([("MSET", *records), ("HSET", self.keys.user_versions, *versions)])
+            self._execute([self._set_users_command(records, ttl_s)])
         return len(fresh)
+
+    def _user_versions_command(self, user_ids: Sequence[str]) -> tuple[Any, ...]:
+        keys = [self.keys.user(u) for u in user_ids]
+        return ("EVAL", _USER_VERSIONS_LUA, len(keys), *keys)
+
+    @staticmethod
+    def _set_users_command(records: Sequence[Any], ttl_s: int) -> tuple[Any, ...]:
+        """SET of (key, record, key, record, ...), each expiring ``ttl_s`` from now (0: never)."""
+        keys, blobs = records[0::2], records[1::2]
+        return ("EVAL", _SET_USERS_LUA, len(keys), *keys, int(ttl_s * 1000), *blobs)
+
+    def erase_users(
+        self, users: Sequence[str], erasure_ids: Sequence[str] = (), now_s: float | None = None
+    ) -> int:
+        """Delete everything stored of these users; how many stream entries went with them.
+
+        Their records, parked states and parked-index entries, and their samples in the
+        holdout and alarm streams. ``erasure_ids`` (the dataflow's, after the tombstones) are
+        recorded as done at ``now_s``; the API deletes without (the dataflow confirms later).
+        """
+        if not users:
+            return 0
+        (purged,) = self._execute([self._erase_command(users, erasure_ids, now_s)])
+        return int(purged)
+
+    def _erase_command(
+        self, users: Sequence[str], erasure_ids: Sequence[str], now_s: float | None
+    ) -> tuple[Any, ...]:
+        k = self.keys
+        keys = [k.parked_users, k.holdout, k.alarms, k.erasures]
+        for user_id in users:
+            samples = k.user_samples(user_pseudonym(user_id))
+            keys += [k.user(user_id), k.user_state(user_id), samples]
+        now = time.time() if now_s is None else now_s
+        args = [repr(now), ERASURE_LEDGER_ENTRIES, len(users), *users, *erasure_ids]
+        return ("EVAL", _ERASE_USERS_LUA, len(keys), *keys, *args)
+
+    def _samples_command(
+        self,
+        holdouts: Sequence[tuple[str, bytes, str, str]],
+        alarms: Sequence[tuple[str, str, str, str]],
+        ttl_s: int,
+    ) -> tuple[Any, ...]:
+        """Append holdout samples and users' alarms, each indexed under its user's pseudonym."""
+        k = self.keys
+        keys: list[str] = [k.holdout, k.alarms]
+        args: list[Any] = [int(ttl_s * 1000), HOLDOUT_ENTRIES, ALARM_ENTRIES]
+        for key, vector, item_id, user in holdouts:
+            keys.append(k.user_samples(user))
+            args += ["h", key, vector, item_id, user]
+        for kind, scope, detail, user in alarms:
+            keys.append(k.user_samples(user))
+            args += ["a", kind, scope, detail, user]
+        return ("EVAL", _APPEND_SAMPLES_LUA, len(keys), *keys, *args)
+
+    def erasure_done_at(self, erasure_id: str) -> float | None:
+        """When the dataflow (last) completed this erasure, unix seconds; None: not yet."""
+        score = self.client.zscore(self.keys.erasures, erasure_id)
+        return None if score is None else float(score)
+
+    def erasures_done(self) -> int:
+        """Completed erasures remembered (the dashboard's count)."""
+        return int(self.client.zcard(self.keys.erasures))
 
     def _log_changes_command(self, count: int, msgpack_ids: bytes) -> tuple[Any, ...]:
         """The command appending ``count`` items (a msgpack array of ids) to the change log.
@@ -336,15 +491,20 @@ class RedisStore:
         self, states: Sequence[tuple[str, bytes]], ttl_s: int
     ) -> list[tuple[Any, ...]]:
         # The index lets a worker ask Redis only for users it knows were parked; it is written
-        # after the state, so an indexed user always has a state (until both expire).
+        # after the state, so an indexed user always has a state (until both expire). Its
+        # expired entries (user ids) go as new ones come.
         if not states:
             return []
-        expires = time.time() + ttl_s
+        now = time.time()
         commands: list[tuple[Any, ...]] = [
             ("SET", self.keys.user_state(user_id), blob, "EX", ttl_s) for user_id, blob in states
         ]
-        index = [x for user_id, _ in states for x in (repr(expires), user_id)]
-        return [*commands, ("ZADD", self.keys.parked_users, *index)]
+        index = [x for user_id, _ in states for x in (repr(now + ttl_s), user_id)]
+        return [
+            *commands,
+            ("ZADD", self.keys.parked_users, *index),
+            ("ZREMRANGEBYSCORE", self.keys.parked_users, "-inf", repr(now)),
+        ]
 
     def parked_user_ids(self, batch: int = 10_000) -> Iterator[list[str]]:
         """Ids of users whose parked state has not expired, in batches (forgets expired ones)."""
@@ -366,25 +526,32 @@ class RedisStore:
         return None if blob is None else bytes(blob)
 
     # --- the dataflow's batch of writes ---------------------------------------------------
-    def write_batch(self, writes: StateWrites, parked_ttl_s: int, feedback_keep: int) -> None:
+    def write_batch(self, writes: StateWrites, retention_s: int, feedback_keep: int) -> None:
         """Everything one dataflow batch writes (coalesced natively), in two round trips.
 
-        Items first: a user record never points at item factors serving cannot see yet. The
-        bulk arguments come encoded from the native side (``RespArgs``); this function names
-        the commands and keys.
+        The batch's erasures first, before the versions of anything newer are read (a user
+        who comes back after their tombstone starts over at version 1). Items next: a user
+        record never points at item factors serving cannot see yet. User records and parked
+        states expire ``retention_s`` after this write. The bulk arguments come encoded from
+        the native side (``RespArgs``); this function names the commands and keys.
         """
         k = self.keys
         reads = RespBatch()
-        user_ids, item_ids, neighbour_ids = writes.user_ids, writes.item_ids, writes.neighbour_ids
-        for key, ids in (
-            (k.user_versions, user_ids),
-            (k.item_versions, item_ids),
-            (k.neighbour_versions, neighbour_ids),
-        ):
-            if ids:
-                reads.command("HMGET", key, ids)
+        if writes.erased:
+            users_erased = [u for u, _ in writes.erased]
+            reads.command(*self._erase_command(users_erased, writes.erasure_ids, None))
+        user_keys = writes.user_record_keys(k.user(""))
+        item_ids, neighbour_ids = writes.item_ids, writes.neighbour_ids
+        if user_keys:
+            reads.command("EVAL", _USER_VERSIONS_LUA, len(user_keys), user_keys)
+        if item_ids:
+            reads.command("HMGET", k.item_versions, item_ids)
+        if neighbour_ids:
+            reads.command("HMGET", k.neighbour_versions, neighbour_ids)
         replies = iter(self._execute_encoded(reads))
-        users = next(replies) if user_ids else []
+        if writes.erased:
+            next(replies)
+        users = next(replies) if user_keys else []
         items = next(replies) if item_ids else []
         neighbours = next(replies) if neighbour_ids else []
         plan = writes.plan(users, items, neighbours, k.user(""), k.neighbours(""))
@@ -413,16 +580,18 @@ class RedisStore:
             counts = msgspec.msgpack.encode([impressions, clicks, conversions])
             batch.command("HSET", k.feedback(model, segment), repr(start_s), counts)
         if plan.user_records:
-            batch.command("MSET", plan.user_records)
-            batch.command("HSET", k.user_versions, plan.user_versions)
-        for command in self._park_commands(writes.parked, parked_ttl_s):
+            ttl_ms = int(retention_s * 1000)
+            keys = plan.user_keys
+            batch.command("EVAL", _SET_USERS_LUA, len(keys), keys, ttl_ms, plan.user_records)
+        for command in self._park_commands(writes.parked, retention_s):
             batch.command(*command)
-        for key, vector, item_id in writes.holdouts:
-            sample = ("key", key, "vector", vector, "item", item_id)
-            batch.command("XADD", k.holdout, "MAXLEN", "~", 20_000, "*", *sample)
-        for kind, scope, detail in writes.alarms:
-            alarm = ("kind", kind, "scope", scope, "detail", detail)
-            batch.command("XADD", k.alarms, "MAXLEN", "~", 10_000, "*", *alarm)
+        user_alarms = [(*a[:3], a[3]) for a in writes.alarms if a[3] is not None]
+        if writes.holdouts or user_alarms:
+            batch.command(*self._samples_command(writes.holdouts, user_alarms, retention_s))
+        for kind, scope, detail, user in writes.alarms:
+            if user is None:
+                alarm = ("kind", kind, "scope", scope, "detail", detail)
+                batch.command("XADD", k.alarms, "MAXLEN", "~", ALARM_ENTRIES, "*", *alarm)
         self._execute_encoded(batch)
         if writes.feedback:
             self._trim_feedback({(m, s) for m, s, *_ in writes.feedback}, feedback_keep)
@@ -573,20 +742,11 @@ class RedisStore:
         return out
 
     def append_holdout(
-        self, samples: Sequence[tuple[str, bytes, str]], max_len: int = 20_000
+        self, samples: Sequence[tuple[str, bytes, str, str]], ttl_s: int = 86_400
     ) -> None:
-        """Add test-then-train samples: (key, user vector before the event, item id)."""
-        if not samples:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for key, vector, item_id in samples:
-            pipe.xadd(
-                self.keys.holdout,
-                {"key": key, "vector": vector, "item": item_id},
-                maxlen=max_len,
-                approximate=True,
-            )
-        pipe.execute()
+        """Add test-then-train samples: (key, user vector before the event, item, pseudonym)."""
+        if samples:
+            self._execute([self._samples_command(samples, [], ttl_s)])
 
     def holdout_since(self, since_ms: int, count: int = 5000) -> list[HeldOut]:
         """Held-out samples recorded after ``since_ms`` (oldest first)."""

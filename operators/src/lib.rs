@@ -37,6 +37,7 @@ pub mod popularity;
 pub mod popularity_shift;
 pub mod popularity_shift_model;
 pub mod prequential;
+pub mod pseudonym;
 pub mod ranking;
 pub mod recalibration;
 pub mod records;
@@ -70,6 +71,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     popularity_shift::register(m)?;
     popularity_shift_model::register(m)?;
     prequential::register(m)?;
+    pseudonym::register(m)?;
     ranking::register(m)?;
     recalibration::register(m)?;
     resp::register(m)?;

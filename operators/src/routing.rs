@@ -6,7 +6,8 @@
 //!   per target item, in event order (the item router, `item_model.rs`, shards them).
 //! - `dead_letters`, `archive_rows`: what the side outputs need.
 //! - `collect_writes`: everything bound for Redis in a batch, coalesced to the last write per
-//!   key, ready to be sent in one pipeline by `state/store.py`.
+//!   key, ready to be sent in one pipeline by `state/store.py`. An erased user's earlier
+//!   writes of the batch are dropped and the erasure goes first, before anything newer.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
@@ -155,14 +156,19 @@ pub fn dead_letters<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyLi
     Ok(out)
 }
 
-/// The batch's valid events with their enrichment, for the Parquet archive.
+/// The batch's valid events with their enrichment, for the Parquet archive, in order; an
+/// erased user appears as their id (a `str`) before any row that came after the tombstone.
 #[pyfunction]
 pub fn archive_rows<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
     let _timer = crate::timing::time(crate::timing::Part::SideOutputs);
     let py = batch.py();
     let out = PyList::empty(py);
     for delta in deltas(batch) {
-        for row in &delta.get().archive {
+        let delta = delta.get();
+        if !delta.erasures.is_empty() {
+            out.append(PyString::new(py, &delta.user_id))?;
+        }
+        for row in &delta.archive {
             out.append(Bound::new(py, row.clone())?)?;
         }
     }
@@ -177,6 +183,12 @@ pub fn archive_rows<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyLi
 #[pyclass(module = "operators._native", frozen)]
 #[derive(Default)]
 pub struct StateWrites {
+    /// (user id, pseudonym) of users erased in this batch: deleted before anything is written.
+    #[pyo3(get)]
+    pub erased: Vec<(String, String)>,
+    /// Erasure ids of the batch's tombstones (recorded as done once the deletion is written).
+    #[pyo3(get)]
+    pub erasure_ids: Vec<String>,
     users: Vec<(Box<str>, u64, Vec<u8>)>,
     items: Vec<(Id, crate::messages::ItemWrite)>,
     /// (item, version at which it left its shard's popularity list, index in `items` if the
@@ -192,15 +204,15 @@ pub struct StateWrites {
     /// Per segment: its (log2 popularity within the segment, item id) pairs.
     #[pyo3(get)]
     pub segment_scores: Vec<(&'static str, Py<RespArgs>)>,
-    /// (key, user vector before the event, item id) of sampled events.
+    /// (key, user vector before the event, item id, user pseudonym) of sampled events.
     #[pyo3(get)]
-    pub holdouts: Vec<(String, Py<PyBytes>, &'static str)>,
+    pub holdouts: Vec<(String, Py<PyBytes>, &'static str, String)>,
     /// (model, segment, window start, impressions, clicks, conversions) of touched windows.
     #[pyo3(get)]
     pub feedback: Vec<(&'static str, &'static str, f64, u64, u64, u64)>,
-    /// (kind, scope, detail).
+    /// (kind, scope, detail, pseudonym of the user of a per-user alarm).
     #[pyo3(get)]
-    pub alarms: Vec<(&'static str, &'static str, String)>,
+    pub alarms: Vec<(&'static str, &'static str, String, Option<String>)>,
     #[pyo3(get)]
     pub applied: u64,
     #[pyo3(get)]
@@ -215,6 +227,21 @@ pub struct StateWrites {
     pub ctr_alarms: u64,
     #[pyo3(get)]
     pub shift_alarms: u64,
+}
+
+/// A user record's version as the store reads it: the record's first 8 bytes (its big-endian
+/// version header, `GETRANGE key 0 7`), empty or None for a user without a record.
+fn stored_user_version(value: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    let raw = value.cast::<PyBytes>()?.as_bytes();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let header: [u8; 8] =
+        raw.try_into().map_err(|_| Invalid::new("a stored user record has no version header"))?;
+    Ok(Some(u64::from_be_bytes(header)))
 }
 
 /// A stored version as Redis returns it (`HMGET`: bytes of a decimal integer, or None).
@@ -243,10 +270,17 @@ fn id_args<'a>(ids: impl Iterator<Item = &'a str>) -> RespArgs {
 
 #[pymethods]
 impl StateWrites {
-    /// The users whose stored versions `plan` needs, as `HMGET` arguments.
-    #[getter]
-    fn user_ids(&self) -> RespArgs {
-        id_args(self.users.iter().map(|(u, _, _)| &**u))
+    /// The record keys (`prefix` + id) of the users whose stored versions `plan` needs.
+    fn user_record_keys(&self, prefix: &str) -> RespArgs {
+        let mut args = RespArgs::new();
+        let mut key = String::new();
+        for (user, _, _) in &self.users {
+            key.clear();
+            key.push_str(prefix);
+            key.push_str(user);
+            args.push_str(&key);
+        }
+        args
     }
 
     /// The written items, then the un-listed ones not written: whose versions `plan` needs.
@@ -262,9 +296,9 @@ impl StateWrites {
         id_args(self.neighbours.iter().map(|(i, _, _)| intern::name(*i)))
     }
 
-    /// What to write, given the versions stored for `user_ids`, `item_ids` and
-    /// `neighbour_ids` (as `HMGET` returns them). Record keys are the id appended to the
-    /// prefix `state/keys.py` gives for each kind.
+    /// What to write, given the versions stored for `user_ids` (their records' version
+    /// headers), `item_ids` and `neighbour_ids` (as `HMGET` returns them). Record keys are the
+    /// id appended to the prefix `state/keys.py` gives for each kind.
     fn plan<'py>(
         &self,
         py: Python<'py>,
@@ -289,14 +323,12 @@ impl StateWrites {
         let mut plan = PlanArgs::default();
         let mut key = String::new();
         for ((user, version, blob), stored) in self.users.iter().zip(stored_users.iter()) {
-            if is_newer(*version, stored_version(&stored)?) {
+            if is_newer(*version, stored_user_version(&stored)?) {
                 key.clear();
                 key.push_str(user_key_prefix);
                 key.push_str(user);
-                plan.user_records.push_str(&key);
+                plan.user_keys.push_str(&key);
                 plan.user_records.push(blob);
-                plan.user_versions.push_str(user);
-                plan.user_versions.push_u64(*version);
             }
         }
         let stored_items: Vec<Option<u64>> =
@@ -388,8 +420,8 @@ fn msgpack_strings(items: &[&str]) -> Vec<u8> {
 /// The arguments of a `WritePlan` while `plan` lays them out.
 #[derive(Default)]
 struct PlanArgs {
+    user_keys: RespArgs,
     user_records: RespArgs,
-    user_versions: RespArgs,
     item_factors: RespArgs,
     item_versions: RespArgs,
     popularity: RespArgs,
@@ -404,9 +436,9 @@ struct PlanArgs {
 /// The newer part of a `StateWrites`, as the arguments of variadic Redis commands.
 #[pyclass(module = "operators._native", frozen, get_all)]
 pub struct WritePlan {
-    /// (record key, record) pairs of users to write, and (user id, version) pairs.
+    /// The record keys of users to write, and their records (each carries its version).
+    pub user_keys: Py<RespArgs>,
     pub user_records: Py<RespArgs>,
-    pub user_versions: Py<RespArgs>,
     /// (item id, float32 vector) pairs.
     pub item_factors: Py<RespArgs>,
     /// (item id, version) pairs.
@@ -431,8 +463,8 @@ pub struct WritePlan {
 impl PlanArgs {
     fn into_plan(self, py: Python<'_>, changed: &[&str]) -> PyResult<WritePlan> {
         Ok(WritePlan {
+            user_keys: Py::new(py, self.user_keys)?,
             user_records: Py::new(py, self.user_records)?,
-            user_versions: Py::new(py, self.user_versions)?,
             item_factors: Py::new(py, self.item_factors)?,
             item_versions: Py::new(py, self.item_versions)?,
             changed_items: changed.len(),
@@ -445,6 +477,37 @@ impl PlanArgs {
             neighbour_records: Py::new(py, self.neighbour_records)?,
             neighbour_versions: Py::new(py, self.neighbour_versions)?,
         })
+    }
+}
+
+impl StateWrites {
+    /// A user erased in this batch: drop what the batch collected for them so far (record,
+    /// parked state, holdout samples, per-user alarms) and delete them before anything newer
+    /// is written (the new user's record that may follow in the same batch).
+    fn erase(
+        &mut self,
+        user_id: &str,
+        erasure_ids: &[String],
+        users: &mut FxHashMap<Box<str>, usize>,
+        arrivals: &mut Vec<Option<f64>>,
+    ) {
+        if let Some(at) = users.remove(user_id) {
+            self.users.remove(at);
+            arrivals.remove(at);
+            for slot in users.values_mut() {
+                if *slot > at {
+                    *slot -= 1;
+                }
+            }
+        }
+        let pseudonym = crate::pseudonym::user_pseudonym(user_id);
+        self.parked.retain(|(u, _)| u != user_id);
+        self.holdouts.retain(|h| h.3 != pseudonym);
+        self.alarms.retain(|a| a.3.as_deref() != Some(pseudonym.as_str()));
+        if !self.erased.iter().any(|(u, _)| u == user_id) {
+            self.erased.push((user_id.to_owned(), pseudonym));
+        }
+        self.erasure_ids.extend(erasure_ids.iter().cloned());
     }
 }
 
@@ -469,6 +532,9 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
         };
         if let Ok(delta) = object.cast::<UserDelta>() {
             let d = delta.get();
+            if !d.erasures.is_empty() {
+                writes.erase(&d.user_id, &d.erasures, &mut users, &mut arrivals);
+            }
             writes.applied += u64::from(d.applied);
             writes.duplicates += u64::from(d.duplicates);
             writes.dead_letters += d.dead_letters.len() as u64;
@@ -495,10 +561,10 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
             for h in &d.holdouts {
                 let vector =
                     PyBytes::new(py, &crate::records::vector_bytes(&h.user_vector)).unbind();
-                writes.holdouts.push((h.key.clone(), vector, intern::name(h.item)));
+                writes.holdouts.push((h.key.clone(), vector, intern::name(h.item), h.user.clone()));
             }
             for a in &d.alarms {
-                writes.alarms.push((a.kind, a.scope, a.detail.clone()));
+                writes.alarms.push((a.kind, a.scope, a.detail.clone(), a.user.clone()));
             }
         } else if let Ok(outs) = object.cast::<ItemsOut>() {
             for &(item, version) in &outs.get().unlisted {
@@ -564,12 +630,12 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
             }
             for detail in &o.alarms {
                 writes.ctr_alarms += 1;
-                writes.alarms.push(("ctr drift", "global", detail.clone()));
+                writes.alarms.push(("ctr drift", "global", detail.clone(), None));
             }
         } else if let Ok(shift) = object.cast::<ShiftAlarms>() {
             for detail in &shift.get().details {
                 writes.shift_alarms += 1;
-                writes.alarms.push(("popularity drift", "global", detail.clone()));
+                writes.alarms.push(("popularity drift", "global", detail.clone(), None));
             }
         }
     }

@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap;
 
 use crate::dedup::id_hash;
 use crate::enrich::{DEFAULT_CACHE_SIZE, Enricher, EventContext};
-use crate::events::{self, DecodedEvent};
+use crate::events::{self, DecodedEvent, Message};
 use crate::intern::{self, Id};
 use crate::isgd::IsgdParams;
 use crate::item_model::{ItemModel, ItemModelFactory, ItemRouter};
@@ -181,7 +181,10 @@ pub fn stage_costs<'py>(
         let (s, decoded) = timed(|| -> PyResult<Vec<Option<DecodedEvent>>> {
             let mut out = Vec::with_capacity(payloads.len());
             for payload in &payloads {
-                out.push(events::decode(py, payload, now_us, max_future_skew_s)?.ok());
+                out.push(match events::decode(py, payload, now_us, max_future_skew_s)? {
+                    Ok(Message::Event(event)) => Some(event),
+                    Ok(Message::Erase(_)) | Err(_) => None,
+                });
             }
             Ok(out)
         });

@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from freshrec.stack import redis_server_binary
+from operators import user_pseudonym
 from state.keys import Keys
 from state.records import CatalogueItem, NeighboursRecord
 from state.store import RedisStore
@@ -111,6 +112,10 @@ def test_multi_key_operations_work_on_a_cluster(cluster_url: str) -> None:
         assert store.catalogue_item("i1") == CatalogueItem(item_id="i1", title="one")
         store.park_user_states([("u1", b"state")], ttl_s=60)
         assert store.parked_user_state("u1") == b"state"
+        # the erasure script over the parked index, both streams, the ledger and user keys
+        store.append_holdout([("e1", b"v", "i1", user_pseudonym("u1"))])
+        assert store.erase_users(["u1", "u2"], ["er-1"]) == 1
+        assert store.get_user("u1") is None and store.erasure_done_at("er-1") is not None
     finally:
         assert store.delete_namespace() > 0
         store.client.close()
