@@ -28,7 +28,9 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _SALT = b"freshrec-variants"
 
 
-class Variant(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Variant(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
     """One variant's share of users and its ranking knobs (None: serving's default)."""
 
     weight: Annotated[float, msgspec.Meta(gt=0)]
@@ -55,11 +57,8 @@ def check_variants(variants: Mapping[str, Variant]) -> None:
             )
 
 
-def parse_variants(env_name: str, text: str) -> dict[str, Any]:
-    """The JSON object of ``FRESHREC_VARIANTS`` as plain values; duplicate names rejected.
-
-    Knobs and weights are checked when the settings are built (``Variant``).
-    """
+def parse_variants(env_name: str, text: str) -> dict[str, Variant]:
+    """The variants of ``FRESHREC_VARIANTS`` (a JSON object), every error naming its variant."""
     if not text.strip():
         return {}
 
@@ -79,7 +78,13 @@ def parse_variants(env_name: str, text: str) -> dict[str, Any]:
         ) from exc
     if not isinstance(value, dict):
         raise ValueError(f"{env_name} must be a JSON object of variant name -> settings")
-    return value
+    variants: dict[str, Variant] = {}
+    for name, knobs in value.items():
+        try:
+            variants[name] = msgspec.convert(knobs, Variant)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"{env_name}: variant {name!r}: {exc}") from exc
+    return variants
 
 
 def bucket_of(user_id: str) -> int:
