@@ -20,6 +20,7 @@ from litestar.plugins.prometheus import PrometheusController
 
 from freshrec.lifecycle import build_lifecycle
 from freshrec.settings import Settings, load_settings
+from freshrec.variants import VariantSplit
 from serving.auth import admin_guard
 from serving.bench_endpoints import BenchController
 from serving.errors import EXCEPTION_HANDLERS, JsonBodyRequest
@@ -55,7 +56,7 @@ def create_app(settings: Settings) -> Litestar:
         ),
         settings.item_refresh_ms / 1000,
     )
-    recommender = Recommender(store, index)
+    recommender = Recommender(store, index, VariantSplit(settings.variants))
     lifecycle = build_lifecycle(settings)
     producer_box: list[EventProducer] = []
     users = UserAdmin(

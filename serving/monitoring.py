@@ -22,6 +22,7 @@ from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
 from freshrec import metrics
+from freshrec.variants import feedback_by_variant, split_model_key
 from state.store import RedisStore
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class Monitoring(msgspec.Struct, frozen=True):
     feedback: list[dict[str, Any]]
     alarms: list[dict[str, str]]
     totals: dict[str, float]
+    variants: list[dict[str, Any]] = []
+    """CTR and conversion per (model, A/B variant) over the kept feedback windows."""
 
 
 def series(samples: list[dict[str, float]]) -> list[dict[str, float]]:
@@ -90,10 +93,15 @@ def collect(store: RedisStore, window_s: int = 600) -> Monitoring:
             acc[0] += w.impressions
             acc[1] += w.clicks
             acc[2] += w.conversions
+    per_variant: dict[str, tuple[int, int, int]] = {}
     for (model, start), (imp, clicks, conv) in sorted(per_model.items(), key=lambda kv: kv[0][1]):
+        i, c, v = per_variant.get(model, (0, 0, 0))
+        per_variant[model] = (i + imp, c + clicks, v + conv)
+        model_name, variant = split_model_key(model)
         feedback.append(
             {
-                "model": model,
+                "model": model_name,
+                "variant": variant,
                 "t": start * 1000,
                 "impressions": imp,
                 "ctr": clicks / imp if imp else None,
@@ -108,7 +116,15 @@ def collect(store: RedisStore, window_s: int = 600) -> Monitoring:
         "users_erased": float(store.erasures_done()),
     }
     alarms = [without_user_ids(a) for a in store.alarms(50)]
-    return Monitoring(now_ms, worker, api, feedback[-200:], alarms, totals)
+    return Monitoring(
+        now_ms,
+        worker,
+        api,
+        feedback[-200:],
+        alarms,
+        totals,
+        feedback_by_variant(per_variant),
+    )
 
 
 def without_user_ids(alarm: dict[str, str]) -> dict[str, str]:
@@ -136,7 +152,7 @@ class MonitoringController(Controller):
         "/v1/monitoring",
         summary="Live series for the dashboard",
         description="Events/s, dead letters, consumer lag, freshness, serving latency, "
-        "prequential HR@10, recommendation CTR/conversion per model, drift alarms.",
+        "prequential HR@10, recommendation CTR/conversion per model and A/B variant, drift alarms.",
         sync_to_thread=False,
     )
     def monitoring(

@@ -26,6 +26,8 @@ class Recommendations(msgspec.Struct, frozen=True):
     items: list[RecommendedItem]
     model_version: int = 0
     """Sequence number of the item matrix the scores came from (0: popularity only)."""
+    variant: str = "default"
+    """The user's A/B variant (``FRESHREC_VARIANTS``); its name is in the recommendation id."""
 
 
 class SimilarItems(msgspec.Struct, frozen=True):
