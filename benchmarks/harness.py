@@ -1,7 +1,8 @@
 """Run the benchmarks, collect their JSON and write a Markdown report with PNG plots.
 
     python benchmarks/harness.py all [--quick] [--out benchmarks/out/report]
-    python benchmarks/harness.py freshness|pipeline|serving|quality|drift|merchandising [--quick]
+    python benchmarks/harness.py freshness|pipeline|serving|quality|sessions|live_quality|
+        responsiveness|drift|erasure|merchandising [--quick]
 
 (``freshrec bench …`` runs this.) Every benchmark measures its references in the same run —
 a pass-through flow, a keyed counter, a hello-world endpoint, raw Kafka produce, the user
@@ -75,6 +76,14 @@ BENCHES: dict[str, Bench] = {
         extra=[["--dataset", "taobao", "--protocol", "stream"]],
     ),
     "drift": Bench("drift.py", [], ["--limit", "40000"]),
+    "sessions": Bench(
+        "quality.py",
+        ["--dataset", "diginetica", "--protocol", "sessions"],
+        ["--dataset", "diginetica", "--protocol", "sessions"],
+    ),
+    "live_quality": Bench("live_quality.py", [], ["--warmup", "2000", "--events", "200"]),
+    "responsiveness": Bench("bench_responsiveness.py", [], ["--users", "30", "--warmup", "3000"]),
+    "erasure": Bench("bench_erasure.py", [], ["--events", "5000", "--users", "30"]),
     "merchandising": Bench(
         "bench_merchandising.py", [], ["--limit", "20000", "--items", "20000", "--calls", "500"]
     ),
@@ -348,6 +357,27 @@ def drift_section(docs: list[Any], out: Path) -> tuple[list[list[str]], list[str
     return rows[:20], plots
 
 
+def erasure_section(docs: list[Any], out: Path) -> tuple[list[list[str]], list[str]]:
+    doc = docs[0]
+    ref = doc["reference_event_to_record"]
+    ref_text = f"event → record {_fmt(ref['p50_ms'])} / {_fmt(ref['p99_ms'])} ms"
+    rows = []
+    for name in ("delete_answer", "gone_from_redis", "applied_by_worker", "gone_everywhere"):
+        p = doc[name]
+        ratio = _fmt(p["p50_ms"] / ref["p50_ms"], 2)
+        rows.append(
+            [
+                f"{name} p50 / p99 (ms)",
+                f"{_fmt(p['p50_ms'])} / {_fmt(p['p99_ms'])}",
+                ref_text,
+                ratio,
+            ]
+        )
+    script = doc["erase_script_full_streams"]
+    rows.append(["erase script, full streams (ms, p50)", _fmt(script["p50_ms"], 2), "–", "–"])
+    return rows, []
+
+
 def _flatten(doc: Any, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     if isinstance(doc, dict):
@@ -359,6 +389,54 @@ def _flatten(doc: Any, prefix: str = "") -> dict[str, Any]:
     else:
         flat[prefix.rstrip(".")] = doc
     return flat
+
+
+def sessions_section(docs: list[Any], out: Path) -> tuple[list[list[str]], list[str]]:
+    rows = []
+    for r in docs[0]:
+        (hr_lo, hr_hi), (mrr_lo, mrr_hi) = r["HR@20_ci95"], r["MRR@20_ci95"]
+        rows.append(
+            [
+                f"diginetica sample, next view: {r['model']} HR@20 / MRR@20",
+                f"{r['HR@20']:.3f} [{hr_lo:.3f}, {hr_hi:.3f}] / {r['MRR@20']:.3f} "
+                f"[{mrr_lo:.3f}, {mrr_hi:.3f}]",
+                "full dataset (session-rec): V-SKNN 0.520 / 0.184, GRU4Rec 0.510 / 0.175",
+                "–",
+            ]
+        )
+    return rows, []
+
+
+def live_quality_section(docs: list[Any], out: Path) -> tuple[list[list[str]], list[str]]:
+    doc = docs[0]
+    live, offline, diff = doc["live"], doc["offline"], doc["difference"]
+    lo, hi = diff["HR@10_ci95"]
+    return [
+        [
+            f"HR@10 served live (API ← worker ← Kafka), {live['scored_events']:,} events",
+            f"{live['HR@10']:.4f}",
+            f"offline harness, same events {offline['HR@10']:.4f}",
+            f"{live['HR@10'] / offline['HR@10']:.2f}" if offline["HR@10"] else "–",
+        ],
+        [
+            "live − offline HR@10, paired bootstrap 95% CI",
+            f"{diff['HR@10']:+.4f} [{lo:+.4f}, {hi:+.4f}]",
+            "agree within noise" if diff["agree_within_noise"] else "DISAGREE",
+            "–",
+        ],
+    ], []
+
+
+def responsiveness_section(docs: list[Any], out: Path) -> tuple[list[list[str]], list[str]]:
+    doc = docs[0]
+    return [
+        [
+            f"new users whose cart changed the next answer's items ({doc['trials']} trials)",
+            f"{doc['items_changed_share']:.1%}",
+            f"items or explanations {doc['items_or_explanations_changed_share']:.1%} (goal 100%)",
+            "–",
+        ]
+    ], []
 
 
 def merchandising_section(docs: list[Any], out: Path) -> tuple[list[list[str]], list[str]]:
@@ -395,6 +473,10 @@ SECTIONS: dict[str, Callable[[list[Any], Path], tuple[list[list[str]], list[str]
     "serving": serving_section,
     "quality": quality_section,
     "drift": drift_section,
+    "sessions": sessions_section,
+    "live_quality": live_quality_section,
+    "responsiveness": responsiveness_section,
+    "erasure": erasure_section,
     "merchandising": merchandising_section,
 }
 

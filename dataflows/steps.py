@@ -62,9 +62,15 @@ def parked_users(store: RedisStore) -> ParkedUsers:
     return _per_process(key, load)  # type: ignore[return-value]
 
 
-def live_quality(sample_every: int) -> LiveQuality:
-    """The sampled test-then-train HR@10 and global drift policy of this process."""
-    quality = _per_process(("quality", sample_every), lambda: LiveQuality(sample_every))
+def live_quality(settings: Settings) -> LiveQuality:
+    """The sampled test-then-train HR@10 and global drift policy of this process' namespace.
+
+    Keyed by Redis and prefix too: two flows in one process (the quality harness's served
+    model next to another, tests) must not share a drift window.
+    """
+    sample_every = settings.prequential_sample_every
+    key = ("quality", sample_every, settings.redis_url, settings.redis_prefix)
+    quality = _per_process(key, lambda: LiveQuality(sample_every))
     return quality  # type: ignore[return-value]
 
 
@@ -78,9 +84,7 @@ def build_user_model(
         params,
         config,
         replica=feed.vectors,
-        quality=live_quality(settings.prequential_sample_every)
-        if settings.prequential_sample_every
-        else None,
+        quality=live_quality(settings) if settings.prequential_sample_every else None,
         parked=parked_users(store),
         refresh_items=feed.refresh,
         refresh_interval_s=settings.item_refresh_ms / 1000,
@@ -95,10 +99,10 @@ def build_user_model(
 
 class _RedisPartition(StatelessSinkPartition[object]):
     def __init__(
-        self, store: RedisStore, parked_ttl_s: int, feedback_keep: int, quality: LiveQuality | None
+        self, store: RedisStore, retention_s: int, feedback_keep: int, quality: LiveQuality | None
     ) -> None:
         self.store = store
-        self.parked_ttl_s = parked_ttl_s
+        self.retention_s = retention_s
         self.feedback_keep = feedback_keep
         self.quality = quality
 
@@ -107,7 +111,7 @@ class _RedisPartition(StatelessSinkPartition[object]):
         # While Redis is away the flow waits here (backpressure) instead of crashing; every
         # write is idempotent, so the repeat after an outage is safe.
         retry_while_unreachable(
-            lambda: self.store.write_batch(writes, self.parked_ttl_s, self.feedback_keep)
+            lambda: self.store.write_batch(writes, self.retention_s, self.feedback_keep)
         )
         written = time.time()
         for arrival_s in writes.arrivals:
@@ -117,6 +121,7 @@ class _RedisPartition(StatelessSinkPartition[object]):
         metrics.EVENTS.labels("applied").inc(writes.applied)
         metrics.EVENTS.labels("duplicate").inc(writes.duplicates)
         metrics.EVENTS.labels("dead_letter").inc(writes.dead_letters)
+        metrics.ERASURES.inc(len(writes.erasure_ids))
         for scope, count in (("user", writes.user_alarms), ("global", writes.global_alarms)):
             metrics.DRIFT_ALARMS.labels(scope).inc(count)
             metrics.RECALIBRATIONS.labels(scope).inc(count)
@@ -138,5 +143,5 @@ class RedisSink(DynamicSink[object]):
         s = self.settings
         store = RedisStore.from_url(s.redis_url, s.redis_prefix, s.factors)
         start_worker_monitor(RedisStore.from_url(s.redis_url, s.redis_prefix, s.factors))
-        quality = live_quality(s.prequential_sample_every) if s.prequential_sample_every else None
-        return _RedisPartition(store, s.parked_state_ttl_s, s.feedback_windows_kept, quality)
+        quality = live_quality(s) if s.prequential_sample_every else None
+        return _RedisPartition(store, s.user_retention_s, s.feedback_windows_kept, quality)

@@ -5,6 +5,12 @@ buffers rows per hour of event time and writes immutable files under
 ``root/date=YYYY-MM-DD/hour=HH/part-<worker_id>-<seq>.parquet``. Output of a resumed Bytewax run
 is at-least-once, so the archive may hold an event twice; :func:`read_archive` returns each
 ``event_id`` once.
+
+Erased shoppers (``DELETE /v1/users/{id}``) stay out of it from then on: the writer drops their
+buffered rows, records them in an erasure ledger (``root/erasures/``, by pseudonym, never by
+id) and never archives them again; :func:`read_archive` leaves out rows of every user in the
+ledger (files written before the erasure, and a resumed run's replay of their older events),
+and :func:`purge_erased` rewrites the files without those rows (``freshrec archive purge``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Final
 import polars as pl
 
 from freshrec.events import Event
+from operators import user_pseudonym
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
@@ -85,6 +92,9 @@ ARCHIVE_SCHEMA: Final = pl.Schema(
 )
 #: Types of the hive partition columns taken from the directory names.
 PARTITION_SCHEMA: Final = pl.Schema({"date": pl.Date, "hour": pl.Int8})
+#: Directory (under the root) of the erasure ledger's files: one row per erased user, columns
+#: ``user_pseudonym`` (``operators.user_pseudonym``) and ``erased_at``.
+LEDGER_DIR: Final = "erasures"
 
 # A worker id becomes part of a file name: keep it to characters that need no quoting.
 _WORKER_ID: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -156,6 +166,7 @@ class ArchiveWriter:
         self._clock = clock
         self._buffers: dict[int, _Buffer] = {}
         self._seq = 0
+        self._erased = erased_users(self.root)
 
     @property
     def pending_rows(self) -> int:
@@ -163,7 +174,12 @@ class ArchiveWriter:
         return sum(buffer.rows for buffer in self._buffers.values())
 
     def add(self, event: Event, enrichment: Mapping[str, object] | None = None) -> Path | None:
-        """Buffer one event; returns the file written if this filled its hour's buffer."""
+        """Buffer one event; returns the file written if this filled its hour's buffer.
+
+        An erased user's event is dropped (None).
+        """
+        if self._erased and user_pseudonym(event.user_id) in self._erased:
+            return None
         extra: Mapping[str, object] = _check_enrichment(enrichment) if enrichment else {}
         now_s = self._clock()
         ts_us = (event.ts - _EPOCH) // _MICROSECOND  # exact, whatever the event's UTC offset
@@ -190,6 +206,37 @@ class ArchiveWriter:
         if buffer.rows >= self.max_rows_per_file:
             return self._write(hour_index)
         return None
+
+    def erase(self, user_id: str) -> Path:
+        """Keep a user out of the archive from now on; returns the ledger file written.
+
+        Drops their buffered rows, records them in the erasure ledger and refuses their later
+        events.
+        """
+        pseudonym = user_pseudonym(user_id)
+        for hour_index, buffer in list(self._buffers.items()):
+            keep = [n for n, u in enumerate(buffer.columns["user_id"]) if u != user_id]
+            if len(keep) == buffer.rows:
+                continue
+            if not keep:
+                del self._buffers[hour_index]
+                continue
+            for name, values in buffer.columns.items():
+                buffer.columns[name] = [values[n] for n in keep]
+            buffer.rows = len(keep)
+        self._erased.add(pseudonym)
+        frame = pl.DataFrame(
+            {
+                "user_pseudonym": pl.Series([pseudonym], dtype=pl.String),
+                "erased_at": pl.Series([round(self._clock() * _US_PER_S)]).cast(_TIMESTAMP),
+            }
+        )
+        directory = self.root / LEDGER_DIR
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"erased-{self.worker_id}-{self._seq:06d}.parquet"
+        self._seq += 1
+        _write_atomically(frame, path)
+        return path
 
     def maybe_roll(self) -> list[Path]:
         """Write the buffers that are full or at least ``max_file_age_s`` old."""
@@ -273,6 +320,56 @@ def archive_files(root: Path) -> list[Path]:
     return sorted(Path(root).glob("date=*/hour=*/part-*.parquet"))
 
 
+def erased_users(root: Path) -> set[str]:
+    """Pseudonyms of the users in the archive's erasure ledger."""
+    files = sorted((Path(root) / LEDGER_DIR).glob("erased-*.parquet"))
+    if not files:
+        return set()
+    ledger = pl.read_parquet(files, columns=["user_pseudonym"])
+    return set(ledger["user_pseudonym"].to_list())
+
+
+def _erased_ids(user_ids: pl.Series, erased: set[str]) -> list[str]:
+    """The ids among ``user_ids`` whose pseudonym is in ``erased``."""
+    return [u for u in user_ids.unique().to_list() if u is not None and user_pseudonym(u) in erased]
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeStats:
+    """What :func:`purge_erased` changed."""
+
+    files_rewritten: int
+    files_removed: int
+    rows_removed: int
+
+
+def purge_erased(root: Path) -> PurgeStats:
+    """Rewrite the archive's files without the rows of erased users (the ledger's).
+
+    Each file is replaced atomically (a reader sees the old file or the new one); a file left
+    empty is removed. Safe to run while the worker writes: it never writes an erased user's
+    rows, and files it writes later are new files.
+    """
+    erased = erased_users(root)
+    rewritten = removed = rows = 0
+    if not erased:
+        return PurgeStats(0, 0, 0)
+    for path in archive_files(root):
+        frame = pl.read_parquet(path)
+        dropped = _erased_ids(frame["user_id"], erased)
+        if not dropped:
+            continue
+        kept = frame.filter(~pl.col("user_id").is_in(dropped))
+        rows += frame.height - kept.height
+        if kept.height == 0:
+            path.unlink()
+            removed += 1
+        else:
+            _write_atomically(kept, path)
+            rewritten += 1
+    return PurgeStats(rewritten, removed, rows)
+
+
 def read_archive(
     root: Path,
     *,
@@ -283,8 +380,9 @@ def read_archive(
     """Archived events with ``start <= ts < end``, each ``event_id`` once, sorted by (ts, id).
 
     Of an event written more than once (a replay after a resume), the copy ingested first is
-    kept. ``start`` and ``end`` must be timezone-aware; only the hours they overlap are read.
-    ``columns`` selects from :data:`ARCHIVE_SCHEMA` (default: all of them).
+    kept. Rows of erased users (the ledger's) are left out. ``start`` and ``end`` must be
+    timezone-aware; only the hours they overlap are read. ``columns`` selects from
+    :data:`ARCHIVE_SCHEMA` (default: all of them).
     """
     selected = list(ARCHIVE_SCHEMA) if columns is None else list(columns)
     unknown = [name for name in selected if name not in ARCHIVE_SCHEMA]
@@ -310,6 +408,10 @@ def read_archive(
         frame = frame.filter(_from_hour(first), pl.col("ts") >= first)
     if after is not None:
         frame = frame.filter(_until_hour(after - _MICROSECOND), pl.col("ts") < after)
+    erased = erased_users(root)
+    if erased:
+        dropped = _erased_ids(frame.select("user_id").unique().collect()["user_id"], erased)
+        frame = frame.filter(~pl.col("user_id").is_in(dropped))
     return (
         frame.sort("ingested_at", maintain_order=True)
         .unique(subset="event_id", keep="first", maintain_order=True)

@@ -1,9 +1,10 @@
 """Bulk import: a shop's history (events) or its catalogue from a CSV or Parquet file.
 
 Events go straight onto the events topic, keyed by user as ingest does, each one judged by
-the worker's own decoder (``operators._native.decode_event``: the native fast path, with
-:func:`freshrec.events.decode_event` as judge of anything unusual), so a file is held to the
-API's rules; an invalid row goes to the dead-letter topic with its reasons, as ingest's do.
+the worker's own decoder (``operators._native.decode_message``: the native fast path, with
+:func:`freshrec.events.decode_message` as judge of anything unusual), so a file is held to the
+API's rules; an invalid row goes to the dead-letter topic with its reasons, as ingest's do (a
+row that reads as a tombstone, ``"type": "erase"``, too: only the API erases users).
 Rows are turned into JSON by polars a chunk at a time; Python only validates and produces.
 The catalogue goes to Redis through the store, as ``PUT /v1/items`` writes it.
 """
@@ -16,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import confluent_kafka
 import msgspec
@@ -239,30 +240,17 @@ def _no_cyclic_gc() -> Iterator[None]:
 def judge(built: pl.DataFrame, skew_s: float) -> tuple[list[dict[str, Any]], dict[int, str]]:
     """Records of :func:`event_payloads` rows for ``produce_batch``, and the invalid ones' reasons.
 
-    One native call per chunk (``decode_batch``: per record the event's user id, or why it
-    is invalid). Every reason starts with its JSON path ("$..."), so only a user id starting
-    with "$" could be mistaken for one: those few are judged again, alone.
+    One native call per chunk: the worker's own decoder judges every payload
+    (``invalid_reasons``: None, or the dead-letter reason the worker would give).
     """
     payloads = built["payload"].cast(pl.Binary).to_list()
     records: list[dict[str, Any]] = [
         {"value": value, "key": key}
         for value, key in zip(payloads, built["key"].to_list(), strict=True)
     ]
-    verdicts = _native.decode_batch(list(map(_Message, payloads)), skew_s)
-    keys = built["key"]
-    suspect = (pl.Series(verdicts, dtype=pl.String) != keys) | keys.str.starts_with("$")
-    reasons: dict[int, str] = {}
-    for n in suspect.arg_true().to_list():
-        checked = _native.decode_event(records[n]["value"], time.time(), skew_s)
-        if isinstance(checked, str):
-            reasons[n] = checked
+    verdicts = _native.invalid_reasons(payloads, time.time(), skew_s)
+    reasons = {n: reason for n, reason in enumerate(verdicts) if reason is not None}
     return records, reasons
-
-
-class _Message(NamedTuple):
-    """What the native batch decoder reads of a Kafka message: its value."""
-
-    value: bytes
 
 
 def _produce(

@@ -181,6 +181,21 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _archive(args: argparse.Namespace) -> int:
+    from freshrec.archive import purge_erased
+
+    root = args.dir or load_settings().archive_dir
+    if not root:
+        print("freshrec archive: no archive (set FRESHREC_ARCHIVE_DIR or --dir)", file=sys.stderr)
+        return 2
+    stats = purge_erased(Path(root))
+    print(
+        f"purged {stats.rows_removed} rows of erased users: {stats.files_rewritten} files "
+        f"rewritten, {stats.files_removed} removed"
+    )
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from freshrec.demo import run_demo
 
@@ -249,10 +264,32 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run benchmarks; write a Markdown report with plots")
     bench.add_argument(
         "which",
-        choices=["all", "freshness", "pipeline", "serving", "quality", "drift", "merchandising"],
+        choices=[
+            "all",
+            "freshness",
+            "pipeline",
+            "serving",
+            "quality",
+            "sessions",
+            "live_quality",
+            "responsiveness",
+            "drift",
+            "erasure",
+            "merchandising",
+        ],
     )
     bench.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
     bench.set_defaults(func=_bench)
+
+    archive = sub.add_parser(
+        "archive",
+        help="purge erased users' rows from the Parquet archive",
+        description="purge: rewrite the archive's files without the rows of users in its "
+        "erasure ledger (DELETE /v1/users/{id}); each file is replaced atomically.",
+    )
+    archive.add_argument("action", choices=["purge"])
+    archive.add_argument("--dir", help="archive root (default: FRESHREC_ARCHIVE_DIR)")
+    archive.set_defaults(func=_archive)
 
     demo = sub.add_parser("demo", help="the live demo on the embedded stack")
     demo.add_argument("--limit", type=int, default=20_000, help="Taobao events to replay")

@@ -1,9 +1,15 @@
-"""The interaction event schema shared by ingest, the dataflow and serving.
+"""The messages of the events topic: interaction events, and the tombstones that erase a user.
 
 An event is validated field by field so a client gets every problem of a bad event at once
 (``$.user_id: Expected `str` of length <= 128``), not only the first. The same validator runs
 in the ingest API and in the dataflow's decoder, so anything that reaches Kafka by another
 path (a replay, a misbehaving producer) is held to the same rules and dead-lettered if not.
+
+The topic also carries one control message, :class:`Erase` (``"type": "erase"``): produced
+only by ``DELETE /v1/users/{id}`` (and the merge of an anonymous id), keyed by the user like
+their events, so it lands in the user's partition after everything they did before it. The
+worker's decoder (:func:`decode_message`) accepts it; the ingest API and the bulk import, which
+judge events only, refuse it.
 """
 
 from __future__ import annotations
@@ -87,6 +93,23 @@ class Event(
         return self.ts.timestamp()
 
 
+ERASE_TYPE: Final = "erase"
+
+
+class Erase(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A tombstone: forget the user as of here (their events before it; later ones start anew).
+
+    ``erasure_id`` names the request, so its completion can be looked up
+    (``GET /v1/erasures/{erasure_id}``); ``ts`` is when it was requested. Unlike an event's,
+    ``ts`` is not held to the future-skew limit: an erasure is never dead-lettered for a clock.
+    """
+
+    type: Literal["erase"]
+    user_id: Id
+    erasure_id: Id
+    ts: Annotated[datetime, msgspec.Meta(tz=True)]
+
+
 class FieldError(msgspec.Struct, frozen=True):
     """One reason an event was rejected: a JSON path and a message."""
 
@@ -102,8 +125,11 @@ _PATTERN_MESSAGES: Final = {
 }
 _FIELD_TYPES: Final = {f.name: f.type for f in msgspec.structs.fields(Event)}
 _REQUIRED: Final = tuple(f.name for f in msgspec.structs.fields(Event) if f.required)
+_ERASE_FIELD_TYPES: Final = {f.name: f.type for f in msgspec.structs.fields(Erase)}
+_ERASE_REQUIRED: Final = tuple(f.name for f in msgspec.structs.fields(Erase) if f.required)
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(Event)
+_erase_decoder: Final = msgspec.json.Decoder(Erase)
 
 
 def _field_error(name: str, exc: msgspec.ValidationError) -> FieldError:
@@ -134,22 +160,41 @@ def validate_event(
         pass
     else:
         return _check_semantics(event, now=now, max_future_skew_s=max_future_skew_s, path=path)
+    return _field_errors(raw, _REQUIRED, _FIELD_TYPES, path) or [FieldError(path, "Invalid event")]
+
+
+def validate_erase(raw: Any, *, path: str = "$") -> Erase | list[FieldError]:
+    """Return the tombstone, or every reason it is invalid (one per offending field)."""
+    if not isinstance(raw, dict):
+        return [FieldError(path, f"Expected `object`, got `{type(raw).__name__}`")]
+    try:
+        return msgspec.convert(raw, Erase)
+    except msgspec.ValidationError:
+        pass
+    errors = _field_errors(raw, _ERASE_REQUIRED, _ERASE_FIELD_TYPES, path)
+    return errors or [FieldError(path, "Invalid erase message")]
+
+
+def _field_errors(
+    raw: dict[Any, Any], required: tuple[str, ...], types: dict[str, Any], path: str
+) -> list[FieldError]:
+    """Every reason the object is not of the struct whose fields are ``types``."""
     errors: list[FieldError] = []
-    for name in _REQUIRED:
+    for name in required:
         if name not in raw:
             errors.append(FieldError(f"{path}.{name}", "Object missing required field"))
     for name, value in raw.items():
-        if name not in _FIELD_TYPES:
+        if name not in types:
             errors.append(FieldError(f"{path}.{name}", "Object contains unknown field"))
             continue
         try:
             # strict: JSON already gave each value its type; "ts": 1700000000 is not RFC 3339.
-            msgspec.convert(value, _FIELD_TYPES[name])
+            msgspec.convert(value, types[name])
         except msgspec.ValidationError as exc:
             err = _field_error(name, exc)
             errors.append(FieldError(path + err.path[1:], err.message))
-    # Field by field found nothing although the whole did not convert: report the whole.
-    return errors or [FieldError(path, "Invalid event")]
+    # Empty when field by field found nothing although the whole did not convert.
+    return errors
 
 
 def _check_semantics(
@@ -179,6 +224,11 @@ def encode_event(event: Event) -> bytes:
     return _encoder.encode(event)
 
 
+def encode_erase(erase: Erase) -> bytes:
+    """Canonical JSON of a tombstone (produced keyed by its user, like their events)."""
+    return _encoder.encode(erase)
+
+
 def decode_event(
     payload: bytes, *, now: datetime | None = None, max_future_skew_s: float = 3600
 ) -> Event | list[FieldError]:
@@ -197,6 +247,31 @@ def decode_event(
             return [FieldError("$", "JSON nested too deeply")]
         return validate_event(raw, now=now, max_future_skew_s=max_future_skew_s)
     return _check_semantics(event, now=now, max_future_skew_s=max_future_skew_s, path="$")
+
+
+def decode_message(
+    payload: bytes, *, now: datetime | None = None, max_future_skew_s: float = 3600
+) -> Event | Erase | list[FieldError]:
+    """Decode one message of the events topic: an event, a tombstone, or why it is neither.
+
+    An object whose ``type`` is ``"erase"`` is judged as a tombstone; anything else as an
+    event, with :func:`decode_event`'s reasons.
+    """
+    result = decode_event(payload, now=now, max_future_skew_s=max_future_skew_s)
+    if isinstance(result, Event):
+        return result
+    unreadable = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
+    try:  # the rare path: an invalid event, or a tombstone
+        return _erase_decoder.decode(payload)
+    except unreadable:
+        pass
+    try:
+        raw = msgspec.json.decode(payload)
+    except unreadable:
+        return result
+    if isinstance(raw, dict) and raw.get("type") == ERASE_TYPE:
+        return validate_erase(raw)
+    return result
 
 
 #: An event as flat values, cheap to convert natively: ``(event_id, user_id, item_id, type,
@@ -221,18 +296,26 @@ _ONE_US: Final = timedelta(microseconds=1)
 _ONE_S: Final = timedelta(seconds=1)
 
 
-def decode_event_fields(payload: bytes, now_us: int, max_future_skew_s: float) -> EventFields | str:
-    """:func:`decode_event` as the judge of the native decoder (``operators/src/events.rs``).
+#: A tombstone as flat values: ``(user_id, erasure_id, ts_us)``.
+EraseFields = tuple[str, str, int]
+
+
+def decode_message_fields(
+    payload: bytes, now_us: int, max_future_skew_s: float
+) -> EventFields | EraseFields | str:
+    """:func:`decode_message` as the judge of the native decoder (``operators/src/events.rs``).
 
     Called for every payload its fast path is not sure of; ``now_us`` is the server time in
     unix microseconds. Returns the event as :data:`EventFields` (``ts`` as exact unix
-    microseconds, ``ts.timestamp()`` and the offset written in the string, in seconds), or the
-    dead-letter reason (:func:`errors_as_reason`).
+    microseconds, ``ts.timestamp()`` and the offset written in the string, in seconds), a
+    tombstone as :data:`EraseFields`, or the dead-letter reason (:func:`errors_as_reason`).
     """
     now = _EPOCH + timedelta(microseconds=now_us)
-    result = decode_event(payload, now=now, max_future_skew_s=max_future_skew_s)
+    result = decode_message(payload, now=now, max_future_skew_s=max_future_skew_s)
     if isinstance(result, list):
         return errors_as_reason(result)
+    if isinstance(result, Erase):
+        return (result.user_id, result.erasure_id, (result.ts - _EPOCH) // _ONE_US)
     ts = result.ts
     offset = ts.utcoffset()
     assert offset is not None  # msgspec.Meta(tz=True): every accepted ts carries a time zone

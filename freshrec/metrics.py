@@ -46,6 +46,10 @@ REQUESTS_SERVED: Final = Counter(
     "freshrec_recommendation_requests_total",
     "Recommendation and similar-item requests answered by this API process.",
 )
+ERASURES: Final = Counter(
+    "freshrec_erasures_total",
+    "Tombstones (DELETE /v1/users/{id}) the dataflow applied: state dropped, keys deleted.",
+)
 INGESTED: Final = Counter(
     "freshrec_ingested_events_total",
     "Events answered by the ingest API, by outcome (accepted, rejected, unavailable).",

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from freshrec.variants import Variant, check_variants, parse_variants
 from state.keys import check_namespace
 
 ENV_PREFIX = "FRESHREC_"
@@ -102,8 +103,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     session_gap_s: float = 1800.0
     user_idle_ttl_s: float = 600.0
     """Users idle (wall clock) this long leave worker memory; their state is parked in Redis."""
-    parked_state_ttl_s: int = 30 * 86_400
-    """How long Redis keeps an idle user's parked state."""
+    user_retention_s: int = 30 * 86_400
+    """A user's keys (record, parked state) expire this long after their last write: Redis
+    TTLs the dataflow sets on every write. A shopper who comes back later starts anew."""
     feedback_window_s: float = 300.0
     """Tumbling window of recommendation feedback (CTR, conversion), in event time."""
     feedback_windows_kept: int = 288
@@ -163,6 +165,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sdk_cache_s: int = 300
     """How long browsers and CDNs may cache ``/sdk.js`` (``Cache-Control: max-age``)."""
 
+    # --- A/B variants (freshrec/variants.py) ---------------------------------------------
+    variants: dict[str, Variant] = {}
+    """Ranking variants users are split between by a stable hash of their id; empty: everyone
+    in ``default``. Env: a JSON object, name -> ``{"weight": w, <knob>: value}``, knobs
+    ``evidence_half``, ``covisit_weight``, ``trending_share``, ``max_per_category``."""
+
     def __post_init__(self) -> None:
         reserved = sorted(KAFKA_RESERVED_KEYS & set(self.kafka_config))
         if reserved:
@@ -174,6 +182,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         check_namespace(self.redis_prefix)
         if not 0.0 <= self.new_item_share <= 0.5:
             raise ValueError(f"new_item_share must be in [0, 0.5], got {self.new_item_share}")
+        if self.user_retention_s < 1:
+            raise ValueError(f"user_retention_s must be >= 1 s, got {self.user_retention_s}")
+        check_variants(self.variants)
 
     @property
     def popular_listed_per_shard(self) -> int:
@@ -232,6 +243,8 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
             continue
         if field.name == "kafka_config":
             overrides[field.name] = _librdkafka_properties(env_name, value)
+        elif field.name == "variants":
+            overrides[field.name] = parse_variants(env_name, value)
         else:
             overrides[field.name] = value
     return overrides
@@ -269,6 +282,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env: dict[str, str] = {}
     for field in msgspec.structs.fields(Settings):
         value = getattr(settings, field.name)
-        text = json.dumps(value) if isinstance(value, dict) else str(value)
+        text = msgspec.json.encode(value).decode() if isinstance(value, dict) else str(value)
         env[ENV_PREFIX + field.name.upper()] = text
     return env

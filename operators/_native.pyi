@@ -759,11 +759,33 @@ def decode_event_fast(
     ``datetime.fromtimestamp(now_s, UTC)``.
     """
 
-def decode_event(payload: bytes, now_s: float, max_future_skew_s: float) -> dict[str, object] | str:
-    """The worker's decoder: the fast path, else ``freshrec.events.decode_event`` as judge.
+def decode_message(
+    payload: bytes, now_s: float, max_future_skew_s: float
+) -> dict[str, object] | str:
+    """The worker's decoder: the fast path, else ``freshrec.events.decode_message`` as judge.
 
-    The event's fields (as :func:`decode_event_fast`), or the dead-letter reason, byte for
-    byte ``errors_as_reason(decode_event(payload, now=..., max_future_skew_s=...))``.
+    An event's fields (as :func:`decode_event_fast`), a tombstone's as ``{"type": "erase",
+    "user_id", "erasure_id", "ts_us"}``, or the dead-letter reason, byte for byte
+    ``errors_as_reason(decode_message(payload, now=..., max_future_skew_s=...))``.
+    """
+
+# --- pseudonym.rs ----------------------------------------------------------------------------
+
+def user_pseudonym(user_id: str) -> str:
+    """A user's pseudonym: 16 hex digits of BLAKE2b-64 over ``"freshrec-user:" + user_id``.
+
+    Names a user where their id must not appear (dashboard, stream entries, the archive's
+    erasure ledger).
+    """
+
+def invalid_reasons(
+    payloads: list[bytes] | list[object], now_s: float, max_future_skew_s: float
+) -> list[str | None]:
+    """The worker's verdict on each payload: None for a valid event, else its reason.
+
+    A payload is bytes or a Kafka message with ``value``; the reason is the dead-letter
+    reason :func:`decode_message` gives, and a tombstone is refused (only events may enter
+    where this judges: the bulk import). One call per batch.
     """
 
 # --- dedup.rs --------------------------------------------------------------------------------
@@ -989,6 +1011,8 @@ class UserDelta:
     """Everything one user's batch produced: the user model's one output per call."""
 
     user_id: str
+    erasures: list[str]
+    """Erasure ids of the batch's tombstones: the user was erased (before the rest)."""
     record: tuple[int, bytes] | None
     parked: bytes | None
     dead_letters: list[DeadLetter]
@@ -1085,36 +1109,57 @@ def key_by_user(batch: list[object]) -> list[tuple[str, tuple[str, object]]]: ..
 def feedback_batches(batch: list[object]) -> list[tuple[str, FeedbackBatch]]: ...
 def popularity_samples(batch: list[object]) -> list[tuple[str, PopularitySample]]: ...
 def dead_letters(batch: list[object]) -> list[DeadLetter]: ...
-def archive_rows(batch: list[object]) -> list[ArchiveRow]: ...
+def archive_rows(batch: list[object]) -> list[ArchiveRow | str]:
+    """The batch's archive rows in order; an erased user as their id, before later rows."""
+
+# --- resp.rs ---------------------------------------------------------------------------------
+
+class RespArgs:
+    """Arguments already encoded as RESP bulk strings (``len()`` of them)."""
+
+    def __len__(self) -> int: ...
+
+class RespBatch:
+    """Redis commands encoded in RESP, to send in one write; ``len()`` replies to read."""
+
+    def __init__(self) -> None: ...
+    def command(self, *args: str | bytes | int | RespArgs) -> None: ...
+    def __len__(self) -> int: ...
+    def encoded(self) -> bytes: ...
 
 class WritePlan:
     """The newer part of a batch's writes, as arguments of variadic Redis commands."""
 
-    user_records: list[object]
-    user_versions: list[object]
-    item_factors: list[object]
-    item_versions: list[object]
-    item_ids: list[str]
-    popularity: list[object]
-    unlisted: list[object]
-    trending: list[object]
-    untrending: list[object]
-    categories: list[object]
-    neighbour_records: list[object]
-    neighbour_versions: list[object]
+    user_keys: RespArgs
+    user_records: RespArgs
+    item_factors: RespArgs
+    item_versions: RespArgs
+    changed_items: int
+    changed_item_ids: bytes
+    popularity: RespArgs
+    unlisted: RespArgs
+    trending: RespArgs
+    untrending: RespArgs
+    categories: RespArgs
+    neighbour_records: RespArgs
+    neighbour_versions: RespArgs
 
 class StateWrites:
     """A batch's writes to Redis, coalesced to the newest version per key."""
 
-    user_ids: list[str]
-    item_ids: list[str]
-    neighbour_ids: list[str]
+    erased: list[tuple[str, str]]
+    """(user id, pseudonym) of users erased in the batch: deleted before the rest is written."""
+    erasure_ids: list[str]
+    item_ids: RespArgs
+    neighbour_ids: RespArgs
     arrivals: list[float]
     parked: list[tuple[str, bytes]]
-    segment_scores: list[tuple[str, list[object]]]
-    holdouts: list[tuple[str, bytes, str]]
+    segment_scores: list[tuple[str, RespArgs]]
+    holdouts: list[tuple[str, bytes, str, str]]
+    """(key, user vector before the event, item id, user pseudonym)."""
     feedback: list[tuple[str, str, float, int, int, int]]
-    alarms: list[tuple[str, str, str]]
+    alarms: list[tuple[str, str, str, str | None]]
+    """(kind, scope, detail, pseudonym of the user of a per-user alarm)."""
     applied: int
     duplicates: int
     dead_letters: int
@@ -1122,6 +1167,8 @@ class StateWrites:
     global_alarms: int
     ctr_alarms: int
     shift_alarms: int
+    def user_record_keys(self, prefix: str) -> RespArgs:
+        """The record keys (``prefix`` + id) of the users whose stored versions plan needs."""
     def plan(
         self,
         stored_users: list[bytes | None],
@@ -1163,11 +1210,4 @@ def stage_costs(
     call per user and batch), ``"item_batches"``, ``"item model"`` (``ItemModel.apply`` per
     item and batch) and ``"collect_writes"``. Details: parts of those stages, each timed alone
     (not to be added to the stages).
-    """
-
-def decode_batch(batch: list[object], max_future_skew_s: float = 300.0) -> list[str]:
-    """The native decoder over a batch of Kafka messages (objects with ``value``).
-
-    Per message the valid event's user id, or the dead-letter reason (the decode-only
-    reference flow).
     """

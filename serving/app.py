@@ -1,4 +1,4 @@
-"""The HTTP API: ingest, recommendations, health and OpenAPI docs.
+"""The HTTP API: ingest, recommendations, admin actions, health and OpenAPI docs.
 
 ``create_app(settings)`` builds the Litestar app; ``app_from_env()`` is the factory the
 production server (granian) calls in each worker process.
@@ -20,6 +20,7 @@ from litestar.plugins.prometheus import PrometheusController
 
 from freshrec.lifecycle import build_lifecycle
 from freshrec.settings import Settings, load_settings
+from freshrec.variants import VariantSplit
 from serving.auth import admin_guard
 from serving.bench_endpoints import BenchController
 from serving.errors import EXCEPTION_HANDLERS, JsonBodyRequest
@@ -36,10 +37,13 @@ from serving.recommender import Recommender
 from serving.rules import RulesController
 from serving.schemas import Health
 from serving.shop import ShopController, cors_config
+from serving.users import ErasuresController, UserAdmin, UsersAdminController
 from state.store import RedisStore
 
 # Serving must answer fast or fall back: a Redis call that takes longer than this is failed.
 REDIS_TIMEOUT_S = 0.05
+# Admin actions may wait longer (an erasure's script scans the holdout and alarm streams).
+ADMIN_REDIS_TIMEOUT_S = 5.0
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -53,9 +57,22 @@ def create_app(settings: Settings) -> Litestar:
         ),
         settings.item_refresh_ms / 1000,
     )
-    recommender = Recommender(store, index, new_item_share=settings.new_item_share)
+    recommender = Recommender(
+        store, index, VariantSplit(settings.variants), new_item_share=settings.new_item_share
+    )
     lifecycle = build_lifecycle(settings)
     producer_box: list[EventProducer] = []
+    users = UserAdmin(
+        settings,
+        RedisStore.from_url(
+            settings.redis_url,
+            settings.redis_prefix,
+            settings.factors,
+            timeout_s=ADMIN_REDIS_TIMEOUT_S,
+        ),
+        recommender,
+        lambda: producer_box[0],
+    )
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -79,6 +96,7 @@ def create_app(settings: Settings) -> Litestar:
             stop_monitor.set()
             index.stop()
             producer_box.pop().close()
+            users.store.client.close()
 
     @get("/health", tags=["system"], sync_to_thread=False, summary="Liveness and dependencies")
     def health() -> Health:
@@ -95,7 +113,13 @@ def create_app(settings: Settings) -> Litestar:
             # which cost every request ~30 µs when the admin check was app-wide.
             Router(
                 path="/",
-                route_handlers=[CatalogueController, ModelsController, RulesController],
+                route_handlers=[
+                    CatalogueController,
+                    ModelsController,
+                    RulesController,
+                    UsersAdminController,
+                    ErasuresController,
+                ],
                 guards=[admin_guard(settings)],
             ),
             health,
@@ -112,6 +136,7 @@ def create_app(settings: Settings) -> Litestar:
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "producer": Provide(lambda: producer_box[0], sync_to_thread=False),
             "recommender": Provide(lambda: recommender, sync_to_thread=False),
+            "users": Provide(lambda: users, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_class=JsonBodyRequest,

@@ -2,7 +2,8 @@
 
 Workers and API processes each append one sample per second to Redis (cumulative counters
 plus recent percentiles); this module turns them into rates per second, summed over
-processes, together with recommendation feedback and drift alarms.
+processes, together with recommendation feedback and drift alarms. No raw user id reaches
+the dashboard: per-user alarms name a pseudonym, and users appear otherwise only as counts.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
 from freshrec import metrics
+from freshrec.variants import feedback_by_variant, split_model_key
 from state.store import RedisStore
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,8 @@ class Monitoring(msgspec.Struct, frozen=True):
     feedback: list[dict[str, Any]]
     alarms: list[dict[str, str]]
     totals: dict[str, float]
+    variants: list[dict[str, Any]] = []
+    """CTR and conversion per (model, A/B variant) over the kept feedback windows."""
 
 
 def series(samples: list[dict[str, float]]) -> list[dict[str, float]]:
@@ -89,10 +93,15 @@ def collect(store: RedisStore, window_s: int = 600) -> Monitoring:
             acc[0] += w.impressions
             acc[1] += w.clicks
             acc[2] += w.conversions
+    per_variant: dict[str, tuple[int, int, int]] = {}
     for (model, start), (imp, clicks, conv) in sorted(per_model.items(), key=lambda kv: kv[0][1]):
+        i, c, v = per_variant.get(model, (0, 0, 0))
+        per_variant[model] = (i + imp, c + clicks, v + conv)
+        model_name, variant = split_model_key(model)
         feedback.append(
             {
-                "model": model,
+                "model": model_name,
+                "variant": variant,
                 "t": start * 1000,
                 "impressions": imp,
                 "ctr": clicks / imp if imp else None,
@@ -104,8 +113,30 @@ def collect(store: RedisStore, window_s: int = 600) -> Monitoring:
         "events_applied": sum({s["pid"]: s.get("applied", 0.0) for s in latest}.values()),
         "dead_letters": sum({s["pid"]: s.get("dead_letters", 0.0) for s in latest}.values()),
         "items_in_model": float(store.client.hlen(store.keys.item_factors)),
+        "users_erased": float(store.erasures_done()),
     }
-    return Monitoring(now_ms, worker, api, feedback[-200:], store.alarms(50), totals)
+    alarms = [without_user_ids(a) for a in store.alarms(50)]
+    return Monitoring(
+        now_ms,
+        worker,
+        api,
+        feedback[-200:],
+        alarms,
+        totals,
+        feedback_by_variant(per_variant),
+    )
+
+
+def without_user_ids(alarm: dict[str, str]) -> dict[str, str]:
+    """An alarm as the dashboard may show it: users by pseudonym only.
+
+    The dataflow names the user of a per-user alarm by pseudonym (and says which in its
+    ``user`` field); a per-user alarm without one was recorded before that and may name the
+    user's id: its detail is withheld.
+    """
+    if alarm.get("scope") == "user" and "user" not in alarm:
+        return {**alarm, "detail": "(withheld: recorded before user pseudonyms)"}
+    return alarm
 
 
 class MonitoringController(Controller):
@@ -121,7 +152,7 @@ class MonitoringController(Controller):
         "/v1/monitoring",
         summary="Live series for the dashboard",
         description="Events/s, dead letters, consumer lag, freshness, serving latency, "
-        "prequential HR@10, recommendation CTR/conversion per model, drift alarms.",
+        "prequential HR@10, recommendation CTR/conversion per model and A/B variant, drift alarms.",
         sync_to_thread=False,
     )
     def monitoring(

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import msgspec
@@ -29,6 +29,7 @@ import numpy.typing as npt
 import redis
 
 from freshrec import metrics
+from freshrec.variants import DEFAULT, Variant, VariantSplit, model_key
 from operators import (
     NO_CATEGORY,
     REASON_NEW,
@@ -150,6 +151,13 @@ class _Merch:
     generation: int
 
 
+def _scaled(
+    covisit: tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]], scale: float
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+    """A source's co-visitation boosts times a variant's scale (the memo keeps the defaults)."""
+    return covisit if scale == 1.0 else (covisit[0], covisit[1] * scale)
+
+
 def _codes(category_code: dict[str, int], categories: frozenset[str]) -> list[int]:
     """The categories' codes (-2 for a category no item has)."""
     return [category_code.get(c, -2) for c in categories]
@@ -158,9 +166,16 @@ def _codes(category_code: dict[str, int], categories: frozenset[str]) -> list[in
 class Recommender:
     """Answers recommendation requests from the store and the in-memory index."""
 
-    def __init__(self, store: RedisStore, index: ItemIndex, new_item_share: float = 0.0) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        index: ItemIndex,
+        variants: VariantSplit | None = None,
+        new_item_share: float = 0.0,
+    ) -> None:
         self.store = store
         self.index = index
+        self.variants = variants or VariantSplit({})
         self.new_item_share = new_item_share
         """Share of a personal answer's positions new items may take (rounded down)."""
         self._merch: _Merch | None = None
@@ -186,24 +201,43 @@ class Recommender:
         ``context`` may be a function: only unknown users need it, so it is derived (user
         agent parsed, segment keyed) only for them.
         """
-        rec_id = f"{MODEL_ID}.{uuid.uuid4().hex}"
+        name, variant = self.variants.assign(user_id)
+        result = self._recommend(user_id, k, filters, context, variant, model_key(MODEL_ID, name))
+        return msgspec.structs.replace(result, variant=name)
+
+    def _recommend(
+        self,
+        user_id: str,
+        k: int,
+        filters: Filters,
+        context: RequestContext | Callable[[], RequestContext],
+        variant: Variant,
+        model: str,
+    ) -> Recommendations:
+        rec_id = f"{model}.{uuid.uuid4().hex}"
+        if filters.max_per_category is None and variant.max_per_category is not None:
+            filters = replace(filters, max_per_category=variant.max_per_category)
         try:
             # The record and its co-visitation lists in one round trip: two cost ~40% more.
             fetched = self.store.get_user_with_neighbours(user_id, COVISIT_SOURCES)
             matrix = self.index.current
             if fetched is None or fetched.user.version == 0:
                 return self._cold(
-                    rec_id, k, filters, context() if callable(context) else context, set()
+                    rec_id, k, filters, context() if callable(context) else context, set(), variant
                 )
             excluded = self._excluded(fetched.user, filters)
             if matrix.size == 0:
                 metrics.FALLBACKS.labels("no_model").inc()
                 return self._popular_list(rec_id, k, filters, excluded, fallback=True)
-            return self._personal(rec_id, user_id, fetched, k, filters, excluded)
+            return self._personal(rec_id, user_id, fetched, k, filters, excluded, variant)
         except (redis.RedisError, OSError):
             log.warning("redis unavailable: serving the in-process popular list")
             metrics.FALLBACKS.labels("redis").inc()
             return self._popular_list(rec_id, k, filters, set(), fallback=True)
+
+    def forget(self, user_id: str) -> None:
+        """Drop the user's cached answer (erased: it names items they viewed)."""
+        self._results.pop(user_id, None)
 
     # --- personal ---------------------------------------------------------------------
     def _personal(
@@ -214,14 +248,17 @@ class Recommender:
         k: int,
         filters: Filters,
         excluded: set[str],
+        variant: Variant = DEFAULT,
     ) -> Recommendations:
         user = fetched.user
         matrix = self.index.current
         merch = self._merchandising(matrix)
         # A user's answer changes only when their record, the items, the lists or the rules
-        # do.
+        # do. The record's write time tells a user erased and back at the same version from
+        # the old.
         stamp = (
             user.version,
+            user.written_at_s,
             matrix.generation,
             self.index.lists_generation,
             merch.generation,
@@ -241,7 +278,7 @@ class Recommender:
             return Recommendations(rec_id, False, _CACHED_ITEMS.decode(cached[1]), matrix.seq)
         self.result_cache_misses += 1
         result = self._personal_ranked(
-            rec_id, fetched, k, filters, excluded, matrix, merch.merchandising
+            rec_id, fetched, k, filters, excluded, matrix, merch.merchandising, variant
         )
         # Entries are atomic values (the stamp of ints, strings and tuples of strings; the
         # answer as msgpack) that the cyclic collector untracks: 50k cached answers kept as
@@ -261,9 +298,13 @@ class Recommender:
         excluded: set[str],
         matrix: ItemMatrix,
         merchandising: Merchandising | None,
+        variant: Variant = DEFAULT,
     ) -> Recommendations:
         user = fetched.user
-        evidence = user.version / (user.version + EVIDENCE_HALF)
+        evidence = user.version / (user.version + (variant.evidence_half or EVIDENCE_HALF))
+        covisit_scale = (
+            1.0 if variant.covisit_weight is None else variant.covisit_weight / COVISIT_WEIGHT
+        )
         recent: list[str] = []  # the recent items that have factors, and their rows
         recent_rows: list[int] = []
         row_of = matrix.rows.get
@@ -286,7 +327,7 @@ class Recommender:
             covisits=[
                 None
                 if record is None or not record.item_ids
-                else self._neighbour_rows(source_id, record, matrix)
+                else _scaled(self._neighbour_rows(source_id, record, matrix), covisit_scale)
                 for source_id, record in zip(fetched.sources, fetched.neighbours, strict=True)
             ],  # fmt: skip
             excluded_rows=[row for i in excluded if (row := row_of(i)) is not None],
@@ -451,10 +492,12 @@ class Recommender:
         filters: Filters,
         context: RequestContext,
         excluded: set[str],
+        variant: Variant = DEFAULT,
     ) -> Recommendations:
         in_segment = self.index.segment_popular(context.segment) if context.segment else []
         segment_reason = "popular in your region" if context.country else "popular"
-        n_trending = max(1, int(k * TRENDING_SHARE)) if self.index.trending else 0
+        share = TRENDING_SHARE if variant.trending_share is None else variant.trending_share
+        n_trending = max(1, int(k * share)) if self.index.trending and share > 0 else 0
         sources = (
             (self.index.trending, "trending", n_trending),
             (in_segment, segment_reason, k),

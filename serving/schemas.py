@@ -27,6 +27,8 @@ class Recommendations(msgspec.Struct, frozen=True):
     items: list[RecommendedItem]
     model_version: int = 0
     """Sequence number of the item matrix the scores came from (0: popularity only)."""
+    variant: str = "default"
+    """The user's A/B variant (``FRESHREC_VARIANTS``); its name is in the recommendation id."""
 
 
 class SimilarItems(msgspec.Struct, frozen=True):
@@ -111,3 +113,40 @@ class Health(msgspec.Struct, frozen=True):
     item_matrix_seq: int
     model_version: str = ""
     """The promoted model version serving uses ("" = the live stream)."""
+
+
+class ErasureAccepted(msgspec.Struct, frozen=True):
+    """Outcome of ``DELETE /v1/users/{id}``: the tombstone is on the broker, durably."""
+
+    user_id: str
+    erasure_id: str
+    """Look up its completion with ``GET /v1/erasures/{erasure_id}``."""
+    status: str = "pending"
+
+
+class MergeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Body of ``POST /v1/users/{id}/merge``: the anonymous id to merge into the user."""
+
+    source_user_id: Id
+    """The anonymous id (e.g. the SDK's ``anon-…``); erased once merged."""
+
+
+class MergeAccepted(msgspec.Struct, frozen=True):
+    """Outcome of a merge: the source's items are on the broker as the user's events."""
+
+    user_id: str
+    source_user_id: str
+    events: int
+    """Events produced for ``user_id`` (the source's recent items and purchases)."""
+    erasure_id: str
+    """The erasure of ``source_user_id``."""
+
+
+class ErasureStatus(msgspec.Struct, frozen=True):
+    """Whether the dataflow has applied an erasure (state dropped, keys deleted)."""
+
+    erasure_id: str
+    status: str
+    """``done``, or ``pending`` (not applied yet, or no such erasure)."""
+    completed_at: float | None = None
+    """Unix time the dataflow (last) applied it."""

@@ -7,6 +7,14 @@ many users, EVAL over the item keys, a script reading neighbour lists) never fai
 CROSSSLOT. Ids are always the *last* component of a key, so no id (whatever it contains) can
 produce another entity's key: ``{fr}:u:a:b`` is user ``a:b`` and nothing else. Ids reaching
 this module were validated by the event schema (printable, <= 128 chars).
+
+Per-user keys — what an erasure deletes and what expires after ``Settings.user_retention_s``
+without a write: the record (:meth:`Keys.user`), the parked state (:meth:`Keys.user_state`),
+the user's entry in the parked index (:attr:`Keys.parked_users`) and the index of their
+entries in the holdout and alarm streams (:meth:`Keys.user_samples`, keyed by pseudonym), by
+which those entries are deleted too; the entries carry the user's pseudonym, never the id.
+Everything else is aggregate (items, co-visitation, popularity, feedback counts per model
+and segment, monitoring) or names no user (the model versions, the erasure ledger).
 """
 
 from __future__ import annotations
@@ -35,13 +43,11 @@ class Keys:
         object.__setattr__(self, "prefix", "{" + self.namespace + "}")
 
     def user(self, user_id: str) -> str:
-        """String: the user's record (vector, window, seen items), msgpack."""
-        return f"{self.prefix}:u:{user_id}"
+        """String: the user's record (vector, window, seen items), expiring with the retention.
 
-    @property
-    def user_versions(self) -> str:
-        """Hash user_id -> version of the stored record (the writes compare against it)."""
-        return f"{self.prefix}:uver"
+        msgpack behind an 8-byte version header (the writes compare against it).
+        """
+        return f"{self.prefix}:u:{user_id}"
 
     def user_state(self, user_id: str) -> str:
         """String: the dataflow's full state of an idle user, evicted from worker memory."""
@@ -51,6 +57,19 @@ class Keys:
     def parked_users(self) -> str:
         """Sorted set user_id -> unix time its parked state expires (workers load it at start)."""
         return f"{self.prefix}:usidx"
+
+    def user_samples(self, pseudonym: str) -> str:
+        """Set: the user's entries in the holdout and alarm streams, keyed by their pseudonym.
+
+        Members ``h <entry id>`` and ``a <entry id>``; the pseudonym is
+        ``operators.user_pseudonym``'s. Expires with the retention.
+        """
+        return f"{self.prefix}:usmp:{pseudonym}"
+
+    @property
+    def erasures(self) -> str:
+        """Sorted set erasure_id -> unix time the dataflow (last) completed it; no user ids."""
+        return f"{self.prefix}:erased"
 
     @property
     def item_factors(self) -> str:
@@ -135,12 +154,18 @@ class Keys:
 
     @property
     def alarms(self) -> str:
-        """Stream of drift alarms and recalibrations."""
+        """Stream of drift alarms and recalibrations (per-user ones name a pseudonym, no id).
+
+        A per-user alarm names the user's pseudonym in its detail and its ``user`` field.
+        """
         return f"{self.prefix}:alarms"
 
     @property
     def holdout(self) -> str:
-        """Stream of test-then-train samples: user vector before the event, item, time."""
+        """Stream of test-then-train samples: user vector before the event, item, time.
+
+        Each carries the user's pseudonym (``user``): an erasure deletes the user's samples by it.
+        """
         return f"{self.prefix}:holdout"
 
     @property

@@ -3,11 +3,18 @@
 Writes are versioned and idempotent: a user record, an item's state or a neighbour list is
 replaced only by a strictly newer version, so output the dataflow re-emits after a resume from
 a checkpoint, or a late duplicate, does no harm. A batch is written in two round trips: one
-reads the stored versions (a hash per kind), the other writes what is newer with variadic
-commands. That is not atomic, and need not be: every key has one writer, the dataflow's owner
-of that user or item (keys are routed to workers by id). Item factor writes also append the
-batch's item ids to a change log (a stream whose entry ids are a global sequence number) from
-which replicas in the worker and in the API pull only what changed since their last refresh.
+reads the stored versions (a hash per item kind; a user's is the header of their record), the
+other writes what is newer with variadic commands. That is not atomic, and need not be: every
+key has one writer, the dataflow's owner of that user or item (keys are routed to workers by
+id). Item factor writes also append the batch's item ids to a change log (a stream whose entry
+ids are a global sequence number) from which replicas in the worker and in the API pull only
+what changed since their last refresh.
+
+Users' keys expire: a record, a parked state and its index entry live ``retention_s``
+(``Settings.user_retention_s``) after their last write. An erasure (:meth:`RedisStore.
+erase_users`) deletes them at once, with the user's entries in the holdout and alarm streams
+(found by the pseudonym they carry); the dataflow's erasure also goes first in its batch's
+first round trip, before the versions of anything newer are read.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import numpy as np
 import redis
 from redis.commands.core import Script
 
-from operators import StateWrites, WindowCounts
+from operators import RespBatch, StateWrites, WindowCounts, user_pseudonym
 from operators.model_validation import HeldOut
 from state.keys import Keys
 from state.records import (
@@ -110,6 +117,78 @@ return out
 #: Where ``recent`` sits in a user record's msgpack array (the script reads it by position).
 _RECENT_POSITION: Final = UserRecord.__struct_fields__.index("recent") + 1
 
+# KEYS = user record keys. The stored versions: each record's 8-byte version header ("" for a
+# user without a record). A record carries its version, so nothing else holds user ids, and
+# the version expires with the record.
+_USER_VERSIONS_LUA: Final = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('GETRANGE', key, 0, 7) end
+return out
+"""
+
+# KEYS = user record keys; ARGV = time to live in ms (0: none), then the records in order.
+_SET_USERS_LUA: Final = """
+local ttl = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  if ttl > 0 then redis.call('SET', key, ARGV[i + 1], 'PX', ttl)
+  else redis.call('SET', key, ARGV[i + 1]) end
+end
+return #KEYS
+"""
+
+# KEYS = holdout stream, alarm stream, then one user's sample index per sample. ARGV = the
+# index's time to live (ms), the streams' lengths kept, then 5 values per sample: 'h' (holdout:
+# key, vector, item, user pseudonym) or 'a' (a user's alarm: kind, scope, detail, pseudonym).
+# Each entry's id goes into the user's index (a set keyed by their pseudonym), so an erasure
+# deletes exactly their entries: scanning the holdout stream (20,000 entries) took ~50 ms of
+# Redis, during which serving's reads (50 ms budget) would fail.
+_APPEND_SAMPLES_LUA: Final = """
+local ttl = ARGV[1]
+for i = 3, #KEYS do
+  local b = 3 + (i - 3) * 5
+  local id
+  if ARGV[b + 1] == 'h' then
+    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'key', ARGV[b + 2],
+      'vector', ARGV[b + 3], 'item', ARGV[b + 4], 'user', ARGV[b + 5])
+  else
+    id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'kind', ARGV[b + 2],
+      'scope', ARGV[b + 3], 'detail', ARGV[b + 4], 'user', ARGV[b + 5])
+  end
+  redis.call('SADD', KEYS[i], ARGV[b + 1] .. ' ' .. id)
+  redis.call('PEXPIRE', KEYS[i], ttl)
+end
+return #KEYS - 2
+"""
+HOLDOUT_ENTRIES: Final = 20_000
+ALARM_ENTRIES: Final = 10_000
+
+# KEYS = parked index, holdout stream, alarm stream, erasure ledger, then per user their
+# record, parked state and sample index. ARGV = now (unix s), ledger entries kept, user count
+# n, the n user ids, then erasure ids to record as done (none: an API-side deletion).
+_ERASE_USERS_LUA: Final = """
+local n = tonumber(ARGV[3])
+local purged = 0
+for i = 1, n do
+  local base = 4 + (i - 1) * 3
+  redis.call('DEL', KEYS[base + 1], KEYS[base + 2])
+  redis.call('ZREM', KEYS[1], ARGV[3 + i])
+  for _, member in ipairs(redis.call('SMEMBERS', KEYS[base + 3])) do
+    local stream = KEYS[3]
+    if string.sub(member, 1, 1) == 'h' then stream = KEYS[2] end
+    purged = purged + redis.call('XDEL', stream, string.sub(member, 3))
+  end
+  redis.call('DEL', KEYS[base + 3])
+end
+if #ARGV > 3 + n then
+  for i = 4 + n, #ARGV do redis.call('ZADD', KEYS[4], ARGV[1], ARGV[i]) end
+  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -(tonumber(ARGV[2]) + 1))
+end
+return purged
+"""
+
+ERASURE_LEDGER_ENTRIES: Final = 100_000
+"""Completed erasures remembered (by erasure id, with no user id) for status requests."""
+
 
 @dataclass(frozen=True, slots=True)
 class UserWithNeighbours:
@@ -177,6 +256,11 @@ class CatalogueChanges:
 _decode_ids = msgspec.msgpack.Decoder(list[str]).decode
 
 
+def _header_version(header: bytes) -> int:
+    """A user record's version from its 8-byte header (-1: no record)."""
+    return int.from_bytes(header, "big") if header else -1
+
+
 class RedisStore:
     """freshrec's view of one Redis namespace."""
 
@@ -201,31 +285,101 @@ class RedisStore:
         return cls(client, prefix, factors)
 
     # --- users -------------------------------------------------------------------------
-    def write_users(self, records: Sequence[tuple[str, UserRecord]]) -> int:
-        """Store user records newer than what is stored (the newest of each); how many."""
+    def write_users(self, records: Sequence[tuple[str, UserRecord]], ttl_s: int = 0) -> int:
+        """Store user records newer than what is stored (the newest of each); how many.
+
+        ``ttl_s``: the records expire that long after this write (0: never).
+        """
         newest: dict[str, UserRecord] = {}
         for user_id, record in records:
             if user_id not in newest or record.version > newest[user_id].version:
                 newest[user_id] = record
-        stored = self._stored_versions(self.keys.user_versions, list(newest))
-        fresh = [(u, r) for (u, r), v in zip(newest.items(), stored, strict=True) if r.version > v]
+        if not newest:
+            return 0
+        (stored,) = self._execute([self._user_versions_command(list(newest))])
+        fresh = [
+            (u, r)
+            for (u, r), header in zip(newest.items(), stored, strict=True)
+            if r.version > _header_version(header)
+        ]
         if fresh:
             records = [x for u, r in fresh for x in (self.keys.user(u), encode_user(r))]
-            versions = [x for u, r in fresh for x in (u, r.version)]
-            self._execute([("MSET", *records), ("HSET", self.keys.user_versions, *versions)])
+            self._execute([self._set_users_command(records, ttl_s)])
         return len(fresh)
 
-    def _log_changes_command(self, item_ids: Sequence[str]) -> tuple[Any, ...]:
-        """The command appending items to the change log.
+    def _user_versions_command(self, user_ids: Sequence[str]) -> tuple[Any, ...]:
+        keys = [self.keys.user(u) for u in user_ids]
+        return ("EVAL", _USER_VERSIONS_LUA, len(keys), *keys)
+
+    @staticmethod
+    def _set_users_command(records: Sequence[Any], ttl_s: int) -> tuple[Any, ...]:
+        """SET of (key, record, key, record, ...), each expiring ``ttl_s`` from now (0: never)."""
+        keys, blobs = records[0::2], records[1::2]
+        return ("EVAL", _SET_USERS_LUA, len(keys), *keys, int(ttl_s * 1000), *blobs)
+
+    def erase_users(
+        self, users: Sequence[str], erasure_ids: Sequence[str] = (), now_s: float | None = None
+    ) -> int:
+        """Delete everything stored of these users; how many stream entries went with them.
+
+        Their records, parked states and parked-index entries, and their samples in the
+        holdout and alarm streams. ``erasure_ids`` (the dataflow's, after the tombstones) are
+        recorded as done at ``now_s``; the API deletes without (the dataflow confirms later).
+        """
+        if not users:
+            return 0
+        (purged,) = self._execute([self._erase_command(users, erasure_ids, now_s)])
+        return int(purged)
+
+    def _erase_command(
+        self, users: Sequence[str], erasure_ids: Sequence[str], now_s: float | None
+    ) -> tuple[Any, ...]:
+        k = self.keys
+        keys = [k.parked_users, k.holdout, k.alarms, k.erasures]
+        for user_id in users:
+            samples = k.user_samples(user_pseudonym(user_id))
+            keys += [k.user(user_id), k.user_state(user_id), samples]
+        now = time.time() if now_s is None else now_s
+        args = [repr(now), ERASURE_LEDGER_ENTRIES, len(users), *users, *erasure_ids]
+        return ("EVAL", _ERASE_USERS_LUA, len(keys), *keys, *args)
+
+    def _samples_command(
+        self,
+        holdouts: Sequence[tuple[str, bytes, str, str]],
+        alarms: Sequence[tuple[str, str, str, str]],
+        ttl_s: int,
+    ) -> tuple[Any, ...]:
+        """Append holdout samples and users' alarms, each indexed under its user's pseudonym."""
+        k = self.keys
+        keys: list[str] = [k.holdout, k.alarms]
+        args: list[Any] = [int(ttl_s * 1000), HOLDOUT_ENTRIES, ALARM_ENTRIES]
+        for key, vector, item_id, user in holdouts:
+            keys.append(k.user_samples(user))
+            args += ["h", key, vector, item_id, user]
+        for kind, scope, detail, user in alarms:
+            keys.append(k.user_samples(user))
+            args += ["a", kind, scope, detail, user]
+        return ("EVAL", _APPEND_SAMPLES_LUA, len(keys), *keys, *args)
+
+    def erasure_done_at(self, erasure_id: str) -> float | None:
+        """When the dataflow (last) completed this erasure, unix seconds; None: not yet."""
+        score = self.client.zscore(self.keys.erasures, erasure_id)
+        return None if score is None else float(score)
+
+    def erasures_done(self) -> int:
+        """Completed erasures remembered (the dashboard's count)."""
+        return int(self.client.zcard(self.keys.erasures))
+
+    def _log_changes_command(self, count: int, msgpack_ids: bytes) -> tuple[Any, ...]:
+        """The command appending ``count`` items (a msgpack array of ids) to the change log.
 
         EVAL with the script's text, not EVALSHA: Redis caches the compiled script by its
         digest either way, and a Redis that restarted (and lost its script cache) in the
         middle of a batch's commands cannot fail them with NOSCRIPT.
         """
         keys = (self.keys.item_changes, self.keys.item_change_seq)
-        ids = msgspec.msgpack.encode(item_ids)
         kept = ITEM_CHANGE_LOG_ENTRIES
-        return ("EVAL", _LOG_ITEM_CHANGES_LUA, 2, *keys, len(item_ids), ids, kept)
+        return ("EVAL", _LOG_ITEM_CHANGES_LUA, 2, *keys, count, msgpack_ids, kept)
 
     def _stored_versions(self, key: str, ids: Sequence[str]) -> list[int]:
         if not ids:
@@ -259,6 +413,28 @@ class RedisStore:
         """The user's record, or None if the dataflow has not seen them."""
         blob = self.client.get(self.keys.user(user_id))
         return None if blob is None else decode_user(blob)
+
+    def applied_counts(
+        self, user_ids: Sequence[str], item_ids: Sequence[str]
+    ) -> tuple[list[int], list[int]]:
+        """Events applied to each user and interactions applied to each item; one round trip.
+
+        A user's count is their record's ``events``, an item's its version; 0 when not stored.
+        A replay waits on these until the dataflow has applied everything it sent (the quality
+        benchmarks' test-then-train against the asynchronous pipeline).
+        """
+        commands: list[tuple[Any, ...]] = []
+        if user_ids:
+            commands.append(("MGET", *(self.keys.user(u) for u in user_ids)))
+        if item_ids:
+            commands.append(("HMGET", self.keys.item_versions, *item_ids))
+        replies = iter(self._execute(commands))
+        users = next(replies) if user_ids else []
+        items = next(replies) if item_ids else []
+        return (
+            [0 if blob is None else decode_user(blob).events for blob in users],
+            [0 if version is None else int(version) for version in items],
+        )
 
     def get_user_with_neighbours(self, user_id: str, sources: int) -> UserWithNeighbours | None:
         """The user's record and the neighbour lists of their ``sources`` most recent items.
@@ -318,15 +494,20 @@ class RedisStore:
         self, states: Sequence[tuple[str, bytes]], ttl_s: int
     ) -> list[tuple[Any, ...]]:
         # The index lets a worker ask Redis only for users it knows were parked; it is written
-        # after the state, so an indexed user always has a state (until both expire).
+        # after the state, so an indexed user always has a state (until both expire). Its
+        # expired entries (user ids) go as new ones come.
         if not states:
             return []
-        expires = time.time() + ttl_s
+        now = time.time()
         commands: list[tuple[Any, ...]] = [
             ("SET", self.keys.user_state(user_id), blob, "EX", ttl_s) for user_id, blob in states
         ]
-        index = [x for user_id, _ in states for x in (expires, user_id)]
-        return [*commands, ("ZADD", self.keys.parked_users, *index)]
+        index = [x for user_id, _ in states for x in (repr(now + ttl_s), user_id)]
+        return [
+            *commands,
+            ("ZADD", self.keys.parked_users, *index),
+            ("ZREMRANGEBYSCORE", self.keys.parked_users, "-inf", repr(now)),
+        ]
 
     def parked_user_ids(self, batch: int = 10_000) -> Iterator[list[str]]:
         """Ids of users whose parked state has not expired, in batches (forgets expired ones)."""
@@ -348,64 +529,94 @@ class RedisStore:
         return None if blob is None else bytes(blob)
 
     # --- the dataflow's batch of writes ---------------------------------------------------
-    def write_batch(self, writes: StateWrites, parked_ttl_s: int, feedback_keep: int) -> None:
+    def write_batch(self, writes: StateWrites, retention_s: int, feedback_keep: int) -> None:
         """Everything one dataflow batch writes (coalesced natively), in two round trips.
 
-        Items first: a user record never points at item factors serving cannot see yet.
+        The batch's erasures first, before the versions of anything newer are read (a user
+        who comes back after their tombstone starts over at version 1). Items next: a user
+        record never points at item factors serving cannot see yet. User records and parked
+        states expire ``retention_s`` after this write. The bulk arguments come encoded from
+        the native side (``RespArgs``); this function names the commands and keys.
         """
         k = self.keys
-        reads: list[tuple[Any, ...]] = []
-        if writes.user_ids:
-            reads.append(("HMGET", k.user_versions, *writes.user_ids))
-        if writes.item_ids:
-            reads.append(("HMGET", k.item_versions, *writes.item_ids))
-        if writes.neighbour_ids:
-            reads.append(("HMGET", k.neighbour_versions, *writes.neighbour_ids))
-        replies = iter(self._execute(reads))
-        users = next(replies) if writes.user_ids else []
-        items = next(replies) if writes.item_ids else []
-        neighbours = next(replies) if writes.neighbour_ids else []
+        reads = RespBatch()
+        if writes.erased:
+            users_erased = [u for u, _ in writes.erased]
+            reads.command(*self._erase_command(users_erased, writes.erasure_ids, None))
+        user_keys = writes.user_record_keys(k.user(""))
+        item_ids, neighbour_ids = writes.item_ids, writes.neighbour_ids
+        if user_keys:
+            reads.command("EVAL", _USER_VERSIONS_LUA, len(user_keys), user_keys)
+        if item_ids:
+            reads.command("HMGET", k.item_versions, item_ids)
+        if neighbour_ids:
+            reads.command("HMGET", k.neighbour_versions, neighbour_ids)
+        replies = iter(self._execute_encoded(reads))
+        if writes.erased:
+            next(replies)
+        users = next(replies) if user_keys else []
+        items = next(replies) if item_ids else []
+        neighbours = next(replies) if neighbour_ids else []
         plan = writes.plan(users, items, neighbours, k.user(""), k.neighbours(""))
-        commands: list[tuple[Any, ...]] = []
-        if plan.item_factors:
-            commands += [
-                ("HSET", k.item_factors, *plan.item_factors),
-                ("HSET", k.item_versions, *plan.item_versions),
-                self._log_changes_command(plan.item_ids),
-            ]
-        if plan.popularity:
-            commands.append(("ZADD", k.popularity, *plan.popularity))
-        if plan.unlisted:
-            commands.append(("ZREM", k.popularity, *plan.unlisted))
-        if plan.trending:
-            commands.append(("ZADD", k.trending, *plan.trending))
-        if plan.untrending:
-            commands.append(("ZREM", k.trending, *plan.untrending))
-        if plan.categories:
-            commands.append(("HSET", k.item_categories, *plan.categories))
+        batch = RespBatch()
+        if plan.changed_items:
+            batch.command("HSET", k.item_factors, plan.item_factors)
+            batch.command("HSET", k.item_versions, plan.item_versions)
+            batch.command(*self._log_changes_command(plan.changed_items, plan.changed_item_ids))
+        for command, key, args in (
+            ("ZADD", k.popularity, plan.popularity),
+            ("ZREM", k.popularity, plan.unlisted),
+            ("ZADD", k.trending, plan.trending),
+            ("ZREM", k.trending, plan.untrending),
+            ("HSET", k.item_categories, plan.categories),
+        ):
+            if args:
+                batch.command(command, key, args)
         if plan.neighbour_records:
-            commands.append(("MSET", *plan.neighbour_records))
-            commands.append(("HSET", k.neighbour_versions, *plan.neighbour_versions))
+            batch.command("MSET", plan.neighbour_records)
+            batch.command("HSET", k.neighbour_versions, plan.neighbour_versions)
         for segment, scores in writes.segment_scores:
             key = k.segment_popularity(segment)
-            commands.append(("ZADD", key, *scores))
-            commands.append(("ZREMRANGEBYRANK", key, 0, -(SEGMENT_POPULAR_MAX + 1)))
+            batch.command("ZADD", key, scores)
+            batch.command("ZREMRANGEBYRANK", key, 0, -(SEGMENT_POPULAR_MAX + 1))
         for model, segment, start_s, impressions, clicks, conversions in writes.feedback:
             counts = msgspec.msgpack.encode([impressions, clicks, conversions])
-            commands.append(("HSET", k.feedback(model, segment), repr(start_s), counts))
+            batch.command("HSET", k.feedback(model, segment), repr(start_s), counts)
         if plan.user_records:
-            commands.append(("MSET", *plan.user_records))
-            commands.append(("HSET", k.user_versions, *plan.user_versions))
-        commands += self._park_commands(writes.parked, parked_ttl_s)
-        for key, vector, item_id in writes.holdouts:
-            sample = ("key", key, "vector", vector, "item", item_id)
-            commands.append(("XADD", k.holdout, "MAXLEN", "~", 20_000, "*", *sample))
-        for kind, scope, detail in writes.alarms:
-            alarm = ("kind", kind, "scope", scope, "detail", detail)
-            commands.append(("XADD", k.alarms, "MAXLEN", "~", 10_000, "*", *alarm))
-        self._execute(commands)
+            ttl_ms = int(retention_s * 1000)
+            keys = plan.user_keys
+            batch.command("EVAL", _SET_USERS_LUA, len(keys), keys, ttl_ms, plan.user_records)
+        for command in self._park_commands(writes.parked, retention_s):
+            batch.command(*command)
+        user_alarms = [(*a[:3], a[3]) for a in writes.alarms if a[3] is not None]
+        if writes.holdouts or user_alarms:
+            batch.command(*self._samples_command(writes.holdouts, user_alarms, retention_s))
+        for kind, scope, detail, user in writes.alarms:
+            if user is None:
+                alarm = ("kind", kind, "scope", scope, "detail", detail)
+                batch.command("XADD", k.alarms, "MAXLEN", "~", ALARM_ENTRIES, "*", *alarm)
+        self._execute_encoded(batch)
         if writes.feedback:
             self._trim_feedback({(m, s) for m, s, *_ in writes.feedback}, feedback_keep)
+
+    def _execute_encoded(self, batch: RespBatch) -> list[Any]:
+        """Send natively encoded commands in one round trip; their replies, in order."""
+        if not batch:
+            return []
+        pool = self.client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([batch.encoded()])
+            replies = [connection.read_response() for _ in range(len(batch))]
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+        for reply in replies:
+            if isinstance(reply, redis.ResponseError):
+                raise reply
+        return replies
 
     # --- items -------------------------------------------------------------------------
     def write_items(self, items: Sequence[ItemWrite]) -> int:
@@ -423,7 +634,9 @@ class RedisStore:
         commands: list[tuple[Any, ...]] = [
             ("HSET", k.item_factors, *(x for i in fresh for x in (i.item_id, i.vector))),
             ("HSET", k.item_versions, *(x for i in fresh for x in (i.item_id, i.version))),
-            self._log_changes_command([i.item_id for i in fresh]),
+            self._log_changes_command(
+                len(fresh), msgspec.msgpack.encode([i.item_id for i in fresh])
+            ),
             ("ZADD", k.popularity, *popularity),
         ]
         trending = [
@@ -532,20 +745,11 @@ class RedisStore:
         return out
 
     def append_holdout(
-        self, samples: Sequence[tuple[str, bytes, str]], max_len: int = 20_000
+        self, samples: Sequence[tuple[str, bytes, str, str]], ttl_s: int = 86_400
     ) -> None:
-        """Add test-then-train samples: (key, user vector before the event, item id)."""
-        if not samples:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for key, vector, item_id in samples:
-            pipe.xadd(
-                self.keys.holdout,
-                {"key": key, "vector": vector, "item": item_id},
-                maxlen=max_len,
-                approximate=True,
-            )
-        pipe.execute()
+        """Add test-then-train samples: (key, user vector before the event, item, pseudonym)."""
+        if samples:
+            self._execute([self._samples_command(samples, [], ttl_s)])
 
     def holdout_since(self, since_ms: int, count: int = 5000) -> list[HeldOut]:
         """Held-out samples recorded after ``since_ms`` (oldest first)."""

@@ -14,9 +14,17 @@ import polars as pl
 import pytest
 
 import freshrec.archive
-from freshrec.archive import ARCHIVE_SCHEMA, ArchiveWriter, archive_files, read_archive
+from freshrec.archive import (
+    ARCHIVE_SCHEMA,
+    ArchiveWriter,
+    PurgeStats,
+    archive_files,
+    purge_erased,
+    read_archive,
+)
 from freshrec.events import Context, Event
 from freshrec.replay import iter_dataset_events
+from operators import user_pseudonym
 
 T0_S = 1_700_000_000.0
 
@@ -315,3 +323,55 @@ def test_bad_enrichment_is_refused_on_add(
 
 def test_docstring_example() -> None:
     assert doctest.testmod(freshrec.archive).failed == 0
+
+
+# --- erasure: erased shoppers stay out of the archive ----------------------------------------
+
+
+def test_an_erased_user_stays_out_of_the_archive(tmp_path: Path, events: list[Event]) -> None:
+    clock = FakeClock()
+    half = len(events) // 2
+    both = {e.user_id for e in events[:half]} & {e.user_id for e in events[half:]}
+    gone = sorted(both)[0]
+    writer = ArchiveWriter(tmp_path, worker_id="w0", clock=clock)
+    for e in events[:half]:
+        writer.add(e)
+    written_before = writer.flush()  # some of the user's rows reach files before the erasure
+    for e in events[half:]:
+        writer.add(e)
+
+    ledger = writer.erase(gone)
+    assert ledger.parent.name == "erasures"
+    recorded = pl.read_parquet(ledger)
+    assert recorded.columns == ["user_pseudonym", "erased_at"], "the ledger holds no ids"
+    assert recorded["user_pseudonym"].to_list() == [user_pseudonym(gone)]
+    # Later events of the user are refused, by this writer and by a new one (a restart).
+    theirs = next(e for e in events if e.user_id == gone)
+    assert writer.add(theirs) is None
+    writer.flush()
+    restarted = ArchiveWriter(tmp_path, worker_id="w1", clock=clock)
+    assert restarted.add(theirs) is None and restarted.pending_rows == 0
+
+    others = {e.event_id for e in events if e.user_id != gone}
+    archived = read_archive(tmp_path, columns=["event_id", "user_id"])
+    assert set(archived["event_id"].to_list()) == others
+    # The files written before the erasure still hold the user's rows, until purged.
+    raw = pl.read_parquet(written_before)
+    assert (raw["user_id"] == gone).any()
+    stats = purge_erased(tmp_path)
+    assert stats.rows_removed == sum(e.user_id == gone for e in events[:half])
+    assert stats.files_rewritten + stats.files_removed >= 1
+    every_row = pl.read_parquet(archive_files(tmp_path))
+    assert not (every_row["user_id"] == gone).any()
+    assert set(every_row["event_id"].to_list()) == others
+    assert purge_erased(tmp_path) == PurgeStats(0, 0, 0)
+
+
+def test_purge_without_erasures_changes_nothing(tmp_path: Path, events: list[Event]) -> None:
+    writer = ArchiveWriter(tmp_path, worker_id="w0", clock=FakeClock())
+    for e in events[:100]:
+        writer.add(e)
+    files = writer.flush()
+    before = [f.stat().st_mtime_ns for f in files]
+    assert purge_erased(tmp_path) == PurgeStats(0, 0, 0)
+    assert [f.stat().st_mtime_ns for f in files] == before

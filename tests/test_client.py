@@ -148,6 +148,7 @@ def test_events_sent_by_the_client_land_on_the_topic_and_bad_ones_are_explained(
     [bad] = [r for r in results if r.rejected]
     assert bad.status == 422 and bad.rejected[0].errors[0].path.endswith(".type")
     assert recs.recommendation_id and recs.items == []  # nothing learnt: no worker runs
+    assert recs.variant == "default"  # the client decodes the variant (none configured)
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "client"})
     consumer.assign([TopicPartition(settings.events_topic, p, OFFSET_BEGINNING) for p in range(4)])
     try:

@@ -1,12 +1,13 @@
-"""The worker's native event decoder (``operators.decode_event``) against the one schema.
+"""The worker's native decoder (``operators.decode_message``) against the one schema.
 
-For every payload the native decoder must give what ``freshrec.events.decode_event`` gives: the
-same verdict, the same field values (``ts`` as the same instant and offset, ``ts_s`` bit for bit
-``event.ts.timestamp()``) and, for an invalid payload, the same dead-letter reason; its fast path
-may only ever answer for payloads the schema accepts. The ingest API's validation (what
-``serving.ingest.ingest`` runs on a body) must agree with it too: one schema, two doors. The
-corpus: hypothesis-built events rendered many ways and mutated, plus the hostile stream of
-``benchmarks/fuzz_stream.py``.
+For every payload the native decoder must give what ``freshrec.events.decode_message`` gives:
+the same verdict, the same field values (``ts`` as the same instant and offset, ``ts_s`` bit for
+bit ``event.ts.timestamp()``) and, for an invalid payload, the same dead-letter reason; its fast
+path may only ever answer for payloads the schema accepts. The ingest API's validation (what
+``serving.ingest.ingest`` runs on a body) must agree with it too: one schema, two doors — except
+for tombstones (``"type": "erase"``), which the worker reads and the ingest API refuses. The
+corpus: hypothesis-built events and tombstones rendered many ways and mutated, plus the hostile
+stream of ``benchmarks/fuzz_stream.py``.
 """
 
 from __future__ import annotations
@@ -25,9 +26,13 @@ from hypothesis import strategies as st
 import operators
 from benchmarks.fuzz_stream import HostileStream
 from freshrec.events import (
+    ERASE_TYPE,
     EVENT_TYPES,
+    Erase,
     Event,
     decode_event,
+    decode_message,
+    encode_erase,
     encode_event,
     errors_as_reason,
     validate_event,
@@ -69,16 +74,32 @@ def event_fields(event: Event) -> dict[str, Any]:
     }
 
 
+def erase_fields(erase: Erase) -> dict[str, Any]:
+    """The native decoder's shape of a tombstone."""
+    return {
+        "type": ERASE_TYPE,
+        "user_id": erase.user_id,
+        "erasure_id": erase.erasure_id,
+        "ts_us": (erase.ts - EPOCH) // ONE_US,
+    }
+
+
 def schema_verdict(
     payload: bytes, now: datetime = NOW, max_future_skew_s: float = SKEW_S
 ) -> Verdict:
-    result = decode_event(payload, now=now, max_future_skew_s=max_future_skew_s)
-    return event_fields(result) if isinstance(result, Event) else errors_as_reason(result)
+    result = decode_message(payload, now=now, max_future_skew_s=max_future_skew_s)
+    if isinstance(result, Event):
+        return event_fields(result)
+    return erase_fields(result) if isinstance(result, Erase) else errors_as_reason(result)
+
+
+def is_tombstone(verdict: Verdict | None) -> bool:
+    return isinstance(verdict, dict) and verdict["type"] == ERASE_TYPE
 
 
 def assert_same(native: Verdict | None, expected: Verdict, payload: bytes) -> None:
     assert native == expected, payload[:500]
-    if isinstance(expected, dict):
+    if isinstance(expected, dict) and not is_tombstone(expected):
         assert isinstance(native, dict)
         assert list(native) == list(expected)  # the same shape, in Event's field order
         assert native["ts_s"].hex() == expected["ts_s"].hex()  # bit for bit (0.0 vs -0.0 too)
@@ -89,7 +110,7 @@ def assert_worker_agrees(
 ) -> tuple[Verdict, dict[str, Any] | None]:
     """(a): the native decoder and its fast path against ``freshrec.events.decode_event``."""
     expected = schema_verdict(payload, datetime.fromtimestamp(now_s, UTC), max_future_skew_s)
-    native = operators.decode_event(payload, now_s, max_future_skew_s)
+    native = operators.decode_message(payload, now_s, max_future_skew_s)
     assert_same(native, expected, payload)
     fast = operators.decode_event_fast(payload, now_s, max_future_skew_s)
     if fast is not None:  # never Valid for a payload the schema rejects, never other values
@@ -115,16 +136,30 @@ def ingest_verdict(payload: bytes) -> Verdict:
     return event_fields(checked) if isinstance(checked, Event) else errors_as_reason(checked)
 
 
+def typed_erase(payload: bytes) -> bool:
+    """An object whose ``type`` is ``"erase"``: the worker judges it as a tombstone."""
+    try:
+        raw = msgspec.json.decode(payload)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return False
+    return isinstance(raw, dict) and raw.get("type") == ERASE_TYPE
+
+
 def assert_ingest_agrees(payload: bytes) -> None:
-    """(b): accepted by the ingest API iff accepted by the worker, for the same reasons."""
-    worker = operators.decode_event(payload, NOW_S, SKEW_S)
+    """(b): accepted by the ingest API iff accepted by the worker, for the same reasons; a
+    tombstone, valid or not, is refused by the ingest API (only DELETE /v1/users/{id} makes
+    one)."""
+    worker = operators.decode_message(payload, NOW_S, SKEW_S)
     api = ingest_verdict(payload)
     if api == NOT_JSON:  # 400 at the API, a dead letter at the worker
         assert isinstance(worker, str)
         assert worker.startswith(("$: Invalid JSON: ", "$: JSON nested too deeply")), worker
     elif api == BATCH:  # the API reads an array as a batch; to the worker it is no event
         assert worker == "$: Expected `object`, got `list`"
+    elif typed_erase(payload):
+        assert isinstance(api, str) and "$.type: " in api, api
     else:
+        assert not is_tombstone(worker), payload
         assert_same(worker, api, payload)
 
 
@@ -499,6 +534,26 @@ def corpus(draw: st.DrawFn) -> tuple[bytes, bool]:
     return payload, plain
 
 
+@st.composite
+def tombstones(draw: st.DrawFn) -> bytes:
+    """A tombstone, rendered many ways, often mutated (into an invalid one, or an event's shape)."""
+    fields: dict[str, Any] = {
+        "type": ERASE_TYPE,
+        "user_id": draw(ids),
+        "erasure_id": draw(ids),
+        "ts": msgspec.to_builtins(draw(timestamps)),
+    }
+    obj = as_obj(fields)
+    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 1, 2]))):
+        obj = draw(mutated(obj))
+    obj = Obj(draw(st.permutations(obj)))
+    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
+    payload = Writer(rng, escape_keys=draw(st.integers(0, 9)) == 0).document(obj)
+    if draw(st.integers(0, 7)) == 0:
+        payload = byte_mutation(rng, payload)
+    return payload
+
+
 # --- (a) the worker's decoder is the schema ----------------------------------------------------
 
 CORPUS_SETTINGS: Final = settings(
@@ -521,6 +576,37 @@ def test_native_decoder_agrees_with_the_schema(case: tuple[bytes, bool]) -> None
         # A valid event written plainly (any key order, whitespace, escapes, nulls) in the fast
         # path's years is the common case: the judge must not be needed for it.
         assert fast is not None, payload
+
+
+@given(tombstones())
+@CORPUS_SETTINGS
+def test_native_decoder_agrees_with_the_schema_on_tombstones(payload: bytes) -> None:
+    native, fast = assert_worker_agrees(payload)
+    assert not is_tombstone(fast), "tombstones are the judge's, never the fast path's"
+    event(
+        "tombstone"
+        if is_tombstone(native)
+        else "event"
+        if isinstance(native, dict)
+        else "invalid tombstone"
+        if typed_erase(payload)
+        else "invalid"
+    )
+
+
+def test_a_tombstone_is_the_workers_and_refused_at_ingest() -> None:
+    erase = Erase(type="erase", user_id="u-42", erasure_id="er-1", ts=NOW)
+    payload = encode_erase(erase)
+    assert operators.decode_message(payload, NOW_S, SKEW_S) == erase_fields(erase)
+    assert operators.decode_event_fast(payload, NOW_S, SKEW_S) is None
+    assert isinstance(decode_event(payload, now=NOW), list)  # not an event
+    assert "$.type: Invalid enum value 'erase'" in str(ingest_verdict(payload))
+    # Far in the future is no reason to drop an erasure (no skew limit for tombstones).
+    late = encode_erase(msgspec.structs.replace(erase, ts=NOW + timedelta(days=3650)))
+    assert is_tombstone(operators.decode_message(late, NOW_S, SKEW_S))
+    # The bulk import's judge takes events only.
+    (reason,) = operators.invalid_reasons([payload], NOW_S, SKEW_S)
+    assert reason is not None and reason.startswith("$.type: `erase` is a control message")
 
 
 @given(ts_strings())
@@ -560,7 +646,7 @@ def test_a_skew_python_cannot_hold_raises_as_in_python(skew_s: float) -> None:
     with pytest.raises((OverflowError, ValueError)) as python:
         decode_event(payload, now=NOW, max_future_skew_s=skew_s)
     with pytest.raises(python.type):
-        operators.decode_event(payload, NOW_S, skew_s)
+        operators.decode_message(payload, NOW_S, skew_s)
     assert operators.decode_event_fast(payload, NOW_S, skew_s) is None
 
 
@@ -593,6 +679,28 @@ def test_native_decoder_agrees_on_the_hostile_stream(hostile_stream: list[bytes]
     assert paths["fast"] > paths["judge: valid"] > 0 and paths["judge: invalid"] > 0
 
 
+def test_batch_verdicts_are_the_decoders_on_the_hostile_stream(hostile_stream: list[bytes]) -> None:
+    """``invalid_reasons`` (one call per batch, ``freshrec import``) judges as the decoder."""
+    chunk = hostile_stream[:20_000]
+    verdicts = operators.invalid_reasons(chunk, NOW_S, SKEW_S)
+    expected = [
+        None if isinstance(decoded, dict) else decoded
+        for decoded in (operators.decode_message(p, NOW_S, SKEW_S) for p in chunk)
+    ]
+    assert verdicts == expected
+    assert None in verdicts and any(v is not None for v in verdicts)
+
+    class Message:
+        def __init__(self, value: bytes | None) -> None:
+            self.value = value
+
+    from_messages = operators.invalid_reasons([Message(p) for p in chunk[:500]], NOW_S, SKEW_S)
+    assert from_messages == verdicts[:500]
+    assert operators.invalid_reasons([Message(None)], NOW_S, SKEW_S) == [
+        operators.decode_message(b"", NOW_S, SKEW_S)
+    ]
+
+
 # --- (b) one schema: the ingest API agrees with the worker ------------------------------------
 
 
@@ -605,6 +713,12 @@ def test_ingest_validation_agrees_with_the_worker(case: tuple[bytes, bool]) -> N
 def test_ingest_validation_agrees_on_the_hostile_stream(hostile_stream: list[bytes]) -> None:
     for payload in hostile_stream:
         assert_ingest_agrees(payload)
+
+
+@given(tombstones())
+@CORPUS_SETTINGS
+def test_ingest_refuses_tombstones_and_agrees_on_what_they_became(payload: bytes) -> None:
+    assert_ingest_agrees(payload)
 
 
 # --- (c) the fast path is the common path --------------------------------------------------------

@@ -13,12 +13,16 @@ from hypothesis import strategies as st
 from freshrec.events import (
     EVENT_TYPES,
     Context,
+    Erase,
     Event,
     FieldError,
     Profile,
     decode_event,
+    decode_message,
+    encode_erase,
     encode_event,
     errors_as_reason,
+    validate_erase,
     validate_event,
 )
 
@@ -477,3 +481,65 @@ def test_decode_never_raises_on_arbitrary_json_objects(
     raw = {**valid_raw(), **changes} if start_valid else changes
     assert_event_or_reasons(decode(raw))
     assert_event_or_reasons(validate(raw))
+
+
+# --- the tombstone: a message of the topic, not an event ----------------------------------
+
+
+def erase_raw(**changes: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "type": "erase",
+        "user_id": "u-1",
+        "erasure_id": "er-1",
+        "ts": "2024-06-01T11:59:00Z",
+    }
+    raw.update(changes)
+    return raw
+
+
+def test_a_tombstone_round_trips_and_is_no_event() -> None:
+    erase = Erase(type="erase", user_id="u-1", erasure_id="er-1", ts=NOW)
+    payload = encode_erase(erase)
+    assert decode_message(payload, now=NOW) == erase
+    assert paths(decode_event(payload, now=NOW)) == [
+        "$.event_id",
+        "$.item_id",
+        "$.type",
+        "$.erasure_id",
+    ]
+    # Events decode as before.
+    event = Event(event_id="e", user_id="u", item_id="i", type="view", ts=NOW)
+    assert decode_message(encode_event(event), now=NOW) == event
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"erasure_id": None}, [FieldError("$.erasure_id", "Expected `str`, got `null`")]),
+        (
+            {"user_id": "a\nb"},
+            [FieldError("$.user_id", "Expected printable text without control characters")],
+        ),
+        (
+            {"ts": "2024-06-01T11:59:00"},
+            [FieldError("$.ts", "Expected `datetime` with a timezone component")],
+        ),
+        ({"item_id": "i"}, [FieldError("$.item_id", "Object contains unknown field")]),
+    ],
+)
+def test_a_bad_tombstone_says_what_is_wrong(
+    changes: dict[str, Any], expected: list[FieldError]
+) -> None:
+    result = decode_message(msgspec.json.encode(erase_raw(**changes)), now=NOW)
+    assert result == expected
+    assert validate_erase(erase_raw(**changes)) == expected
+
+
+def test_only_an_object_typed_erase_is_judged_as_a_tombstone() -> None:
+    missing = decode_message(msgspec.json.encode({"user_id": "u"}), now=NOW)
+    assert "$.event_id" in paths(missing)  # an event's reasons
+    tombstone = decode_message(msgspec.json.encode(without(erase_raw(), "ts")), now=NOW)
+    assert tombstone == [FieldError("$.ts", "Object missing required field")]
+    # A tombstone far in the future is still one (an erasure is never dropped for a clock).
+    late = decode_message(msgspec.json.encode(erase_raw(ts="2999-01-01T00:00:00Z")), now=NOW)
+    assert isinstance(late, Erase)

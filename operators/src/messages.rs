@@ -252,6 +252,8 @@ pub struct Holdout {
     pub key: String,
     pub user_vector: Box<[f32]>,
     pub item: Id,
+    /// The user's pseudonym (`pseudonym.rs`): an erasure deletes the user's samples by it.
+    pub user: String,
 }
 
 /// A drift alarm and the recalibration it caused (shown on the dashboard).
@@ -259,7 +261,10 @@ pub struct Holdout {
 pub struct Alarm {
     pub kind: &'static str,
     pub scope: &'static str,
+    /// Names a user by their pseudonym only: the dashboard shows it.
     pub detail: String,
+    /// The pseudonym of the user a per-user alarm is about (an erasure deletes it by that).
+    pub user: Option<String>,
 }
 
 /// A message that could not be used, and why (bound for the dead-letter topic).
@@ -311,10 +316,17 @@ pub struct ArchiveRow {
 }
 
 /// Everything one user's batch produced: the user model's single output per call.
+///
+/// When the batch held a tombstone, `erasures` names it and everything else in the delta came
+/// after it (the new user's record, rows and samples) or goes into aggregates (item updates,
+/// co-visits, feedback counts), which an erasure keeps.
 #[pyclass(module = "operators._native", frozen)]
 #[derive(Debug, Default)]
 pub struct UserDelta {
     pub user_id: Box<str>,
+    /// Erasure ids of the tombstones of this batch: the sink deletes the user's keys (before
+    /// writing anything newer of theirs) and records each as done.
+    pub erasures: Vec<String>,
     /// (version, encoded `UserRecord`) when the record changed.
     pub record: Option<(u64, Vec<u8>)>,
     /// Latest broker arrival among the events this record reflects (freshness metric).
@@ -336,7 +348,8 @@ pub struct UserDelta {
 
 impl UserDelta {
     pub fn is_empty(&self) -> bool {
-        self.record.is_none()
+        self.erasures.is_empty()
+            && self.record.is_none()
             && self.item_ops.lock().expect("delta poisoned").is_empty()
             && self.feedback.is_empty()
             && self.holdouts.is_empty()
@@ -352,6 +365,12 @@ impl UserDelta {
     #[getter]
     fn user_id(&self) -> &str {
         &self.user_id
+    }
+
+    /// Erasure ids of the tombstones of this batch (empty: none).
+    #[getter]
+    fn erasures(&self) -> Vec<String> {
+        self.erasures.clone()
     }
 
     /// (version, encoded UserRecord), or None.

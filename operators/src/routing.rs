@@ -6,7 +6,8 @@
 //!   per target item, in event order (the item router, `item_model.rs`, shards them).
 //! - `dead_letters`, `archive_rows`: what the side outputs need.
 //! - `collect_writes`: everything bound for Redis in a batch, coalesced to the last write per
-//!   key, ready to be sent in one pipeline by `state/store.py`.
+//!   key, ready to be sent in one pipeline by `state/store.py`. An erased user's earlier
+//!   writes of the batch are dropped and the erasure goes first, before anything newer.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
@@ -18,6 +19,7 @@ use crate::feedback_model::{FeedbackBatch, FeedbackOut};
 use crate::intern::{self, Id};
 use crate::messages::{ArchiveRow, DeadLetter, ItemBatch, ItemOp, ItemsOut, UserDelta};
 use crate::popularity_shift_model::{PopularitySample, ShiftAlarms};
+use crate::resp::RespArgs;
 
 /// The batch's messages as `(user id, (user id, message))`: keyed for the user model, which
 /// also needs to know the key it was routed by. Broker errors and unreadable keys go to the
@@ -154,14 +156,19 @@ pub fn dead_letters<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyLi
     Ok(out)
 }
 
-/// The batch's valid events with their enrichment, for the Parquet archive.
+/// The batch's valid events with their enrichment, for the Parquet archive, in order; an
+/// erased user appears as their id (a `str`) before any row that came after the tombstone.
 #[pyfunction]
 pub fn archive_rows<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
     let _timer = crate::timing::time(crate::timing::Part::SideOutputs);
     let py = batch.py();
     let out = PyList::empty(py);
     for delta in deltas(batch) {
-        for row in &delta.get().archive {
+        let delta = delta.get();
+        if !delta.erasures.is_empty() {
+            out.append(PyString::new(py, &delta.user_id))?;
+        }
+        for row in &delta.archive {
             out.append(Bound::new(py, row.clone())?)?;
         }
     }
@@ -176,30 +183,36 @@ pub fn archive_rows<'py>(batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyLi
 #[pyclass(module = "operators._native", frozen)]
 #[derive(Default)]
 pub struct StateWrites {
-    users: Vec<(Box<str>, u64, Py<PyBytes>)>,
+    /// (user id, pseudonym) of users erased in this batch: deleted before anything is written.
+    #[pyo3(get)]
+    pub erased: Vec<(String, String)>,
+    /// Erasure ids of the batch's tombstones (recorded as done once the deletion is written).
+    #[pyo3(get)]
+    pub erasure_ids: Vec<String>,
+    users: Vec<(Box<str>, u64, Vec<u8>)>,
     items: Vec<(Id, crate::messages::ItemWrite)>,
     /// (item, version at which it left its shard's popularity list, index in `items` if the
     /// batch also writes it) of items to remove from the global popularity ranking.
     unlisted: Vec<(Id, u64, Option<usize>)>,
-    neighbours: Vec<(Id, u64, Py<PyBytes>)>,
+    neighbours: Vec<(Id, u64, Vec<u8>)>,
     /// Broker arrival of the newest event behind each written user record.
     #[pyo3(get)]
     pub arrivals: Vec<f64>,
     /// (user id, full state) of users leaving worker memory.
     #[pyo3(get)]
     pub parked: Vec<(String, Py<PyBytes>)>,
-    /// Per segment: (log2 popularity within the segment, item id) pairs.
+    /// Per segment: its (log2 popularity within the segment, item id) pairs.
     #[pyo3(get)]
-    pub segment_scores: Vec<(&'static str, Vec<Py<PyAny>>)>,
-    /// (key, user vector before the event, item id) of sampled events.
+    pub segment_scores: Vec<(&'static str, Py<RespArgs>)>,
+    /// (key, user vector before the event, item id, user pseudonym) of sampled events.
     #[pyo3(get)]
-    pub holdouts: Vec<(String, Py<PyBytes>, &'static str)>,
+    pub holdouts: Vec<(String, Py<PyBytes>, &'static str, String)>,
     /// (model, segment, window start, impressions, clicks, conversions) of touched windows.
     #[pyo3(get)]
     pub feedback: Vec<(&'static str, &'static str, f64, u64, u64, u64)>,
-    /// (kind, scope, detail).
+    /// (kind, scope, detail, pseudonym of the user of a per-user alarm).
     #[pyo3(get)]
-    pub alarms: Vec<(&'static str, &'static str, String)>,
+    pub alarms: Vec<(&'static str, &'static str, String, Option<String>)>,
     #[pyo3(get)]
     pub applied: u64,
     #[pyo3(get)]
@@ -214,6 +227,21 @@ pub struct StateWrites {
     pub ctr_alarms: u64,
     #[pyo3(get)]
     pub shift_alarms: u64,
+}
+
+/// A user record's version as the store reads it: the record's first 8 bytes (its big-endian
+/// version header, `GETRANGE key 0 7`), empty or None for a user without a record.
+fn stored_user_version(value: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    let raw = value.cast::<PyBytes>()?.as_bytes();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let header: [u8; 8] =
+        raw.try_into().map_err(|_| Invalid::new("a stored user record has no version header"))?;
+    Ok(Some(u64::from_be_bytes(header)))
 }
 
 /// A stored version as Redis returns it (`HMGET`: bytes of a decimal integer, or None).
@@ -231,28 +259,46 @@ fn is_newer(version: u64, stored: Option<u64>) -> bool {
     stored.is_none_or(|s| version > s)
 }
 
+/// Ids as the arguments of an `HMGET`.
+fn id_args<'a>(ids: impl Iterator<Item = &'a str>) -> RespArgs {
+    let mut args = RespArgs::new();
+    for id in ids {
+        args.push_str(id);
+    }
+    args
+}
+
 #[pymethods]
 impl StateWrites {
-    #[getter]
-    fn user_ids(&self) -> Vec<&str> {
-        self.users.iter().map(|(u, _, _)| &**u).collect()
+    /// The record keys (`prefix` + id) of the users whose stored versions `plan` needs.
+    fn user_record_keys(&self, prefix: &str) -> RespArgs {
+        let mut args = RespArgs::new();
+        let mut key = String::new();
+        for (user, _, _) in &self.users {
+            key.clear();
+            key.push_str(prefix);
+            key.push_str(user);
+            args.push_str(&key);
+        }
+        args
     }
 
     /// The written items, then the un-listed ones not written: whose versions `plan` needs.
     #[getter]
-    fn item_ids(&self) -> Vec<&'static str> {
+    fn item_ids(&self) -> RespArgs {
         let unlisted_only = self.unlisted.iter().filter(|(_, _, at)| at.is_none());
-        intern::names(self.items.iter().map(|(i, _)| *i).chain(unlisted_only.map(|(i, _, _)| *i)))
+        let ids = self.items.iter().map(|(i, _)| *i).chain(unlisted_only.map(|(i, _, _)| *i));
+        id_args(ids.map(intern::name))
     }
 
     #[getter]
-    fn neighbour_ids(&self) -> Vec<&'static str> {
-        intern::names(self.neighbours.iter().map(|(i, _, _)| *i))
+    fn neighbour_ids(&self) -> RespArgs {
+        id_args(self.neighbours.iter().map(|(i, _, _)| intern::name(*i)))
     }
 
-    /// What to write, given the versions stored for `user_ids`, `item_ids` and
-    /// `neighbour_ids` (as `HMGET` returns them). Record keys are the id appended to the
-    /// prefix `state/keys.py` gives for each kind.
+    /// What to write, given the versions stored for `user_ids` (their records' version
+    /// headers), `item_ids` and `neighbour_ids` (as `HMGET` returns them). Record keys are the
+    /// id appended to the prefix `state/keys.py` gives for each kind.
     fn plan<'py>(
         &self,
         py: Python<'py>,
@@ -262,16 +308,27 @@ impl StateWrites {
         user_key_prefix: &str,
         neighbour_key_prefix: &str,
     ) -> PyResult<WritePlan> {
-        let _timer = crate::timing::time(crate::timing::Part::CollectWrites);
-        let text = |s: &str| PyString::new(py, s).into_any().unbind();
-        let int = |v: u64| -> PyResult<Py<PyAny>> { Ok(v.into_pyobject(py)?.into_any().unbind()) };
-        let mut plan = WritePlan::default();
+        let _timer = crate::timing::time(crate::timing::Part::WritePlan);
+        let expect = |what: &str, have: usize, want: usize| {
+            if have == want {
+                Ok(())
+            } else {
+                Err(Invalid::new(format!("plan: {have} stored {what} versions for {want} ids")))
+            }
+        };
+        let unlisted_only = self.unlisted.iter().filter(|(_, _, at)| at.is_none()).count();
+        expect("user", stored_users.len(), self.users.len())?;
+        expect("item", stored_items.len(), self.items.len() + unlisted_only)?;
+        expect("neighbour", stored_neighbours.len(), self.neighbours.len())?;
+        let mut plan = PlanArgs::default();
+        let mut key = String::new();
         for ((user, version, blob), stored) in self.users.iter().zip(stored_users.iter()) {
-            if is_newer(*version, stored_version(&stored)?) {
-                plan.user_records.push(text(&format!("{user_key_prefix}{user}")));
-                plan.user_records.push(blob.clone_ref(py).into_any());
-                plan.user_versions.push(text(user));
-                plan.user_versions.push(int(*version)?);
+            if is_newer(*version, stored_user_version(&stored)?) {
+                key.clear();
+                key.push_str(user_key_prefix);
+                key.push_str(user);
+                plan.user_keys.push_str(&key);
+                plan.user_records.push(blob);
             }
         }
         let stored_items: Vec<Option<u64>> =
@@ -279,86 +336,179 @@ impl StateWrites {
         let mut unlisted_only = stored_items.iter().skip(self.items.len());
         for &(item, version, at) in &self.unlisted {
             let stored = match at {
-                Some(at) => stored_items.get(at),
-                None => unlisted_only.next(),
+                Some(at) => stored_items[at],
+                None => *unlisted_only.next().expect("counted above"),
             };
-            let stored = *stored.ok_or_else(|| Invalid::new("plan: fewer versions than ids"))?;
             // The un-listing is as new as the state it was decided on: a replay of older
             // output (stored is newer) must not remove what the newer state listed.
             if stored.is_none_or(|s| version >= s) {
-                plan.unlisted.push(text(intern::name(item)));
+                plan.unlisted.push_str(intern::name(item));
             }
         }
+        let mut changed: Vec<&str> = Vec::new();
         for ((item, w), &stored) in self.items.iter().zip(stored_items.iter()) {
             if !is_newer(w.version, stored) {
                 continue;
             }
             let id = intern::name(*item);
-            plan.item_factors.push(text(id));
-            plan.item_factors.push(
-                PyBytes::new(py, &crate::records::vector_bytes(&w.vector)).into_any().unbind(),
-            );
-            plan.item_versions.push(text(id));
-            plan.item_versions.push(int(w.version)?);
-            plan.item_ids.push(id);
+            plan.item_factors.push_str(id);
+            plan.item_factors.push_vector(&w.vector);
+            plan.item_versions.push_str(id);
+            plan.item_versions.push_u64(w.version);
+            changed.push(id);
             if w.listed {
-                // Redis parses scores with strtod: Rust's shortest round-trip form reads back
-                // exactly.
-                plan.popularity.push(text(&w.popularity_log2.to_string()));
-                plan.popularity.push(text(id));
+                plan.popularity.push_f64(w.popularity_log2);
+                plan.popularity.push_str(id);
             }
             match w.trend_log2 {
                 Some(trend) => {
-                    plan.trending.push(text(&trend.to_string()));
-                    plan.trending.push(text(id));
+                    plan.trending.push_f64(trend);
+                    plan.trending.push_str(id);
                 }
-                None if w.untrend => plan.untrending.push(text(id)),
+                None if w.untrend => plan.untrending.push_str(id),
                 None => {}
             }
             if let Some(category) = w.category.filter(|_| w.category_changed) {
-                plan.categories.push(text(id));
-                plan.categories.push(text(intern::name(category)));
+                plan.categories.push_str(id);
+                plan.categories.push_str(intern::name(category));
             }
         }
         for ((item, version, blob), stored) in self.neighbours.iter().zip(stored_neighbours.iter())
         {
             if is_newer(*version, stored_version(&stored)?) {
                 let id = intern::name(*item);
-                plan.neighbour_records.push(text(&format!("{neighbour_key_prefix}{id}")));
-                plan.neighbour_records.push(blob.clone_ref(py).into_any());
-                plan.neighbour_versions.push(text(id));
-                plan.neighbour_versions.push(int(*version)?);
+                key.clear();
+                key.push_str(neighbour_key_prefix);
+                key.push_str(id);
+                plan.neighbour_records.push_str(&key);
+                plan.neighbour_records.push(blob);
+                plan.neighbour_versions.push_str(id);
+                plan.neighbour_versions.push_u64(*version);
             }
         }
-        Ok(plan)
+        plan.into_plan(py, &changed)
     }
+}
+
+impl StateWrites {
+    /// The plan when Redis holds none of these keys yet (the benchmark's floor: a first
+    /// write of everything, the common case on a long-tail stream).
+    pub(crate) fn plan_all_new(&self, py: Python<'_>) -> PyResult<WritePlan> {
+        let nones = |n: usize| PyList::new(py, (0..n).map(|_| py.None()));
+        let unlisted_only = self.unlisted.iter().filter(|(_, _, at)| at.is_none()).count();
+        self.plan(
+            py,
+            &nones(self.users.len())?,
+            &nones(self.items.len() + unlisted_only)?,
+            &nones(self.neighbours.len())?,
+            "{fr}:user:",
+            "{fr}:neighbours:",
+        )
+    }
+}
+
+/// A msgpack array of strings (what `msgspec.msgpack.encode(list_of_str)` gives).
+fn msgpack_strings(items: &[&str]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(items.iter().map(|s| s.len() + 2).sum::<usize>() + 5);
+    rmp::encode::write_array_len(&mut out, items.len() as u32).expect("Vec write");
+    for s in items {
+        rmp::encode::write_str(&mut out, s).expect("Vec write");
+    }
+    out
+}
+
+/// The arguments of a `WritePlan` while `plan` lays them out.
+#[derive(Default)]
+struct PlanArgs {
+    user_keys: RespArgs,
+    user_records: RespArgs,
+    item_factors: RespArgs,
+    item_versions: RespArgs,
+    popularity: RespArgs,
+    unlisted: RespArgs,
+    trending: RespArgs,
+    untrending: RespArgs,
+    categories: RespArgs,
+    neighbour_records: RespArgs,
+    neighbour_versions: RespArgs,
 }
 
 /// The newer part of a `StateWrites`, as the arguments of variadic Redis commands.
 #[pyclass(module = "operators._native", frozen, get_all)]
-#[derive(Default)]
 pub struct WritePlan {
-    /// (record key, record) pairs of users to write, and (user id, version) pairs.
-    pub user_records: Vec<Py<PyAny>>,
-    pub user_versions: Vec<Py<PyAny>>,
+    /// The record keys of users to write, and their records (each carries its version).
+    pub user_keys: Py<RespArgs>,
+    pub user_records: Py<RespArgs>,
     /// (item id, float32 vector) pairs.
-    pub item_factors: Vec<Py<PyAny>>,
+    pub item_factors: Py<RespArgs>,
     /// (item id, version) pairs.
-    pub item_versions: Vec<Py<PyAny>>,
-    /// Items to write (in the change log's order).
-    pub item_ids: Vec<&'static str>,
+    pub item_versions: Py<RespArgs>,
+    /// How many items are written, and their ids (a msgpack array, for the change log).
+    pub changed_items: usize,
+    pub changed_item_ids: Py<PyBytes>,
     /// (log2 popularity, item id) pairs of items listed in the popularity ranking.
-    pub popularity: Vec<Py<PyAny>>,
+    pub popularity: Py<RespArgs>,
     /// Items that left the popularity ranking.
-    pub unlisted: Vec<Py<PyAny>>,
+    pub unlisted: Py<RespArgs>,
     /// (log2 trend, item id) pairs of trending items, and items that stopped trending.
-    pub trending: Vec<Py<PyAny>>,
-    pub untrending: Vec<Py<PyAny>>,
+    pub trending: Py<RespArgs>,
+    pub untrending: Py<RespArgs>,
     /// (item id, category) pairs of items whose category is new.
-    pub categories: Vec<Py<PyAny>>,
+    pub categories: Py<RespArgs>,
     /// (record key, record) pairs of neighbour lists to write, and (item id, version) pairs.
-    pub neighbour_records: Vec<Py<PyAny>>,
-    pub neighbour_versions: Vec<Py<PyAny>>,
+    pub neighbour_records: Py<RespArgs>,
+    pub neighbour_versions: Py<RespArgs>,
+}
+
+impl PlanArgs {
+    fn into_plan(self, py: Python<'_>, changed: &[&str]) -> PyResult<WritePlan> {
+        Ok(WritePlan {
+            user_keys: Py::new(py, self.user_keys)?,
+            user_records: Py::new(py, self.user_records)?,
+            item_factors: Py::new(py, self.item_factors)?,
+            item_versions: Py::new(py, self.item_versions)?,
+            changed_items: changed.len(),
+            changed_item_ids: PyBytes::new(py, &msgpack_strings(changed)).unbind(),
+            popularity: Py::new(py, self.popularity)?,
+            unlisted: Py::new(py, self.unlisted)?,
+            trending: Py::new(py, self.trending)?,
+            untrending: Py::new(py, self.untrending)?,
+            categories: Py::new(py, self.categories)?,
+            neighbour_records: Py::new(py, self.neighbour_records)?,
+            neighbour_versions: Py::new(py, self.neighbour_versions)?,
+        })
+    }
+}
+
+impl StateWrites {
+    /// A user erased in this batch: drop what the batch collected for them so far (record,
+    /// parked state, holdout samples, per-user alarms) and delete them before anything newer
+    /// is written (the new user's record that may follow in the same batch).
+    fn erase(
+        &mut self,
+        user_id: &str,
+        erasure_ids: &[String],
+        users: &mut FxHashMap<Box<str>, usize>,
+        arrivals: &mut Vec<Option<f64>>,
+    ) {
+        if let Some(at) = users.remove(user_id) {
+            self.users.remove(at);
+            arrivals.remove(at);
+            for slot in users.values_mut() {
+                if *slot > at {
+                    *slot -= 1;
+                }
+            }
+        }
+        let pseudonym = crate::pseudonym::user_pseudonym(user_id);
+        self.parked.retain(|(u, _)| u != user_id);
+        self.holdouts.retain(|h| h.3 != pseudonym);
+        self.alarms.retain(|a| a.3.as_deref() != Some(pseudonym.as_str()));
+        if !self.erased.iter().any(|(u, _)| u == user_id) {
+            self.erased.push((user_id.to_owned(), pseudonym));
+        }
+        self.erasure_ids.extend(erasure_ids.iter().cloned());
+    }
 }
 
 /// Coalesce a batch of the flow's outputs into the writes that reach Redis.
@@ -382,13 +532,16 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
         };
         if let Ok(delta) = object.cast::<UserDelta>() {
             let d = delta.get();
+            if !d.erasures.is_empty() {
+                writes.erase(&d.user_id, &d.erasures, &mut users, &mut arrivals);
+            }
             writes.applied += u64::from(d.applied);
             writes.duplicates += u64::from(d.duplicates);
             writes.dead_letters += d.dead_letters.len() as u64;
             writes.user_alarms += u64::from(d.user_alarms);
             writes.global_alarms += u64::from(d.global_alarms);
             if let Some((version, blob)) = &d.record {
-                let row = (d.user_id.clone(), *version, PyBytes::new(py, blob).unbind());
+                let row = (d.user_id.clone(), *version, blob.clone());
                 match users.get(&d.user_id) {
                     Some(&at) if writes.users[at].1 >= *version => {}
                     Some(&at) => {
@@ -408,10 +561,10 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
             for h in &d.holdouts {
                 let vector =
                     PyBytes::new(py, &crate::records::vector_bytes(&h.user_vector)).unbind();
-                writes.holdouts.push((h.key.clone(), vector, intern::name(h.item)));
+                writes.holdouts.push((h.key.clone(), vector, intern::name(h.item), h.user.clone()));
             }
             for a in &d.alarms {
-                writes.alarms.push((a.kind, a.scope, a.detail.clone()));
+                writes.alarms.push((a.kind, a.scope, a.detail.clone(), a.user.clone()));
             }
         } else if let Ok(outs) = object.cast::<ItemsOut>() {
             for &(item, version) in &outs.get().unlisted {
@@ -434,7 +587,7 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
                     }
                 }
                 if let Some((version, blob)) = &o.neighbours {
-                    let row = (o.item, *version, PyBytes::new(py, blob).unbind());
+                    let row = (o.item, *version, blob.clone());
                     match neighbours.get(&o.item) {
                         Some(&at) if writes.neighbours[at].1 >= *version => {}
                         Some(&at) => writes.neighbours[at] = row,
@@ -477,12 +630,12 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
             }
             for detail in &o.alarms {
                 writes.ctr_alarms += 1;
-                writes.alarms.push(("ctr drift", "global", detail.clone()));
+                writes.alarms.push(("ctr drift", "global", detail.clone(), None));
             }
         } else if let Ok(shift) = object.cast::<ShiftAlarms>() {
             for detail in &shift.get().details {
                 writes.shift_alarms += 1;
-                writes.alarms.push(("popularity drift", "global", detail.clone()));
+                writes.alarms.push(("popularity drift", "global", detail.clone(), None));
             }
         }
     }
@@ -502,14 +655,18 @@ pub fn collect_writes(batch: &Bound<'_, PyList>) -> PyResult<StateWrites> {
     }
     writes.arrivals = arrivals.into_iter().flatten().collect();
     let mut by_segment: FxHashMap<Id, usize> = FxHashMap::default();
+    let mut segment_args: Vec<(&'static str, RespArgs)> = Vec::new();
     for (segment, item, score) in segment_rows {
         let at = *by_segment.entry(segment).or_insert_with(|| {
-            writes.segment_scores.push((intern::name(segment), Vec::new()));
-            writes.segment_scores.len() - 1
+            segment_args.push((intern::name(segment), RespArgs::new()));
+            segment_args.len() - 1
         });
-        let pairs = &mut writes.segment_scores[at].1;
-        pairs.push(PyString::new(py, &score.to_string()).into_any().unbind());
-        pairs.push(PyString::new(py, intern::name(item)).into_any().unbind());
+        let pairs = &mut segment_args[at].1;
+        pairs.push_f64(score);
+        pairs.push_str(intern::name(item));
+    }
+    for (segment, pairs) in segment_args {
+        writes.segment_scores.push((segment, Py::new(py, pairs)?));
     }
     Ok(writes)
 }

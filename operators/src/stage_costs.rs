@@ -5,30 +5,28 @@
 //! the keyed models call (`events::decode`, `Enricher`, `UserState`, `LiveQuality`,
 //! `ItemRouter` (item shards), `ItemModel::apply`, `routing::collect_writes`), in the models'
 //! order, on batches grouped by key as the engine hands them. A Python loop calling one native
-//! function per event would time the call, not the work. Also `decode_batch`, the native
-//! decoder as a batch step (the benchmark's decode-only reference flow).
+//! function per event would time the call, not the work.
 
 use std::collections::hash_map::Entry;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use rustc_hash::FxHashMap;
 
 use crate::dedup::id_hash;
 use crate::enrich::{DEFAULT_CACHE_SIZE, Enricher, EventContext};
-use crate::events::{self, DecodedEvent};
-use crate::feedback::model_of;
+use crate::events::{self, DecodedEvent, Message};
 use crate::intern::{self, Id};
 use crate::isgd::IsgdParams;
 use crate::item_model::{ItemModel, ItemModelFactory, ItemRouter};
 use crate::item_state::{ItemConfig, ItemState};
 use crate::item_vectors::ItemVectors;
 use crate::live_quality::LiveQuality;
-use crate::messages::{FeedbackHit, Holdout, ItemOp, ItemShardBatch, ItemsOut, UserDelta};
+use crate::messages::{ItemOp, ItemShardBatch, ItemsOut, UserDelta};
 use crate::routing::collect_writes;
-use crate::user_model::ParkedUsers;
+use crate::user_model::{ParkedUsers, learn_event};
 use crate::user_state::{PyUserConfig, UserConfig, UserState};
 
 fn wall_clock_s() -> f64 {
@@ -100,54 +98,21 @@ fn user_group(
             continue;
         }
         let context = contexts[i].as_ref().expect("valid events are enriched");
-        delta.applied += 1;
         last_ts = Some(ts_s);
-        state.segment = context.segment;
-        if let Some(recommendation_id) = &event.recommendation_id {
-            delta.feedback.push(FeedbackHit {
-                model: intern::intern(model_of(recommendation_id)),
-                segment: context.segment,
-                event_type: event.event_type,
-                ts_s,
-            });
-        }
-        if !event.event_type.is_interaction() {
-            state.observe(event.event_type, ts_s);
-            continue;
-        }
-        let item = intern::intern(&event.item_id);
-        item_buf.resize(params.factors, 0.0);
-        replica.copy_into(item, item_buf);
-        let mut boost = 1.0;
-        if let Some(quality) = quality {
-            if quality.sampled(&event.event_id) {
-                delta.holdouts.push(Holdout {
-                    key: event.event_id.clone(),
-                    user_vector: state.vector.clone(),
-                    item,
-                });
-                if quality.evaluate(&event.event_id, &state.vector, item, replica).is_some() {
-                    delta.global_alarms += 1;
-                }
-            }
-            boost = quality.learning_rate_multiplier();
-        }
-        let category = event.category_id.as_deref().map(intern::intern);
-        state.learn(
-            item,
-            item_buf,
-            event.event_type,
-            ts_s,
-            category,
+        let learned = learn_event(
+            state,
+            event,
             context.segment,
-            boost,
+            replica,
+            quality,
             params,
             config,
+            item_buf,
+            &mut delta,
             &mut ops,
         );
-        if let Ok(Some(_)) = state.check_drift(|id| replica.get(id), params, config) {
-            delta.user_alarms += 1;
-        }
+        // The product raises a failed refit (the last step); the floor has timed the work.
+        let _ = learned;
     }
     delta.item_ops = Mutex::new(ops);
     if delta.applied > 0 || state.duplicates != duplicates_before {
@@ -180,7 +145,8 @@ pub const WRITES: &str = "collect_writes";
 /// id), best of `repeats`, in the flow's order: decode + validate, enrichment, user state
 /// (dedup, session, window, ISGD user half, sampled HR@10, drift check, record), item_batches
 /// (routing), item model (ISGD item half, popularity, trend, co-visits, neighbours top-M,
-/// segment popularity) and collect_writes (coalescing for Redis). The stages' keys are the
+/// segment popularity) and collect_writes (coalescing for Redis, then the write plan's RESP
+/// encoding as for keys Redis does not hold yet). The stages' keys are the
 /// module constants; `detail` maps a few parts of them, timed alone (not in the sum).
 #[pyfunction]
 #[pyo3(signature = (payloads, params, user_config, item_config, top_m, repeats=5,
@@ -215,7 +181,10 @@ pub fn stage_costs<'py>(
         let (s, decoded) = timed(|| -> PyResult<Vec<Option<DecodedEvent>>> {
             let mut out = Vec::with_capacity(payloads.len());
             for payload in &payloads {
-                out.push(events::decode(py, payload, now_us, max_future_skew_s)?.ok());
+                out.push(match events::decode(py, payload, now_us, max_future_skew_s)? {
+                    Ok(Message::Event(event)) => Some(event),
+                    Ok(Message::Erase(_)) | Err(_) => None,
+                });
             }
             Ok(out)
         });
@@ -354,8 +323,12 @@ pub fn stage_costs<'py>(
                 Ok(list)
             })
             .collect::<PyResult<_>>()?;
-        let (s, writes) =
-            timed(|| sink_batches.iter().map(|b| collect_writes(b)).collect::<PyResult<Vec<_>>>());
+        let (s, writes) = timed(|| {
+            sink_batches
+                .iter()
+                .map(|b| collect_writes(b)?.plan_all_new(py))
+                .collect::<PyResult<Vec<_>>>()
+        });
         writes?;
         best.add(WRITES, s);
 
@@ -486,31 +459,7 @@ fn item_details(
     detail.add("item model: neighbours top-M + record encoding", s);
 }
 
-/// The native decoder as a batch step: one entry per message, the valid event's user id or
-/// the dead-letter reason (the benchmark's decode-only flow: decoding, nothing else).
-#[pyfunction]
-#[pyo3(signature = (batch, max_future_skew_s=300.0))]
-pub fn decode_batch<'py>(
-    batch: &Bound<'py, PyList>,
-    max_future_skew_s: f64,
-) -> PyResult<Bound<'py, PyList>> {
-    let py = batch.py();
-    let now_us = (wall_clock_s() * 1e6) as i64;
-    let out = PyList::empty(py);
-    for msg in batch.iter() {
-        let value = msg.getattr(pyo3::intern!(py, "value"))?;
-        let payload: &[u8] =
-            if value.is_none() { b"" } else { value.cast::<PyBytes>()?.as_bytes() };
-        match events::decode(py, payload, now_us, max_future_skew_s)? {
-            Ok(event) => out.append(PyString::new(py, &event.user_id))?,
-            Err(reason) => out.append(PyString::new(py, &reason))?,
-        }
-    }
-    Ok(out)
-}
-
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stage_costs, m)?)?;
-    m.add_function(wrap_pyfunction!(decode_batch, m)?)?;
     Ok(())
 }

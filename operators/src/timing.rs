@@ -20,9 +20,10 @@ pub enum Part {
     PopularityShift,
     SideOutputs,
     CollectWrites,
+    WritePlan,
 }
 
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 9] = [
     "key_by_user",
     "user_model",
     "item_batches",
@@ -31,11 +32,12 @@ const NAMES: [&str; 8] = [
     "popularity_shift",
     "side_outputs",
     "collect_writes",
+    "write_plan",
 ];
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
-static NANOS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
-static CALLS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+static NANOS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
+static CALLS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
 
 /// Times a call when timing is on; adds its duration to `part` when dropped.
 pub struct Timer {

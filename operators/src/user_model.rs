@@ -8,6 +8,13 @@
 //! feedback hits, samples, alarms and dead letters. A user idle for `idle_ttl_s` (wall clock)
 //! leaves memory: their state is parked in Redis and restored by the next event.
 //!
+//! A tombstone (`"type": "erase"`, from `DELETE /v1/users/{id}`) drops the user's state
+//! ([`erase_user`]): what the batch produced about them before it is withdrawn, the key's
+//! state is discarded and its parked state forgotten, and the sink deletes their Redis keys.
+//! The tombstone sits in the user's partition after their earlier events, so a replay from
+//! an older snapshot (after a crash) or a restored parked state meets it again; events after
+//! it start a new user.
+//!
 //! It speaks the stateful-operator protocol the dataflow's engine calls by name (`on_batch`,
 //! `snapshot`, `notify_at`, `on_notify`, `on_eof`: Bytewax's `StatefulBatchLogic`, to which
 //! `dataflows/steps.py` registers it) without knowing the engine. Redis reads (a parked user,
@@ -25,13 +32,14 @@ use rustc_hash::FxHashSet;
 use crate::dedup::id_hash;
 use crate::enrich::{DEFAULT_CACHE_SIZE, Enricher};
 use crate::errors::Invalid;
-use crate::events::{self, DecodedEvent};
+use crate::events::{self, DecodedEvent, Message};
 use crate::feedback::model_of;
 use crate::intern;
 use crate::isgd::IsgdParams;
 use crate::item_vectors::ItemVectors;
 use crate::live_quality::LiveQuality;
-use crate::messages::{Alarm, ArchiveRow, DeadLetter, FeedbackHit, Holdout, UserDelta};
+use crate::messages::{Alarm, ArchiveRow, DeadLetter, FeedbackHit, Holdout, ItemOp, UserDelta};
+use crate::pseudonym::user_pseudonym;
 use crate::user_state::{UserConfig, UserState};
 
 /// Users whose state was parked in Redis (by hash of the id), so a new key costs a Redis
@@ -50,6 +58,10 @@ impl ParkedUsers {
     }
     pub fn insert(&self, user_id: &str) {
         self.hashes.lock().expect("parked index poisoned").insert(id_hash(user_id));
+    }
+    /// Forget a user (erased): their next event must not look for a parked state.
+    pub fn remove(&self, user_id: &str) {
+        self.hashes.lock().expect("parked index poisoned").remove(&id_hash(user_id));
     }
 }
 
@@ -315,85 +327,145 @@ impl UserModel {
             return Ok(None);
         }
         let context = context.expect("enriched");
-        delta.applied += 1;
         if let Some(at) = arrival {
             delta.arrival_s = Some(delta.arrival_s.map_or(at, |a| a.max(at)));
         }
-        state.segment = context.segment;
-        if let Some(recommendation_id) = &event.recommendation_id {
-            delta.feedback.push(FeedbackHit {
-                model: intern::intern(model_of(recommendation_id)),
-                segment: context.segment,
-                event_type: event.event_type,
-                ts_s,
-            });
-        }
-        if !event.event_type.is_interaction() {
-            state.observe(event.event_type, ts_s);
-            return Ok(Some(ts_s));
-        }
-        let item = intern::intern(&event.item_id);
         let replica = shared.replica.get();
-        item_buf.resize(shared.params.factors, 0.0);
-        replica.copy_into(item, item_buf);
-        let mut boost = 1.0;
-        if let Some(quality) = &shared.quality {
-            let quality = quality.get();
-            if quality.sampled(&event.event_id) {
-                delta.holdouts.push(Holdout {
-                    key: event.event_id.clone(),
-                    user_vector: state.vector.clone(),
-                    item,
-                });
-                if let Some(warmup) =
-                    quality.evaluate(&event.event_id, &state.vector, item, replica)
-                {
-                    delta.global_alarms += 1;
-                    delta.alarms.push(Alarm {
-                        kind: "global drift",
-                        scope: "global",
-                        detail: format!(
-                            "HR@10 {:.3} -> {:.3}; learning rate x{} for {} events",
-                            warmup.mean_before,
-                            warmup.mean_after,
-                            warmup.learning_rate_multiplier,
-                            warmup.warmup_events
-                        ),
-                    });
-                }
-            }
-            boost = quality.learning_rate_multiplier();
-        }
-        let category = event.category_id.as_deref().map(intern::intern);
-        let mut ops = delta.item_ops.lock().expect("delta poisoned");
-        state.learn(
-            item,
-            item_buf,
-            event.event_type,
-            ts_s,
-            category,
+        let quality = shared.quality.as_ref().map(|q| q.get());
+        let mut ops = std::mem::take(delta.item_ops.get_mut().expect("delta poisoned"));
+        let learned = learn_event(
+            state,
+            event,
             context.segment,
-            boost,
+            replica,
+            quality,
             &shared.params,
             &shared.config,
+            item_buf,
+            delta,
             &mut ops,
         );
-        drop(ops);
-        if let Some(decision) =
-            state.check_drift(|id| replica.get(id), &shared.params, &shared.config)?
-        {
-            delta.user_alarms += 1;
-            delta.alarms.push(Alarm {
-                kind: "user drift",
-                scope: "user",
-                detail: format!(
-                    "user {}: refit from {} recent items, learning rate x{}",
-                    state.user_id, decision.refit_items, decision.learning_rate_multiplier
-                ),
-            });
-        }
+        *delta.item_ops.get_mut().expect("delta poisoned") = ops;
+        learned?;
         Ok(Some(ts_s))
     }
+}
+
+/// What a valid event that is not a duplicate does to its user, once enriched: counted as
+/// applied, the feedback hit of a served recommendation, then either the observation of a
+/// non-interaction or the interaction's learning (the item from the replica; the sampled
+/// test-then-train HR@10 before learning, with its holdout; the ISGD user half, session and
+/// window, with the item work queued in `ops`; the drift check). The product's `UserModel`
+/// and the benchmark's floor loop (`stage_costs.rs`) both run exactly this.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn learn_event(
+    state: &mut UserState,
+    event: &DecodedEvent,
+    segment: intern::Id,
+    replica: &ItemVectors,
+    quality: Option<&LiveQuality>,
+    params: &IsgdParams,
+    config: &UserConfig,
+    item_buf: &mut Vec<f32>,
+    delta: &mut UserDelta,
+    ops: &mut Vec<(intern::Id, ItemOp)>,
+) -> Result<(), Invalid> {
+    let ts_s = event.ts_s;
+    delta.applied += 1;
+    state.segment = segment;
+    if let Some(recommendation_id) = &event.recommendation_id {
+        delta.feedback.push(FeedbackHit {
+            model: intern::intern(model_of(recommendation_id)),
+            segment,
+            event_type: event.event_type,
+            ts_s,
+        });
+    }
+    if !event.event_type.is_interaction() {
+        state.observe(event.event_type, ts_s);
+        return Ok(());
+    }
+    let item = intern::intern(&event.item_id);
+    item_buf.resize(params.factors, 0.0);
+    replica.copy_into(item, item_buf);
+    let mut boost = 1.0;
+    if let Some(quality) = quality {
+        if quality.sampled(&event.event_id) {
+            delta.holdouts.push(Holdout {
+                key: event.event_id.clone(),
+                user_vector: state.vector.clone(),
+                item,
+                user: user_pseudonym(&event.user_id),
+            });
+            if let Some(warmup) = quality.evaluate(&event.event_id, &state.vector, item, replica) {
+                delta.global_alarms += 1;
+                delta.alarms.push(Alarm {
+                    kind: "global drift",
+                    scope: "global",
+                    user: None,
+                    detail: format!(
+                        "HR@10 {:.3} -> {:.3}; learning rate x{} for {} events",
+                        warmup.mean_before,
+                        warmup.mean_after,
+                        warmup.learning_rate_multiplier,
+                        warmup.warmup_events
+                    ),
+                });
+            }
+        }
+        boost = quality.learning_rate_multiplier();
+    }
+    let category = event.category_id.as_deref().map(intern::intern);
+    state.learn(
+        item,
+        item_buf,
+        event.event_type,
+        ts_s,
+        category,
+        segment,
+        boost,
+        params,
+        config,
+        ops,
+    );
+    if let Some(decision) = state.check_drift(|id| replica.get(id), params, config)? {
+        delta.user_alarms += 1;
+        // The alarm names the user by pseudonym only: alarms are shown on the dashboard.
+        let user = user_pseudonym(&state.user_id);
+        delta.alarms.push(Alarm {
+            kind: "user drift",
+            scope: "user",
+            detail: format!(
+                "user #{user}: refit from {} recent items, learning rate x{}",
+                decision.refit_items, decision.learning_rate_multiplier
+            ),
+            user: Some(user),
+        });
+    }
+    Ok(())
+}
+
+/// A tombstone for `user_id`: their state leaves the key (and the parked index, so their next
+/// event starts a new user instead of asking Redis), and what `delta` holds about them from
+/// this batch's earlier events is withdrawn: their record, archive rows, holdout samples and
+/// per-user alarms. Item updates, co-visits and feedback counts stay: they went into
+/// aggregates over many users. The sink deletes the user's keys by `delta.erasures`.
+pub fn erase_user(
+    state: &mut Option<UserState>,
+    delta: &mut UserDelta,
+    user_id: &str,
+    erasure_id: &str,
+    parked: &ParkedUsers,
+) {
+    *state = None;
+    parked.remove(user_id);
+    delta.user_id = user_id.into();
+    delta.erasures.push(erasure_id.to_owned());
+    delta.record = None;
+    delta.arrival_s = None;
+    delta.archive.clear();
+    delta.holdouts.clear();
+    delta.alarms.retain(|a| a.user.is_none());
 }
 
 fn emit<'py>(
@@ -420,8 +492,10 @@ impl UserModel {
         self.shared.maybe_refresh(py)?;
         let now_us = (now_s * 1e6) as i64;
         let mut delta = UserDelta::default();
-        let duplicates_before = self.state.as_ref().map_or(0, |s| s.duplicates);
+        let mut duplicates_before = self.state.as_ref().map_or(0, |s| s.duplicates);
         let mut last_ts = self.state.as_ref().map(|s| s.window.last_ts_s);
+        // Events applied before this batch's last tombstone are not the record's to show.
+        let mut applied_before = 0;
         let mut item_buf = Vec::new();
         for value in values.iter() {
             let pair = value.cast::<PyTuple>()?;
@@ -443,7 +517,7 @@ impl UserModel {
                     letter.payload = payload.to_vec();
                     delta.dead_letters.push(letter);
                 }
-                Ok(event) if event.user_id != key => {
+                Ok(message) if message.user_id() != key => {
                     let reason = format!(
                         "$.user_id: Expected the message key `{key}`: events are keyed by their \
                          user_id, which keeps each user's events in order"
@@ -452,7 +526,14 @@ impl UserModel {
                     letter.payload = payload.to_vec();
                     delta.dead_letters.push(letter);
                 }
-                Ok(event) => {
+                Ok(Message::Erase(erase)) => {
+                    let parked = self.shared.parked.get();
+                    erase_user(&mut self.state, &mut delta, key, &erase.erasure_id, parked);
+                    applied_before = delta.applied;
+                    duplicates_before = 0;
+                    last_ts = None;
+                }
+                Ok(Message::Event(event)) => {
                     if delta.user_id.is_empty() {
                         delta.user_id = event.user_id.as_str().into();
                     }
@@ -466,14 +547,14 @@ impl UserModel {
             }
         }
         let Some(state) = &self.state else {
-            // No valid event ever reached this key: keep nothing for it.
-            let letters = !delta.dead_letters.is_empty();
-            return emit(py, letters.then_some(delta), true);
+            // No valid event ever reached this key, or the user was erased: keep nothing.
+            let keep = !delta.is_empty();
+            return emit(py, keep.then_some(delta), true);
         };
         if delta.user_id.is_empty() {
             delta.user_id = state.user_id.clone();
         }
-        if delta.applied > 0 || state.duplicates != duplicates_before {
+        if delta.applied > applied_before || state.duplicates != duplicates_before {
             delta.record = Some(state.record(last_ts.unwrap_or(f64::NEG_INFINITY), wall_clock_s()));
         }
         if delta.is_empty() && delta.applied == 0 {
@@ -527,4 +608,138 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<UserModelFactory>()?;
     m.add_class::<UserModel>()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventType;
+    use crate::messages::{FeedbackHit, ItemOp};
+
+    const USER: &str = "u-erased";
+
+    fn config() -> UserConfig {
+        UserConfig::new(50, 500, 86_400.0, 10_000, 1800.0, 5, None).expect("valid config")
+    }
+
+    /// A user with `views` views of distinct items, and the item work they caused.
+    fn user_with(views: usize, params: &IsgdParams, config: &UserConfig) -> UserState {
+        let mut state = UserState::new(USER, params, config);
+        let item_vector = vec![0.1; params.factors];
+        for n in 0..views {
+            state.learn(
+                intern::intern(&format!("erase-item-{n}")),
+                &item_vector,
+                EventType::View,
+                1_700_000_000.0 + n as f64,
+                None,
+                intern::intern(""),
+                1.0,
+                params,
+                config,
+                &mut Vec::new(),
+            );
+        }
+        state
+    }
+
+    /// A delta as the batch's events before the tombstone left it.
+    fn delta_before_the_tombstone(state: &UserState) -> UserDelta {
+        let alarm = |scope: &'static str, user: Option<String>| Alarm {
+            kind: if user.is_some() { "user drift" } else { "global drift" },
+            scope,
+            detail: String::new(),
+            user,
+        };
+        let item = intern::intern("erase-item-0");
+        UserDelta {
+            user_id: USER.into(),
+            record: Some(state.record(1_700_000_002.0, 1_800_000_000.0)),
+            arrival_s: Some(1_800_000_000.0),
+            item_ops: Mutex::new(vec![(
+                item,
+                ItemOp::CoVisit { other: item, weight: 1.0, ts_s: 1.0 },
+            )]),
+            feedback: vec![FeedbackHit {
+                model: intern::intern("isgd"),
+                segment: intern::intern(""),
+                event_type: EventType::RecClick,
+                ts_s: 1.0,
+            }],
+            holdouts: vec![Holdout {
+                key: "e-1".into(),
+                user_vector: state.vector.clone(),
+                item,
+                user: user_pseudonym(USER),
+            }],
+            alarms: vec![alarm("user", Some(user_pseudonym(USER))), alarm("global", None)],
+            archive: vec![ArchiveRow {
+                user_id: USER.into(),
+                payload: b"{}".to_vec(),
+                device_class: "desktop",
+                tod_bucket: "morning",
+                weekday: 1,
+                local_hour: 9,
+                segment: "",
+            }],
+            applied: 3,
+            ..UserDelta::default()
+        }
+    }
+
+    #[test]
+    fn a_tombstone_drops_the_state_and_withdraws_what_the_batch_said_of_the_user() {
+        let (params, config) = (IsgdParams::default(), config());
+        let state = user_with(3, &params, &config);
+        let mut delta = delta_before_the_tombstone(&state);
+        let parked = ParkedUsers::default();
+        parked.insert(USER);
+        let mut slot = Some(state);
+
+        erase_user(&mut slot, &mut delta, USER, "erasure-1", &parked);
+
+        assert!(slot.is_none(), "the key's state is discarded");
+        assert!(!parked.contains(USER), "the next event must not restore a parked state");
+        assert_eq!(delta.erasures, vec!["erasure-1".to_string()]);
+        assert!(delta.record.is_none() && delta.arrival_s.is_none());
+        assert!(delta.archive.is_empty() && delta.holdouts.is_empty());
+        let kinds: Vec<_> = delta.alarms.iter().map(|a| a.kind).collect();
+        assert_eq!(kinds, ["global drift"], "per-user alarms go, global ones stay");
+        // Aggregates keep the user's contributions: item updates, co-visits, feedback counts.
+        assert_eq!(delta.item_ops.lock().unwrap().len(), 1);
+        assert_eq!(delta.feedback.len(), 1);
+        assert!(!delta.is_empty(), "the sink must still hear of the erasure");
+    }
+
+    #[test]
+    fn events_after_a_tombstone_start_a_new_user() {
+        let (params, config) = (IsgdParams::default(), config());
+        let mut slot = Some(user_with(5, &params, &config));
+        let mut delta = UserDelta::default();
+        erase_user(&mut slot, &mut delta, USER, "erasure-2", &ParkedUsers::default());
+        // What `state_for` builds for the next event of the key: nothing parked, a new user.
+        let fresh = user_with(1, &params, &config);
+        assert_eq!(fresh.version, 1);
+        assert_eq!(fresh.window.recent_items(), vec![intern::intern("erase-item-0")]);
+        let (version, _) = fresh.record(0.0, 0.0);
+        assert_eq!(version, 1, "the new user's record starts over");
+    }
+
+    #[test]
+    fn a_state_restored_from_an_older_snapshot_meets_the_tombstone_again() {
+        let (params, config) = (IsgdParams::default(), config());
+        // A checkpoint (or a parked state) taken before the tombstone...
+        let snapshot = user_with(4, &params, &config).to_bytes();
+        let mut first = UserDelta::default();
+        erase_user(&mut None, &mut first, USER, "erasure-3", &ParkedUsers::default());
+        // ...is restored after a crash; the replay from its offsets reaches the tombstone,
+        // which sits after the user's earlier events in their partition.
+        let restored = UserState::from_bytes(&snapshot, &params, &config).expect("snapshot");
+        assert_eq!(restored.version, 4);
+        let mut slot = Some(restored);
+        let mut again = UserDelta::default();
+        erase_user(&mut slot, &mut again, USER, "erasure-3", &ParkedUsers::default());
+        assert!(slot.is_none());
+        assert_eq!(again.erasures, first.erasures, "an erasure repeated is the same erasure");
+    }
 }

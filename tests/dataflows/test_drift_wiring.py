@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from freshrec.events import Event
+from operators import user_pseudonym
 from state.store import RedisStore
 from tests.conftest import run_flow_on, unique_settings
 
@@ -56,9 +57,13 @@ def test_taste_flip_raises_a_user_alarm_and_refits(stack, tmp_path) -> None:
     store = RedisStore.from_url(settings.redis_url, settings.redis_prefix, settings.factors)
     alarms = store.alarms(100)
     user_alarms = [a for a in alarms if a["scope"] == "user"]
-    assert any(a["detail"].startswith("user u0:") for a in user_alarms), alarms
+    # The dashboard shows alarms: a user is named by their pseudonym, never by their id.
+    drifter = user_pseudonym("u0")
+    assert any(a["detail"].startswith(f"user #{drifter}:") for a in user_alarms), alarms
+    assert all(a["user"] == a["detail"].split(":")[0].removeprefix("user #") for a in user_alarms)
+    assert not any("u0" in a["detail"].split() for a in user_alarms)
     # Stable users with an unchanging taste raise (almost) no alarms.
-    others = {a["detail"].split(":")[0] for a in user_alarms} - {"user u0"}
+    others = {a["user"] for a in user_alarms} - {drifter}
     assert len(others) <= 2, others
 
 

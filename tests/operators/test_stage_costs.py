@@ -60,15 +60,3 @@ def test_invalid_payloads_are_decoded_and_skipped() -> None:
     )
     assert costs["events"] == 22
     assert costs["valid_events"] == 20
-
-
-class _Message:
-    def __init__(self, value: bytes | None) -> None:
-        self.value = value
-
-
-def test_decode_batch_gives_the_user_or_the_reason() -> None:
-    payloads = _payloads(3)
-    out = operators.decode_batch([_Message(p) for p in payloads] + [_Message(b"{")])
-    assert out[:3] == [e.user_id for e in islice(iter_dataset_events("taobao"), 3)]
-    assert out[3] and out[3] not in out[:3]

@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from freshrec.stack import redis_server_binary
+from operators import user_pseudonym
 from state.keys import Keys
 from state.records import CatalogueItem, NeighboursRecord, Rule
 from state.store import RedisStore
@@ -116,6 +117,10 @@ def test_multi_key_operations_work_on_a_cluster(cluster_url: str) -> None:
         # a transaction over the rules hash and its version counter
         store.put_rule("r1", Rule(kind="pin", item_id="i1", position=1))
         assert store.rules() == (1, [("r1", Rule(kind="pin", item_id="i1", position=1))])
+        # the erasure script over the parked index, both streams, the ledger and user keys
+        store.append_holdout([("e1", b"v", "i1", user_pseudonym("u1"))])
+        assert store.erase_users(["u1", "u2"], ["er-1"]) == 1
+        assert store.get_user("u1") is None and store.erasure_done_at("er-1") is not None
     finally:
         assert store.delete_namespace() > 0
         store.client.close()

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from operators import user_pseudonym
 from state.records import NeighboursRecord, UserRecord, vector_to_bytes
 from state.store import ItemWrite, RedisStore
 
@@ -94,6 +95,44 @@ def test_versions_are_compared_within_one_batch(store: RedisStore) -> None:
     assert store.write_users(batch) == 2
     assert store.get_user("u1") == user_record(7)
     assert store.get_user("u2") == user_record(2)
+
+
+def test_erase_users_deletes_every_trace_and_nothing_else(store: RedisStore) -> None:
+    k = store.keys
+    for user in ("gone", "kept"):
+        store.write_users([(user, user_record(3))], ttl_s=600)
+        store.park_user_states([(user, b"state")], ttl_s=600)
+        samples = [(f"{user}-e{n}", vec(1, 2, 3, 4), f"i{n}", user_pseudonym(user)) for n in (1, 2)]
+        store.append_holdout(samples)
+    store.client.xadd(k.alarms, {"kind": "popularity drift", "scope": "global", "detail": "d"})
+
+    assert store.erase_users(["gone"], ["er-1", "er-2"], now_s=1_800_000_000.0) == 2
+    assert store.get_user("gone") is None and store.parked_user_state("gone") is None
+    assert store.client.zscore(k.parked_users, "gone") is None
+    assert not store.client.exists(k.user_samples(user_pseudonym("gone")))
+    held = [f[b"key"] for _, f in store.client.xrange(k.holdout)]
+    assert held == [b"kept-e1", b"kept-e2"]
+    assert store.get_user("kept") == user_record(3)
+    assert store.client.xlen(k.alarms) == 1
+    assert store.erasure_done_at("er-1") == store.erasure_done_at("er-2") == 1_800_000_000.0
+    assert store.erasures_done() == 2
+    # Again, and for users never seen: nothing to delete, no error; the API records nothing.
+    assert store.erase_users(["gone", "never"]) == 0
+    assert store.erasures_done() == 2
+    assert store.erase_users([]) == 0
+
+
+def test_user_records_and_their_indexes_expire(store: RedisStore) -> None:
+    store.write_users([("u1", user_record(1))], ttl_s=100)
+    assert 0 < store.client.ttl(store.keys.user("u1")) <= 100
+    store.write_users([("u2", user_record(1))])  # no retention: kept
+    assert store.client.ttl(store.keys.user("u2")) == -1
+    store.append_holdout([("e", vec(1, 2, 3, 4), "i", "p1")], ttl_s=50)
+    assert 0 < store.client.ttl(store.keys.user_samples("p1")) <= 50
+    # Expired parked-index entries go as new users are parked.
+    store.client.zadd(store.keys.parked_users, {"long-gone": 1.0})
+    store.park_user_states([("u3", b"s")], ttl_s=60)
+    assert store.client.zscore(store.keys.parked_users, "long-gone") is None
 
 
 def test_large_versions_compare_correctly(store: RedisStore) -> None:
@@ -251,6 +290,18 @@ def test_item_versions_are_compared_within_one_batch(store: RedisStore) -> None:
     assert store.item_change_seq() == 1
 
 
+def test_applied_counts_read_user_events_and_item_versions(store: RedisStore) -> None:
+    assert store.applied_counts([], []) == ([], [])
+    store.write_users([("u1", user_record(3, events=3)), ("u2", user_record(1, events=1))])
+    store.write_items([item("a", 7), item("b", 1)])
+    assert store.applied_counts(["u2", "nobody", "u1"], ["a", "zz", "b"]) == (
+        [1, 0, 3],
+        [7, 0, 1],
+    )
+    assert store.applied_counts(["u1"], []) == ([3], [])
+    assert store.applied_counts([], ["b"]) == ([], [1])
+
+
 def test_popular_orders_by_log_popularity(store: RedisStore) -> None:
     store.write_items(
         [
@@ -309,7 +360,6 @@ def test_every_key_is_inside_the_namespace(store: RedisStore) -> None:
     assert keys == sorted(
         [
             f"{prefix}:u:u:1",
-            f"{prefix}:uver",
             f"{prefix}:us:u:1",
             f"{prefix}:usidx",
             f"{prefix}:if",
