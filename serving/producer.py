@@ -150,7 +150,11 @@ class _BatchAcks:
             self.failed.append(err)
         self.pending -= 1
         if self.pending == 0:
-            self.loop.call_soon_threadsafe(_settle, self.done, self.failed)
+            # A report can come after the request's event loop closed (a late ack at
+            # shutdown): nobody awaits it any more, and raising here would kill the poller
+            # thread, so every later report would go unread.
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(_settle, self.done, self.failed)
 
 
 def _settle(fut: asyncio.Future[list[KafkaError]], failed: list[KafkaError]) -> None:
