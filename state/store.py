@@ -394,20 +394,7 @@ class RedisStore:
         """
         if not commands:
             return []
-        pool = self.client.connection_pool
-        connection = pool.get_connection()
-        try:
-            connection.send_packed_command([hiredis.pack_command(c) for c in commands])
-            replies = [connection.read_response() for _ in commands]
-        except BaseException:
-            connection.disconnect()
-            raise
-        finally:
-            pool.release(connection)
-        for reply in replies:
-            if isinstance(reply, redis.ResponseError):
-                raise reply
-        return replies
+        return self._round_trip([hiredis.pack_command(c) for c in commands], len(commands))
 
     def get_user(self, user_id: str) -> UserRecord | None:
         """The user's record, or None if the dataflow has not seen them."""
@@ -603,11 +590,19 @@ class RedisStore:
         """Send natively encoded commands in one round trip; their replies, in order."""
         if not batch:
             return []
+        return self._round_trip([batch.encoded()], len(batch))
+
+    def _round_trip(self, packed: list[bytes], replies_expected: int) -> list[Any]:
+        """Send packed commands on one pooled connection; their replies, in order.
+
+        The first error reply is raised after all replies are read, so the connection stays
+        usable.
+        """
         pool = self.client.connection_pool
         connection = pool.get_connection()
         try:
-            connection.send_packed_command([batch.encoded()])
-            replies = [connection.read_response() for _ in range(len(batch))]
+            connection.send_packed_command(packed)
+            replies = [connection.read_response() for _ in range(replies_expected)]
         except BaseException:
             connection.disconnect()
             raise

@@ -771,6 +771,41 @@ fn rows_in(rows: &[isize], size: usize, what: &str) -> PyResult<Vec<usize>> {
         .collect()
 }
 
+impl Filters {
+    /// A request's filters as the handler passes them: excluded rows outside `0..size` are
+    /// dropped, the rest and the category codes sorted and deduplicated, the price range
+    /// checked.
+    #[allow(clippy::too_many_arguments)]
+    fn of_request(
+        size: usize,
+        excluded_rows: Vec<isize>,
+        available_only: bool,
+        wanted_categories: Option<Vec<i32>>,
+        unwanted_categories: Vec<i32>,
+        max_per_category: usize,
+        min_price: Option<f64>,
+        max_price: Option<f64>,
+    ) -> PyResult<Filters> {
+        let mut excluded: Vec<usize> = excluded_rows
+            .into_iter()
+            .filter(|&r| r >= 0 && (r as usize) < size)
+            .map(|r| r as usize)
+            .collect();
+        excluded.sort_unstable();
+        excluded.dedup();
+        let (min_price, max_price) = price_range(min_price, max_price)?;
+        Ok(Filters {
+            excluded_rows: excluded,
+            available_only,
+            wanted: wanted_categories.map(sorted_codes),
+            unwanted: sorted_codes(unwanted_categories),
+            cap: max_per_category,
+            min_price,
+            max_price,
+        })
+    }
+}
+
 fn sorted_codes(mut codes: Vec<i32>) -> Vec<i32> {
     codes.sort_unstable();
     codes.dedup();
@@ -1015,23 +1050,16 @@ impl Ranker {
             }
         }
         let covisits = Covisits::combine(&lists, self.size);
-        let mut excluded: Vec<usize> = excluded_rows
-            .into_iter()
-            .filter(|&r| r >= 0 && (r as usize) < self.size)
-            .map(|r| r as usize)
-            .collect();
-        excluded.sort_unstable();
-        excluded.dedup();
-        let (min_price, max_price) = price_range(min_price, max_price)?;
-        let filters = Filters {
-            excluded_rows: excluded,
+        let filters = Filters::of_request(
+            self.size,
+            excluded_rows,
             available_only,
-            wanted: wanted_categories.map(sorted_codes),
-            unwanted: sorted_codes(unwanted_categories),
-            cap: max_per_category,
+            wanted_categories,
+            unwanted_categories,
+            max_per_category,
             min_price,
             max_price,
-        };
+        )?;
         let empty = Plan::empty(self.size);
         let plan = self.plan(&merchandising, &empty)?;
         let explore = Explore { slots: new_item_slots, recent_categories: &recent_categories };
@@ -1116,23 +1144,16 @@ impl Ranker {
                 Ok(Listed { rows, scores: scores.as_slice()?, reason: *reason, quota: *quota })
             })
             .collect::<PyResult<_>>()?;
-        let mut excluded: Vec<usize> = excluded_rows
-            .into_iter()
-            .filter(|&r| r >= 0 && (r as usize) < self.size)
-            .map(|r| r as usize)
-            .collect();
-        excluded.sort_unstable();
-        excluded.dedup();
-        let (min_price, max_price) = price_range(min_price, max_price)?;
-        let filters = Filters {
-            excluded_rows: excluded,
+        let filters = Filters::of_request(
+            self.size,
+            excluded_rows,
             available_only,
-            wanted: wanted_categories.map(sorted_codes),
-            unwanted: sorted_codes(unwanted_categories),
-            cap: max_per_category,
+            wanted_categories,
+            unwanted_categories,
+            max_per_category,
             min_price,
             max_price,
-        };
+        )?;
         let empty = Plan::empty(self.size);
         let plan = self.plan(&merchandising, &empty)?;
         self.with_items(py, |items| answer(&answer_from_lists(items, &filters, plan, &listed, k)))
