@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import threading
 import time
@@ -33,29 +34,21 @@ import msgspec
 import numpy as np
 from confluent_kafka import Producer
 
-from freshrec import processes
-from freshrec.datasets import load_taobao
-from freshrec.events import Event, encode_event
-from freshrec.replay import iter_events
-from freshrec.settings import Settings, load_settings
-from freshrec.stack import LocalStack
-from operators import user_pseudonym
-from serving.auth import API_KEY_HEADER
-from state.store import RedisStore
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench_freshness import percentiles  # noqa: E402
+from freshrec import processes  # noqa: E402
+from freshrec.datasets import load_taobao  # noqa: E402
+from freshrec.events import Event, encode_event  # noqa: E402
+from freshrec.replay import iter_events  # noqa: E402
+from freshrec.settings import Settings, load_settings  # noqa: E402
+from freshrec.stack import LocalStack  # noqa: E402
+from operators import user_pseudonym  # noqa: E402
+from serving.auth import API_KEY_HEADER  # noqa: E402
+from state.store import RedisStore  # noqa: E402
 
 ADMIN_KEY = "bench-erasure-admin-key"
 POLL_S = 0.002
-
-
-def percentiles(samples_ms: list[float]) -> dict[str, float]:
-    arr = np.asarray(samples_ms)
-    return {
-        "n": len(arr),
-        "p50_ms": float(np.percentile(arr, 50)),
-        "p90_ms": float(np.percentile(arr, 90)),
-        "p99_ms": float(np.percentile(arr, 99)),
-        "max_ms": float(arr.max()),
-    }
 
 
 def main() -> None:

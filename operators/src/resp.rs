@@ -75,9 +75,9 @@ impl DerefMut for Buffer {
     }
 }
 
-/// Append `n` in decimal (what `write!` does, without the formatting machinery: a batch
-/// writes tens of thousands of lengths).
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+/// `n` in decimal, in a stack buffer: (digits, where they start). What `write!` does, without
+/// the formatting machinery or an allocation: a batch writes tens of thousands of numbers.
+fn decimal(mut n: u64) -> ([u8; 20], usize) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -88,6 +88,12 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
+    (digits, at)
+}
+
+/// Append `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let (digits, at) = decimal(n);
     out.extend_from_slice(&digits[at..]);
 }
 
@@ -123,9 +129,8 @@ impl RespArgs {
     }
 
     pub fn push_u64(&mut self, value: u64) {
-        let mut text = Vec::with_capacity(20);
-        push_decimal(&mut text, value);
-        self.push(&text);
+        let (digits, at) = decimal(value);
+        self.push(&digits[at..]);
     }
 
     /// A score as Redis reads it (strtod): Rust's shortest round-trip form reads back exactly.

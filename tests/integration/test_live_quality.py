@@ -1,4 +1,4 @@
-"""benchmarks/live_quality.py on a tiny slice, against the real stack (not mocked).
+"""benchmarks/live_quality.py on a tiny slice, against the real stack (embedded broker and Redis).
 
 A real Tansu broker and redis-server (the session's), the worker under ``python -m
 bytewax.run`` and the API under granian; MovieLens events posted through the API and scored
