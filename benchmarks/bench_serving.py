@@ -13,9 +13,11 @@ loopback:
 - max req/s: ``wrk`` (closed loop, 1 thread, 32 connections, random users via Lua).
 
 for ``hello`` (framework only), ``user-record`` (one Redis GET), ``floor`` (the one Redis
-read and the graph query a personal answer cannot skip, nothing else) and
-``recommendations`` (random users), all in one run; then recall@10 of the served top-10 against brute force
-over 500 random users.
+read of record and lists and the graph query, nothing else: what a personal answer read from
+Redis cannot skip) and ``recommendations`` (random users; their records and lists come from
+each worker's copies, ``state/replica.py``, which the run waits for and reports the share
+of), all in one run; then recall@10 of the served top-10 against brute force over 500 random
+users.
 
     python benchmarks/bench_serving.py [--rate 2000] [--seconds 15] [--json OUT]
 """
@@ -361,9 +363,10 @@ def main() -> None:
             processes.wait_http(url + "/health", 60, api)
             t0 = time.perf_counter()
             ready = 0
-            while ready < 20:  # every worker (requests land on any) reports the graph
+            while ready < 20:  # every worker (requests land on any) reports graph and copies
                 state = get_json(url + "/v1/bench/index")
-                ready = ready + 1 if state["graph_items"] == N_ITEMS else 0
+                loaded = state["graph_items"] == N_ITEMS and state["replica_loaded"]
+                ready = ready + 1 if loaded else 0
                 assert time.perf_counter() - t0 < 180, f"graph not built: {state}"
                 time.sleep(0.05)
             report["graph_ready_s"] = round(time.perf_counter() - t0, 1)
@@ -378,18 +381,19 @@ def main() -> None:
                 )
             for name in args.endpoints:
                 template = ENDPOINTS[name]
-                before = result_cache_counts(url, args.workers)
+                before = worker_counts(url, args.workers)
                 fixed = (
                     {}
                     if args.no_fixed
                     else run_generator(port, template, args.rate, args.seconds, args.connections)
                 )
-                between = result_cache_counts(url, args.workers)
+                between = worker_counts(url, args.workers)
                 fixed.update(run_wrk(port, template, args.wrk_seconds, run_dir))
-                after = result_cache_counts(url, args.workers)
+                after = worker_counts(url, args.workers)
                 if name == "recommendations":
-                    fixed["result_cache_hit_share_fixed"] = hit_share(before, between)
-                    fixed["result_cache_hit_share_wrk"] = hit_share(between, after)
+                    for counter in ("result_cache", "replica"):
+                        fixed[f"{counter}_hit_share_fixed"] = hit_share(before, between, counter)
+                        fixed[f"{counter}_hit_share_wrk"] = hit_share(between, after, counter)
                 report[name] = fixed
                 print(name, fixed, flush=True)
             if full:
@@ -465,8 +469,8 @@ def stage_costs(settings: Any, n: int = 2000) -> dict[str, float]:
 
     app = create_app(settings)
     rng = np.random.default_rng(SEED + 4)
-    users = [f"u{u}" for u in rng.choice(N_USERS, 5 * n, replace=False)]
-    batches = iter([users[i * n : (i + 1) * n] for i in range(5)])
+    users = [f"u{u}" for u in rng.choice(N_USERS, 6 * n, replace=False)]
+    batches = iter([users[i * n : (i + 1) * n] for i in range(6)])
     loop = asyncio.new_event_loop()
     costs: dict[str, float] = {}
 
@@ -489,6 +493,8 @@ def stage_costs(settings: Any, n: int = 2000) -> dict[str, float]:
             assert time.monotonic() < deadline, "graph not built"
             time.sleep(0.1)
         time.sleep(1.5)  # popular lists
+        replica = recommender.replica
+        assert replica is not None and replica.loaded.wait(180), "user state copies not loaded"
         for _ in range(300):  # warm up
             asgi("/v1/bench/hello")()
         clock("framework: hello route", [asgi("/v1/bench/hello")] * n)
@@ -505,6 +511,10 @@ def stage_costs(settings: Any, n: int = 2000) -> dict[str, float]:
             "redis: user record + co-visitation lists (one script)",
             [lambda u=u: store.get_user_with_neighbours(u, COVISIT_SOURCES) for u in next(batches)],
         )
+        clock(
+            "replica: the same from the process's copies",
+            [lambda u=u: replica.user_with_neighbours(u, COVISIT_SOURCES) for u in next(batches)],
+        )
         vectors = [
             vector_from_bytes(f.user.vector)
             for u in next(batches)
@@ -514,7 +524,7 @@ def stage_costs(settings: Any, n: int = 2000) -> dict[str, float]:
             "ann: HNSW query (30 candidates)", [lambda v=v: graph.nearest(v, 30) for v in vectors]
         )
         clock(
-            "recommender: whole personal path (incl. redis, ann)",
+            "recommender: whole personal path (user state from the copies, ann)",
             [lambda u=u: real(u, 10, Filters(), RequestContext()) for u in next(batches)],
         )
         clock(
@@ -525,21 +535,26 @@ def stage_costs(settings: Any, n: int = 2000) -> dict[str, float]:
     return costs
 
 
-def result_cache_counts(url: str, workers: int) -> dict[int, tuple[int, int]]:
-    """Per worker (pid): personal answers served from the result cache, and computed."""
-    counts: dict[int, tuple[int, int]] = {}
+def worker_counts(url: str, workers: int) -> dict[int, dict[str, int]]:
+    """Per worker (pid): its counters (result cache and user-state copies hits and misses)."""
+    counts: dict[int, dict[str, int]] = {}
     for _ in range(200):  # each request lands on either worker
         state = get_json(url + "/v1/bench/index")
-        counts[state["pid"]] = (state["result_cache_hits"], state["result_cache_misses"])
+        counts[state["pid"]] = state
         if len(counts) == workers:
             break
     return counts
 
 
-def hit_share(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> float:
-    """Share of personal answers served from the result cache between two counts."""
-    hits = sum(after[p][0] - before.get(p, (0, 0))[0] for p in after)
-    misses = sum(after[p][1] - before.get(p, (0, 0))[1] for p in after)
+def hit_share(
+    before: dict[int, dict[str, int]], after: dict[int, dict[str, int]], counter: str
+) -> float:
+    """Share of ``counter``'s hits (``<counter>_hits`` / ``_misses``) between two counts."""
+
+    def grown(field: str) -> int:
+        return sum(after[p][field] - before.get(p, {}).get(field, 0) for p in after)
+
+    hits, misses = grown(counter + "_hits"), grown(counter + "_misses")
     return round(hits / max(1, hits + misses), 4)
 
 
@@ -590,7 +605,9 @@ def print_table(report: dict) -> None:
         f"{report['recall_at_10']:.3f}; generator ceiling (closed loop, hello) "
         f"{report['generator_ceiling_hello']['achieved_req_s']:,.0f} req/s; answers from "
         f"the per-user result cache: {rec['result_cache_hit_share_fixed']:.1%} at fixed rate, "
-        f"{rec['result_cache_hit_share_wrk']:.1%} under wrk"
+        f"{rec['result_cache_hit_share_wrk']:.1%} under wrk; user state from the process's "
+        f"copies (no Redis round trip): {rec['replica_hit_share_fixed']:.1%} at fixed rate, "
+        f"{rec['replica_hit_share_wrk']:.1%} under wrk"
     )
 
 

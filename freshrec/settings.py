@@ -154,6 +154,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_rules: int = 10_000
     """Most merchandising rules ``/v1/rules`` stores (each API process compiles them all
     whenever one changes)."""
+    serving_replica_mb: int = 256
+    """Memory each API process may give its copies of user records and co-visitation lists,
+    kept fresh by Redis's push (``state/replica.py``), so that a recommendation reads no
+    Redis. Past it the copies written longest ago are dropped and their users are read from
+    Redis again; 0 turns the copies off (every request reads Redis)."""
     bench_endpoints: bool = False
     """Mount ``/v1/bench/*`` reference endpoints (benchmarks/bench_serving.py only)."""
 
@@ -182,6 +187,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         check_namespace(self.redis_prefix)
         if not 0.0 <= self.new_item_share <= 0.5:
             raise ValueError(f"new_item_share must be in [0, 0.5], got {self.new_item_share}")
+        if self.serving_replica_mb < 0:
+            raise ValueError(f"serving_replica_mb must be >= 0, got {self.serving_replica_mb}")
         if self.user_retention_s < 1:
             raise ValueError(f"user_retention_s must be >= 1 s, got {self.user_retention_s}")
         check_variants(self.variants)

@@ -38,6 +38,7 @@ from serving.rules import RulesController
 from serving.schemas import Health
 from serving.shop import ShopController, cors_config
 from serving.users import ErasuresController, UserAdmin, UsersAdminController
+from state.replica import UserStateReplica
 from state.store import RedisStore
 
 # Serving must answer fast or fall back: a Redis call that takes longer than this is failed.
@@ -57,8 +58,17 @@ def create_app(settings: Settings) -> Litestar:
         ),
         settings.item_refresh_ms / 1000,
     )
+    replica = (
+        UserStateReplica(index.store, settings.serving_replica_mb * 2**20)
+        if settings.serving_replica_mb
+        else None
+    )
     recommender = Recommender(
-        store, index, VariantSplit(settings.variants), new_item_share=settings.new_item_share
+        store,
+        index,
+        VariantSplit(settings.variants),
+        new_item_share=settings.new_item_share,
+        replica=replica,
     )
     lifecycle = build_lifecycle(settings)
     producer_box: list[EventProducer] = []
@@ -85,6 +95,8 @@ def create_app(settings: Settings) -> Litestar:
             )
         )
         index.start()
+        if replica is not None:
+            replica.start()
         stop_monitor = threading.Event()
         start_api_monitor(index.store, stop_monitor)
         # Everything built so far lives as long as the process: keep it out of the cyclic
@@ -94,6 +106,8 @@ def create_app(settings: Settings) -> Litestar:
             yield
         finally:
             stop_monitor.set()
+            if replica is not None:
+                replica.stop()
             index.stop()
             producer_box.pop().close()
             users.store.client.close()

@@ -53,6 +53,12 @@ class IndexState(msgspec.Struct, frozen=True):
     """Personal answers this worker served from its per-user result cache..."""
     result_cache_misses: int
     """... and computed (the benchmark reports the share, so cached answers are visible)."""
+    replica_loaded: bool
+    """The worker's copies of user records and lists have loaded (or are off)."""
+    replica_hits: int
+    """Requests whose user state came from the worker's copies ..."""
+    replica_misses: int
+    """... and from a Redis round trip."""
 
 
 class BenchController(Controller):
@@ -84,6 +90,7 @@ class BenchController(Controller):
     def index(self, recommender: NamedDependency[Recommender]) -> IndexState:
         matrix = recommender.index.current
         graph = matrix.candidates
+        replica = recommender.replica
         return IndexState(
             matrix.size,
             0 if graph is None else graph.snapshot_size,
@@ -91,4 +98,7 @@ class BenchController(Controller):
             os.getpid(),
             recommender.result_cache_hits,
             recommender.result_cache_misses,
+            replica is None or replica.loaded.is_set(),
+            0 if replica is None else replica.hits,
+            0 if replica is None else replica.misses,
         )

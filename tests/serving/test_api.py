@@ -197,3 +197,36 @@ def test_an_unreachable_store_is_a_503_to_retry(stack, tmp_path) -> None:
         assert response.status_code == 503, response.text
         assert response.headers["Retry-After"]
         assert "Retry" in response.json()["detail"]
+
+
+def test_recommendations_read_no_redis_once_the_process_holds_the_users(served) -> None:
+    settings, events, client = served
+    recommender = client.app.dependencies["recommender"].dependency()
+    assert recommender.replica is not None and recommender.replica.loaded.wait(10)
+    users = sorted({e.user_id for e in events})[:40]
+    redis = RedisStore.from_url(settings.redis_url, settings.redis_prefix, settings.factors)
+
+    def round_trips() -> int:
+        # The record-and-lists script is the only Redis call of a personal answer.
+        return int(redis.client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+    before = round_trips()
+    held = [
+        client.get(f"/v1/users/{u}/recommendations", params={"k": 10}).json()["items"]
+        for u in users
+    ]
+    assert round_trips() == before
+    # The answers are the ones the same process gives when it reads every user from Redis.
+    without = msgspec.structs.replace(settings, serving_replica_mb=0)
+    with TestClient(app=create_app(without)) as reading:
+        deadline = time.monotonic() + 10
+        while reading.get("/health").json()["items_in_index"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)
+        read = [
+            reading.get(f"/v1/users/{u}/recommendations", params={"k": 10}).json()["items"]
+            for u in users
+        ]
+        assert round_trips() >= before + len(users)
+    assert read == held
