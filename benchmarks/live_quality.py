@@ -14,7 +14,8 @@ The pipeline is asynchronous, so before each request the benchmark waits until t
 applied every event posted so far — each user's record counts all their events and each item's
 version all interactions with it (``AppliedWatch``) — and re-asks until the answer's
 ``model_version`` (the item-change sequence the API ranked with) has reached the one Redis
-held after those writes. The popular and trending lists the API re-reads once a second are
+held after those writes and its ``user_events`` count all the user's events (the API's copy
+of the record follows Redis's push). The popular and trending lists the API re-reads once a second are
 not waited for. The offline side runs the same events through the harness's in-process
 served model (``benchmarks/served_model.py``: the same flow and ranker, in lockstep) and the
 harness's other models; the noise is a bootstrap over events, and live against offline is
@@ -66,7 +67,7 @@ CONTROL = (
     "before each request: wait until Redis shows every posted event applied (each user's "
     "record counts all their events, each item's version all interactions with it), then "
     "re-ask until the answer's model_version reaches Redis' item-change seq after those "
-    "writes; the popular/trending lists (re-read by the API once a second) are not waited for"
+    "writes and its user_events all the user's events; the popular/trending lists (re-read by the API once a second) are not waited for"
 )
 
 
@@ -102,21 +103,24 @@ def fresh_answer(
     lists_settle_s: float = 0.0,
 ) -> tuple[Recommendations, int]:
     """The API's answer once the worker has applied everything ``watch`` saw sent, and how
-    many stale answers (ranked with an older item matrix) were asked again first."""
+    many stale answers were asked again first: ranked with an older item matrix, or with the
+    user's record as it was before its last events (the API's copy follows Redis's push)."""
     watch.wait(store)
     if lists_settle_s:
         time.sleep(lists_settle_s)
     seq = store.item_change_seq()
+    events = watch.user_events[user_id]
     asked = time.monotonic()
     reasked = 0
     while True:
         answer = client.recommendations(user_id, k=k)
-        if answer.model_version >= seq:
+        if answer.model_version >= seq and answer.user_events >= events:
             return answer, reasked
         if time.monotonic() - asked > FRESH_ANSWER_TIMEOUT_S:
             raise TimeoutError(
-                f"the API still ranks with item seq {answer.model_version} "
-                f"{FRESH_ANSWER_TIMEOUT_S} s after Redis reached {seq}"
+                f"the API still ranks with item seq {answer.model_version} and "
+                f"{answer.user_events} of the user's {events} events "
+                f"{FRESH_ANSWER_TIMEOUT_S} s after Redis reached them"
             )
         reasked += 1
         time.sleep(0.005)

@@ -231,8 +231,10 @@ class Recommender:
             excluded = self._excluded(fetched.user, filters)
             if matrix.size == 0:
                 metrics.FALLBACKS.labels("no_model").inc()
-                return self._popular_list(rec_id, k, filters, excluded, fallback=True)
-            return self._personal(rec_id, user_id, fetched, k, filters, excluded, variant)
+                result = self._popular_list(rec_id, k, filters, excluded, fallback=True)
+            else:
+                result = self._personal(rec_id, user_id, fetched, k, filters, excluded, variant)
+            return msgspec.structs.replace(result, user_events=fetched.user.events)
         except (redis.RedisError, OSError):
             log.warning("redis unavailable: serving the in-process popular list")
             metrics.FALLBACKS.labels("redis").inc()

@@ -29,6 +29,9 @@ class Recommendations(msgspec.Struct, frozen=True):
     """Sequence number of the item matrix the scores came from (0: popularity only)."""
     variant: str = "default"
     """The user's A/B variant (``FRESHREC_VARIANTS``); its name is in the recommendation id."""
+    user_events: int = 0
+    """How many of the user's events the answer reflects (0: none, a user not seen yet): a
+    client that sent its n-th event can tell whether the answer already follows from it."""
 
 
 class SimilarItems(msgspec.Struct, frozen=True):

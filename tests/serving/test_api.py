@@ -49,6 +49,8 @@ def test_personal_recommendations_exclude_seen_and_explain(served) -> None:
     seen = {e.item_id for e in events if e.user_id == user_id}
     body = client.get(f"/v1/users/{user_id}/recommendations", params={"k": 20}).json()
     assert body["fallback"] is False and body["recommendation_id"].startswith("isgd.")
+    # The answer says how many of the user's events it follows from: all of them here.
+    assert body["user_events"] == sum(e.user_id == user_id for e in events)
     ids = [it["item_id"] for it in body["items"]]
     assert len(ids) == 20 == len(set(ids))
     assert not set(ids) & seen
@@ -135,6 +137,7 @@ def test_cold_start_uses_the_context_segment(served) -> None:
         "/v1/users/never-seen-before/recommendations", params={"k": 10, "country": "CN"}
     ).json()
     assert body["fallback"] is False and len(body["items"]) == 10
+    assert body["user_events"] == 0
     reasons = {it["reason"] for it in body["items"]}
     assert reasons <= {"trending", "popular in your region", "popular"}
     assert len({it["item_id"] for it in body["items"]}) == 10
