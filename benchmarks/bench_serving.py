@@ -352,6 +352,7 @@ def main() -> None:
         t0 = time.perf_counter()
         write_synthetic(store)
         report["write_s"] = round(time.perf_counter() - t0, 1)
+        spawned = time.perf_counter()
         api = processes.spawn(
             processes.api_argv(),
             settings,
@@ -361,6 +362,7 @@ def main() -> None:
         try:
             url = f"http://127.0.0.1:{port}"
             processes.wait_http(url + "/health", 60, api)
+            report["api_health_s"] = round(time.perf_counter() - spawned, 1)
             t0 = time.perf_counter()
             ready = 0
             while ready < 20:  # every worker (requests land on any) reports graph and copies
@@ -370,6 +372,11 @@ def main() -> None:
                 assert time.perf_counter() - t0 < 180, f"graph not built: {state}"
                 time.sleep(0.05)
             report["graph_ready_s"] = round(time.perf_counter() - t0, 1)
+            workers = worker_counts(url, args.workers).values()
+            report["replica_load_s"] = max(w["replica_load_s"] for w in workers)
+            report["replica_mb_per_worker"] = round(
+                max(w["replica_bytes"] for w in workers) / 2**20, 1
+            )
             time.sleep(1.5)  # popular lists refreshed
             run_generator(
                 port, ENDPOINTS["recommendations"], args.rate, 3, args.connections, SEED + 3
@@ -413,6 +420,11 @@ def main() -> None:
     rec["max_ratio_to_hello"] = round(rec["max_req_s"] / report["hello"]["max_req_s"], 3)
     rec["max_ratio_to_floor"] = round(rec["max_req_s"] / report["floor"]["max_req_s"], 3)
     print_table(report)
+    print(
+        f"start-up: /health answers {report['api_health_s']} s after spawning the API; graph "
+        f"built and user-state copies loaded {report['graph_ready_s']} s later; copies loaded in {report['replica_load_s']} s, "
+        f"{report['replica_mb_per_worker']} MB per worker"
+    )
     print("\nCPU per request by stage, in process (µs, one thread):")
     for label, us in report["stages_us"].items():
         print(f"  {label:<55}{us:>8.1f}")

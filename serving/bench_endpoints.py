@@ -59,6 +59,10 @@ class IndexState(msgspec.Struct, frozen=True):
     """Requests whose user state came from the worker's copies ..."""
     replica_misses: int
     """... and from a Redis round trip."""
+    replica_load_s: float
+    """How long the worker's copies took to load at start."""
+    replica_bytes: int
+    """What the copies hold (``UserStateReplica.held_bytes``)."""
 
 
 class BenchController(Controller):
@@ -101,4 +105,6 @@ class BenchController(Controller):
             replica is None or replica.loaded.is_set(),
             0 if replica is None else replica.hits,
             0 if replica is None else replica.misses,
+            0.0 if replica is None else round(replica.load_s, 3),
+            0 if replica is None else replica.held_bytes,
         )

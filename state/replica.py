@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Final
@@ -78,6 +79,8 @@ class UserStateReplica:
         """Set while the push connection is up (copies are trustworthy)."""
         self.loaded = threading.Event()
         """Set once the start-up load of the current connection has finished."""
+        self.load_s = 0.0
+        """How long the last start-up load took (SCAN and MGET of every key)."""
         self.pushed_keys = 0
         self.reads = 0
         self.evictions = 0
@@ -200,6 +203,7 @@ class UserStateReplica:
         """Read every existing key once, following pushes between batches."""
         self._complete = False
         evictions = self.evictions
+        started = time.monotonic()
         for prefix in (self._user_prefix, self._neighbours_prefix):
             batch: list[bytes] = []
             for key in self.store.client.scan_iter(match=_glob(prefix) + b"*", count=SCAN_COUNT):
@@ -213,6 +217,7 @@ class UserStateReplica:
             self._read(batch)
         self._follow(connection, 0)
         self._complete = self.evictions == evictions
+        self.load_s = time.monotonic() - started
 
     def _follow(self, connection: redis.Connection, wait_s: float) -> None:
         """Read again the keys pushed so far, and the keys requests asked for."""
