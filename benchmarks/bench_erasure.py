@@ -41,8 +41,7 @@ from freshrec import processes  # noqa: E402
 from freshrec.datasets import load_taobao  # noqa: E402
 from freshrec.events import Event, encode_event  # noqa: E402
 from freshrec.replay import iter_events  # noqa: E402
-from freshrec.settings import Settings, load_settings  # noqa: E402
-from freshrec.stack import LocalStack  # noqa: E402
+from freshrec.settings import Settings  # noqa: E402
 from operators import user_pseudonym  # noqa: E402
 from serving.auth import API_KEY_HEADER  # noqa: E402
 from state.store import RedisStore  # noqa: E402
@@ -60,28 +59,12 @@ def main() -> None:
     args = parser.parse_args()
 
     run_dir = Path(tempfile.mkdtemp(prefix="freshrec-bench-erasure-"))
-    settings = load_settings(
-        environ={},
-        run_dir=str(run_dir),
-        kafka_bootstrap="127.0.0.1:0",
-        redis_url="redis://127.0.0.1:0/0",
-        admin_api_key=ADMIN_KEY,
-    )
     events = list(iter_events(load_taobao(limit=args.events), id_prefix="taobao-"))
-    with LocalStack(settings) as stack:
-        settings = msgspec.structs.replace(
-            settings,
-            kafka_bootstrap=stack.info.kafka_bootstrap,
-            redis_url=stack.info.redis_url,
-            api_port=18000 + uuid.uuid4().int % 1000,
-        )
-        worker = processes.spawn(processes.worker_argv(), settings, run_dir / "worker.log")
-        api = processes.spawn(processes.api_argv(), settings, run_dir / "api.log")
-        url = f"http://127.0.0.1:{settings.api_port}"
+    with processes.embedded_pipeline(run_dir, admin_api_key=ADMIN_KEY) as pipeline:
+        settings, url = pipeline.settings, pipeline.api_url
         store = RedisStore.from_url(settings.redis_url, settings.redis_prefix, settings.factors)
         stop = threading.Event()
         try:
-            processes.wait_http(url + "/health", 30, api)
             fill_s = fill(settings, store, events)
             users = [u for u, _ in busiest(events)][: args.users]
             # The load spares the erased users: their later events would start them anew.
@@ -96,8 +79,6 @@ def main() -> None:
             load.join()
         finally:
             stop.set()
-            processes.stop(api)
-            processes.stop(worker)
         script = script_cost(store)
 
     result = {

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import msgspec
 import numpy as np
 from confluent_kafka import Producer
 
@@ -27,8 +26,7 @@ from freshrec import processes
 from freshrec.datasets import load_taobao
 from freshrec.events import encode_event
 from freshrec.replay import iter_events, send_to_api
-from freshrec.settings import load_settings
-from freshrec.stack import LocalStack, create_topics
+from freshrec.stack import create_topics, embedded_stack
 from state.store import RedisStore
 
 
@@ -51,30 +49,15 @@ def main() -> None:
     args = parser.parse_args()
 
     run_dir = Path(tempfile.mkdtemp(prefix="freshrec-bench-"))
-    settings = load_settings(
-        environ={},
-        run_dir=str(run_dir),
-        kafka_bootstrap="127.0.0.1:0",
-        redis_url="redis://127.0.0.1:0/0",
-    )
     frame = load_taobao(limit=args.events)
     events = list(iter_events(frame, id_prefix="taobao-"))
-    with LocalStack(settings) as stack:
-        settings = msgspec.structs.replace(
-            settings,
-            kafka_bootstrap=stack.info.kafka_bootstrap,
-            redis_url=stack.info.redis_url,
-            api_port=18000 + uuid.uuid4().int % 1000,
-        )
-        # Reference: the same events produced straight to Kafka (another topic), same run.
+    with embedded_stack(run_dir) as settings:
+        # Reference: the same events produced straight to Kafka (another topic), same run,
+        # before the worker and the API start.
         create_topics(settings.kafka_bootstrap, {"reference": settings.events_partitions})
         ref_events_per_s = raw_produce_rate(settings.kafka_bootstrap, events)
-
-        worker = processes.spawn(processes.worker_argv(), settings, run_dir / "worker.log")
-        api = processes.spawn(processes.api_argv(), settings, run_dir / "api.log")
-        url = f"http://127.0.0.1:{settings.api_port}"
-        try:
-            processes.wait_http(url + "/health", 30, api)
+        with processes.running_pipeline(settings, run_dir) as pipeline:
+            url = pipeline.api_url
             ingest = send_to_api(events, url, progress=False)
             store = RedisStore.from_url(settings.redis_url, settings.redis_prefix, settings.factors)
             last = events[-1].user_id
@@ -85,9 +68,6 @@ def main() -> None:
             catch_up_s = time.monotonic() - caught_up_from
             latencies, acks = run_clicks(url, events, args.clicks)
             worker_samples = store.monitor_samples("worker", 0, count=100_000)
-        finally:
-            processes.stop(api)
-            processes.stop(worker)
 
     result = {
         "ingest_api_events_per_s": ingest.events_per_s,

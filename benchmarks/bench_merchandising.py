@@ -30,7 +30,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,8 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from freshrec import processes  # noqa: E402
 from freshrec.datasets import load_taobao  # noqa: E402
 from freshrec.replay import iter_events, send_to_kafka  # noqa: E402
-from freshrec.settings import load_settings  # noqa: E402
-from freshrec.stack import LocalStack  # noqa: E402
 from operators import Merchandising, Ranker  # noqa: E402
 from serving.candidates import build_graph  # noqa: E402
 from serving.item_index import ItemIndex  # noqa: E402
@@ -97,82 +94,64 @@ def replay(
         return any(t >= at for t in ts)
 
     run_dir = Path(tempfile.mkdtemp(prefix="freshrec-bench-merch-"))
-    base = load_settings(
-        environ={},
-        run_dir=str(run_dir),
-        kafka_bootstrap="127.0.0.1:0",
-        redis_url="redis://127.0.0.1:0/0",
-    )
-    with LocalStack(base) as stack:
-        settings = msgspec.structs.replace(
-            base,
-            kafka_bootstrap=stack.info.kafka_bootstrap,
-            redis_url=stack.info.redis_url,
-            new_item_share=share,
-        )
+    with processes.embedded_pipeline(run_dir, api=False, new_item_share=share) as pipeline:
+        settings = pipeline.settings
         store = RedisStore.from_url(settings.redis_url, settings.redis_prefix, settings.factors)
-        worker = processes.spawn(processes.worker_argv(), settings, run_dir / "worker.log")
         applied: dict[str, int] = defaultdict(int)
-        try:
-            t0 = time.perf_counter()
-            _send_and_wait(warm, settings, store, applied)
-            warm_s = time.perf_counter() - t0
-            # One write, in id order: which of them is "newest" is arbitrary but reproducible.
-            store.put_catalogue(
-                [
-                    CatalogueItem(item_id=i, category_id=category.get(i), title=i)
-                    for i in sorted(held)
-                ]
+        t0 = time.perf_counter()
+        _send_and_wait(warm, settings, store, applied)
+        warm_s = time.perf_counter() - t0
+        # One write, in id order: which of them is "newest" is arbitrary but reproducible.
+        store.put_catalogue(
+            [CatalogueItem(item_id=i, category_id=category.get(i), title=i) for i in sorted(held)]
+        )
+        index = ItemIndex(store, 0.1)
+        recommender = Recommender(store, index, new_item_share=share)
+        shown: dict[str, dict[tuple[str, str], bool]] = {
+            "new": {},
+            "organic": {},
+            "random": {},
+        }
+
+        def record(kind: str, user: str, item: str, at: float) -> bool:
+            clicked = outcome(user, item, at)
+            if clicked is not None:
+                pairs = shown[kind]
+                pairs[(user, item)] = pairs.get((user, item), False) or clicked
+            return clicked is not None
+
+        positions = new_positions = personal = requests = 0
+        distinct_new: set[str] = set()
+        chunks = _chunks(test, chunk_s)
+        t0 = time.perf_counter()
+        for start, chunk in chunks:
+            index.refresh()
+            index.refresh_lists()
+            index.refresh_rules()
+            still_new = sorted(index.current.new_items.item_ids)
+            for user in dict.fromkeys(e.user_id for e in chunk):
+                answer = recommender.recommend(user, k, Filters())
+                requests += 1
+                n_new = 0
+                for it in answer.items:
+                    is_new = it.reason.startswith("new in ")
+                    if record("new" if is_new else "organic", user, it.item_id, start):
+                        positions += 1
+                        n_new += is_new
+                    distinct_new.update([it.item_id] if is_new else [])
+                new_positions += n_new
+                personal += answer.model_version > 0
+                # The reference: as many new items at random from the still-new ones.
+                if n_new and still_new:
+                    for j in rng.choice(len(still_new), min(n_new, len(still_new)), False):
+                        record("random", user, still_new[int(j)], start)
+            _send_and_wait(
+                [e for e in chunk if e.item_id not in held or protocol == "first-seen"],
+                settings,
+                store,
+                applied,
             )
-            index = ItemIndex(store, 0.1)
-            recommender = Recommender(store, index, new_item_share=share)
-            shown: dict[str, dict[tuple[str, str], bool]] = {
-                "new": {},
-                "organic": {},
-                "random": {},
-            }
-
-            def record(kind: str, user: str, item: str, at: float) -> bool:
-                clicked = outcome(user, item, at)
-                if clicked is not None:
-                    pairs = shown[kind]
-                    pairs[(user, item)] = pairs.get((user, item), False) or clicked
-                return clicked is not None
-
-            positions = new_positions = personal = requests = 0
-            distinct_new: set[str] = set()
-            chunks = _chunks(test, chunk_s)
-            t0 = time.perf_counter()
-            for start, chunk in chunks:
-                index.refresh()
-                index.refresh_lists()
-                index.refresh_rules()
-                still_new = sorted(index.current.new_items.item_ids)
-                for user in dict.fromkeys(e.user_id for e in chunk):
-                    answer = recommender.recommend(user, k, Filters())
-                    requests += 1
-                    n_new = 0
-                    for it in answer.items:
-                        is_new = it.reason.startswith("new in ")
-                        if record("new" if is_new else "organic", user, it.item_id, start):
-                            positions += 1
-                            n_new += is_new
-                        distinct_new.update([it.item_id] if is_new else [])
-                    new_positions += n_new
-                    personal += answer.model_version > 0
-                    # The reference: as many new items at random from the still-new ones.
-                    if n_new and still_new:
-                        for j in rng.choice(len(still_new), min(n_new, len(still_new)), False):
-                            record("random", user, still_new[int(j)], start)
-                _send_and_wait(
-                    [e for e in chunk if e.item_id not in held or protocol == "first-seen"],
-                    settings,
-                    store,
-                    applied,
-                )
-            test_s = time.perf_counter() - t0
-        finally:
-            processes.stop(worker)
+        test_s = time.perf_counter() - t0
         store.delete_namespace()
 
     def ctr(pairs: dict[tuple[str, str], bool]) -> dict[str, float]:

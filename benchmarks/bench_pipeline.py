@@ -51,7 +51,6 @@ import math
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -82,7 +81,7 @@ from freshrec.datasets import TAOBAO_WINDOW_END_S, TAOBAO_WINDOW_START_S, load_t
 from freshrec.events import INTERACTION_TYPES, Event, encode_event
 from freshrec.replay import iter_dataset_events, send_to_kafka
 from freshrec.settings import Settings, load_settings
-from freshrec.stack import LocalStack, create_topics
+from freshrec.stack import LocalStack, create_topics, free_port
 from state.keys import Keys
 from state.store import RedisStore
 
@@ -312,12 +311,6 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def fmt(value: float | None, spec: str, width: int = 0) -> str:
     return f"{'n/a':>{width}}" if value is None else f"{value:>{width}{spec}}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- 1. throughput --------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import msgspec
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,8 +36,7 @@ from freshrec.client import Client  # noqa: E402
 from freshrec.datasets import load_taobao  # noqa: E402
 from freshrec.events import Event  # noqa: E402
 from freshrec.replay import iter_events  # noqa: E402
-from freshrec.settings import Settings, load_settings  # noqa: E402
-from freshrec.stack import LocalStack  # noqa: E402
+from freshrec.settings import Settings  # noqa: E402
 from serving.schemas import Recommendations  # noqa: E402
 from state.store import RedisStore  # noqa: E402
 
@@ -173,28 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     history = list(iter_events(frame, id_prefix="taobao-", event_time="ends_now"))
     catalogue = sorted({e.item_id for e in history})
     run_dir = Path(tempfile.mkdtemp(prefix="freshrec-responsiveness-"))
-    settings = load_settings(
-        environ={},
-        run_dir=str(run_dir),
-        kafka_bootstrap="127.0.0.1:0",
-        redis_url="redis://127.0.0.1:0/0",
-    )
-    with LocalStack(settings) as stack:
-        settings = msgspec.structs.replace(
-            settings,
-            kafka_bootstrap=stack.info.kafka_bootstrap,
-            redis_url=stack.info.redis_url,
-            api_port=18000 + uuid.uuid4().int % 1000,
+    with processes.embedded_pipeline(run_dir) as pipeline:
+        trials = replay_then_try(
+            pipeline.settings, pipeline.api_url, history, catalogue, args.users, args.seed
         )
-        worker = processes.spawn(processes.worker_argv(), settings, run_dir / "worker.log")
-        api = processes.spawn(processes.api_argv(), settings, run_dir / "api.log")
-        url = f"http://127.0.0.1:{settings.api_port}"
-        try:
-            processes.wait_http(url + "/health", 30, api)
-            trials = replay_then_try(settings, url, history, catalogue, args.users, args.seed)
-        finally:
-            processes.stop(api)
-            processes.stop(worker)
     result = summarise(trials, args.seed)
     print_summary(result)
     if args.json:

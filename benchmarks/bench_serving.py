@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from freshrec import processes  # noqa: E402
 from freshrec.settings import load_settings  # noqa: E402
-from freshrec.stack import LocalStack  # noqa: E402
+from freshrec.stack import LocalStack, free_port  # noqa: E402
 from serving.item_index import ItemIndex  # noqa: E402
 from serving.recommender import Recommender  # noqa: E402
 from state.records import NeighboursRecord, UserRecord, vector_from_bytes, vector_to_bytes  # noqa: E402
@@ -275,8 +275,9 @@ def write_synthetic(store: RedisStore) -> None:
             c = int(rng.integers(CLUSTERS))
             vector = (0.1 * (centers[c] + rng.normal(size=FACTORS))).astype(np.float32)
             seen = [f"i{i}" for i in rng.choice(by_cluster[c], int(rng.integers(10, 31)))]
+            now = time.time()  # as the sink writes them (a record past its retention is gone)
             record = UserRecord(
-                int(rng.integers(1, 200)), 0.0, 0.0, vector_to_bytes(vector), seen[:20], seen, {}
+                int(rng.integers(1, 200)), now, now, vector_to_bytes(vector), seen[:20], seen, {}
             )
             batch.append((f"u{n}", record))
         store.write_users(batch)
@@ -338,7 +339,7 @@ def main() -> None:
         "workers": args.workers,
     }
     with LocalStack(base) as stack:
-        port = _free_port()
+        port = free_port()
         settings = msgspec.structs.replace(
             base,
             kafka_bootstrap=stack.info.kafka_bootstrap,
@@ -583,14 +584,6 @@ def recall(store: RedisStore, url: str, n_users: int) -> float:
         want = {i.item_id for i in exact.recommend(f"u{user}", 10).items}
         hits.append(len({i["item_id"] for i in served["items"]} & want) / 10)
     return round(float(np.mean(hits)), 4)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def print_table(report: dict) -> None:

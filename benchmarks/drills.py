@@ -48,7 +48,7 @@ from freshrec import processes
 from freshrec.events import Event
 from freshrec.replay import ReplayError, iter_dataset_events, send_to_api, send_to_kafka
 from freshrec.settings import Settings, load_settings
-from freshrec.stack import EXTERNAL_REDIS_ENV, LocalStack, create_topics
+from freshrec.stack import EXTERNAL_REDIS_ENV, LocalStack, create_topics, free_port
 from state.store import RedisStore
 from tests.integration.pipeline_checks import assert_same_state, wait_complete
 
@@ -83,14 +83,6 @@ class DrillResult:
 
 
 # --- the pipeline ----------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _environ_without_external_redis() -> dict[str, str]:
@@ -238,7 +230,7 @@ def broker_drill(
     result = DrillResult("broker", outage_s, len(stream))
     stack, settings = _start_stack(run_dir, redis_aof=False)
     # The stack's own topics: start_broker() recreates exactly those.
-    settings = msgspec.structs.replace(settings, api_port=_free_port())
+    settings = msgspec.structs.replace(settings, api_port=free_port())
     store = _store(settings)
     logs = run_dir / "logs"
     worker = processes.spawn(processes.worker_argv(), settings, logs / "worker.log")
@@ -337,7 +329,7 @@ def redis_drill(
         processes.stop(worker)
         log(f"{result.drill}: no-outage run over {len(stream):,} events done")
 
-        drilled = msgspec.structs.replace(_with_topic(settings, "out"), api_port=_free_port())
+        drilled = msgspec.structs.replace(_with_topic(settings, "out"), api_port=free_port())
         argv = processes.worker_argv()
         if kill_worker:
             recovery = run_dir / "recovery"

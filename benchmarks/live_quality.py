@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -55,8 +54,7 @@ from benchmarks.quality import (  # noqa: E402
 from benchmarks.served_model import AppliedWatch, ServedModel, stream_event  # noqa: E402
 from freshrec import processes  # noqa: E402
 from freshrec.client import Client  # noqa: E402
-from freshrec.settings import Settings, load_settings  # noqa: E402
-from freshrec.stack import LocalStack  # noqa: E402
+from freshrec.settings import Settings  # noqa: E402
 from serving.schemas import Recommendations  # noqa: E402
 from state.store import RedisStore  # noqa: E402
 
@@ -332,37 +330,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     events, scored = select_events(args.dataset, args.warmup, args.events)
     run_dir = Path(tempfile.mkdtemp(prefix="freshrec-live-quality-"))
-    settings = load_settings(
-        environ={},
-        run_dir=str(run_dir),
-        kafka_bootstrap="127.0.0.1:0",
-        redis_url="redis://127.0.0.1:0/0",
-    )
-    with LocalStack(settings) as stack:
-        settings = msgspec.structs.replace(
-            settings,
-            kafka_bootstrap=stack.info.kafka_bootstrap,
-            redis_url=stack.info.redis_url,
-            redis_prefix=f"lq{uuid.uuid4().hex[:8]}",
-            api_port=18000 + uuid.uuid4().int % 1000,
+    with processes.embedded_pipeline(run_dir, redis_prefix=f"lq{uuid.uuid4().hex[:8]}") as live:
+        result = measure(
+            live.settings,
+            live.api_url,
+            events,
+            scored,
+            dataset=args.dataset,
+            seed=args.seed,
+            lists_settle_s=args.lists_settle_s,
         )
-        worker = processes.spawn(processes.worker_argv(), settings, run_dir / "worker.log")
-        api = processes.spawn(processes.api_argv(), settings, run_dir / "api.log")
-        url = f"http://127.0.0.1:{settings.api_port}"
-        try:
-            processes.wait_http(url + "/health", 30, api)
-            result = measure(
-                settings,
-                url,
-                events,
-                scored,
-                dataset=args.dataset,
-                seed=args.seed,
-                lists_settle_s=args.lists_settle_s,
-            )
-        finally:
-            processes.stop(api)
-            processes.stop(worker)
     result["dataset"] = args.dataset
     print_report(
         result,

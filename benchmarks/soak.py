@@ -40,7 +40,7 @@ from freshrec import processes
 from freshrec.events import Event
 from freshrec.replay import ReplayError, iter_dataset_events, send_to_api
 from freshrec.settings import Settings, load_settings
-from freshrec.stack import LocalStack
+from freshrec.stack import LocalStack, free_port
 from state.store import RedisStore
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
@@ -284,7 +284,7 @@ def run_soak(
             kafka_bootstrap=stack.info.kafka_bootstrap,
             redis_url=stack.info.redis_url,
             user_idle_ttl_s=idle_ttl_s,
-            api_port=_free_port(),
+            api_port=free_port(),
             worker_metrics_port=0,
         )
         url = f"http://127.0.0.1:{settings.api_port}"
@@ -391,14 +391,6 @@ def run_soak(
                 owned_tmp.cleanup()
     summarise(report)
     return report
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def format_report(report: SoakReport) -> str:

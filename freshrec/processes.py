@@ -1,11 +1,14 @@
 """Start, watch and stop freshrec's own long-running processes: the worker and the API.
 
-Used by the CLI's ``demo`` and by the integration tests, so both run the processes exactly
-as production does: the worker through ``python -m bytewax.run``, the API under granian.
+Used by the CLI's ``demo``, the integration tests and the live benchmarks, so all run the
+processes exactly as production does: the worker through ``python -m bytewax.run``, the API
+under granian. :func:`running_pipeline` starts both against given settings,
+:func:`embedded_pipeline` on a fresh embedded broker and Redis of their own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,10 +16,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 from freshrec.settings import Settings, settings_env
+from freshrec.stack import embedded_stack, free_port
 
 FLOW_TARGET = "dataflows.personalize:flow"
 API_FACTORY = "serving.app:app_from_env"
@@ -132,3 +140,53 @@ def wait_http(
             last_error = str(exc)
         time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer within {timeout_s} s: {last_error}")
+
+
+@dataclass(frozen=True)
+class RunningPipeline:
+    """A worker and (unless started without) an API, running against ``settings``."""
+
+    settings: Settings
+    api_url: str
+
+
+@contextlib.contextmanager
+def running_pipeline(
+    settings: Settings, log_dir: Path, *, api: bool = True
+) -> Iterator[RunningPipeline]:
+    """Start the worker (and the API) as real processes; stop them afterwards.
+
+    They run against ``settings``' broker and Redis, the API on a free port (waited for until
+    /health answers); logs go to ``log_dir``.
+    """
+    port = free_port()
+    settings = msgspec.structs.replace(settings, api_port=port)
+    started = []
+    try:
+        worker = spawn(worker_argv(), settings, log_dir / "worker.log")
+        started.append(worker)
+        url = f"http://127.0.0.1:{port}"
+        if api:
+            server = spawn(api_argv(), settings, log_dir / "api.log")
+            started.append(server)
+            wait_http(url + "/health", 30.0, server)
+        yield RunningPipeline(settings, url)
+    finally:
+        for proc in reversed(started):
+            stop(proc)
+
+
+@contextlib.contextmanager
+def embedded_pipeline(
+    run_dir: Path, *, api: bool = True, **overrides: Any
+) -> Iterator[RunningPipeline]:
+    """A fresh embedded broker and Redis in ``run_dir``, the worker (and the API) on them.
+
+    What a live benchmark runs against. ``overrides``: settings of the run (the environment's
+    ``FRESHREC_*`` are not read, so a run is reproducible).
+    """
+    with (
+        embedded_stack(run_dir, **overrides) as settings,
+        running_pipeline(settings, run_dir, api=api) as pipeline,
+    ):
+        yield pipeline

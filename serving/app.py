@@ -59,7 +59,9 @@ def create_app(settings: Settings) -> Litestar:
         settings.item_refresh_ms / 1000,
     )
     replica = (
-        UserStateReplica(index.store, settings.serving_replica_mb * 2**20)
+        UserStateReplica(
+            index.store, settings.serving_replica_mb * 2**20, settings.user_retention_s
+        )
         if settings.serving_replica_mb
         else None
     )

@@ -61,8 +61,13 @@ _INVALIDATE_CHANNEL: Final = "__redis__:invalidate"
 class UserStateReplica:
     """The process's copies of user records and neighbour lists, by Redis key."""
 
-    def __init__(self, store: RedisStore, max_bytes: int) -> None:
+    def __init__(self, store: RedisStore, max_bytes: int, retention_s: float = 0.0) -> None:
         self.store = store
+        self.retention_s = retention_s
+        """How long after its write a record expires (``Settings.user_retention_s``; 0: never).
+        Redis deletes an expired key only when it is read or its expiry cycle samples it; the
+        push comes then. Until then a copy past its time is treated as gone, as a read from
+        Redis would be."""
         self.keys: Keys = store.keys
         self.max_bytes = max_bytes
         self._user_prefix = self.keys.user("").encode()
@@ -108,6 +113,10 @@ class UserStateReplica:
             self.want((key,))
             return UNKNOWN
         user = decode_user(blob)
+        # The sink sets the key's expiry when it writes, after ``written_at_s``.
+        if self.retention_s and user.written_at_s + self.retention_s <= time.time():
+            self.hits += 1
+            return None
         recent = user.recent[:sources]
         neighbours = []
         for item_id in recent:

@@ -7,15 +7,12 @@ machine needs nothing installed beyond the project.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import msgspec
 import pytest
 from hypothesis import settings as hypothesis_settings
 
@@ -92,46 +89,6 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s")
         time.sleep(interval_s)
-
-
-@dataclass
-class RunningPipeline:
-    """A worker and an API running against isolated settings."""
-
-    settings: Settings
-    api_url: str
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def running_pipeline(
-    settings: Settings, log_dir: Path, *, api: bool = True
-) -> Iterator[RunningPipeline]:
-    """Start the worker (and the API) as real processes; stop them afterwards."""
-    from freshrec import processes
-
-    port = free_port()
-    settings = msgspec.structs.replace(settings, api_port=port)
-    started = []
-    try:
-        worker = processes.spawn(processes.worker_argv(), settings, log_dir / "worker.log")
-        started.append(worker)
-        url = f"http://127.0.0.1:{port}"
-        if api:
-            server = processes.spawn(processes.api_argv(), settings, log_dir / "api.log")
-            started.append(server)
-            processes.wait_http(url + "/health", 30.0, server)
-        yield RunningPipeline(settings, url)
-    finally:
-        for proc in reversed(started):
-            processes.stop(proc)
 
 
 def run_flow_on(settings: Settings, events: list, batch_size: int) -> None:

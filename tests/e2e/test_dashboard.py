@@ -18,8 +18,8 @@ import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
+from freshrec.processes import running_pipeline
 from freshrec.replay import iter_dataset_events, send_to_api
-from tests.conftest import running_pipeline
 
 pytestmark = pytest.mark.integration
 

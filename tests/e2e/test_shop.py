@@ -21,10 +21,11 @@ from freshrec.bulk_import import import_catalogue
 from freshrec.datasets import load_taobao
 from freshrec.demo import demo_catalogue
 from freshrec.events import Event, decode_event
+from freshrec.processes import running_pipeline
 from freshrec.replay import iter_events, send_to_api
 from serving.shop import SDK_JS
 from state.store import RedisStore
-from tests.conftest import running_pipeline, wait_until
+from tests.conftest import wait_until
 from tests.e2e.test_dashboard import CHROMIUM, CHROMIUM_FLAGS
 
 pytestmark = pytest.mark.integration

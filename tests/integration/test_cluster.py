@@ -16,8 +16,8 @@ from confluent_kafka import Producer
 from freshrec import processes
 from freshrec.events import encode_event
 from freshrec.replay import iter_dataset_events
+from freshrec.stack import free_port
 from state.store import RedisStore
-from tests.conftest import free_port
 from tests.integration.pipeline_checks import assert_same_state, wait_complete
 
 pytestmark = pytest.mark.integration

@@ -16,9 +16,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from freshrec.events import encode_event
+from freshrec.processes import running_pipeline
 from freshrec.replay import iter_dataset_events
 from state.store import RedisStore
-from tests.conftest import running_pipeline, wait_until
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -22,11 +22,13 @@ from confluent_kafka import Producer
 
 from freshrec import processes
 from freshrec.events import Event, encode_event
+from freshrec.processes import running_pipeline
 from freshrec.settings import Settings
+from freshrec.stack import free_port
 from operators import user_pseudonym
 from serving.auth import API_KEY_HEADER
 from state.store import RedisStore
-from tests.conftest import free_port, running_pipeline, wait_until
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 

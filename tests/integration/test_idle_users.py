@@ -9,10 +9,11 @@ from confluent_kafka import Producer
 
 from dataflows.personalize import isgd_params, user_config
 from freshrec.events import encode_event
+from freshrec.processes import running_pipeline
 from freshrec.replay import iter_dataset_events
 from operators import UserState
 from state.store import RedisStore
-from tests.conftest import running_pipeline, wait_until
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 

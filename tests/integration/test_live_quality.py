@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.live_quality import measure, print_report, select_events
-from tests.conftest import running_pipeline
+from freshrec.processes import running_pipeline
 
 pytestmark = pytest.mark.integration
 

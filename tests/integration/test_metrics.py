@@ -13,7 +13,8 @@ from confluent_kafka import Producer
 from freshrec import processes
 from freshrec.events import encode_event
 from freshrec.replay import iter_dataset_events
-from tests.conftest import free_port, wait_until
+from freshrec.stack import free_port
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 

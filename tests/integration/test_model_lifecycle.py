@@ -18,10 +18,11 @@ from confluent_kafka import Producer
 
 from freshrec.events import encode_event
 from freshrec.lifecycle import build_lifecycle
+from freshrec.processes import running_pipeline
 from freshrec.replay import iter_dataset_events
 from state.model_registry import ModelVersion
 from state.store import RedisStore
-from tests.conftest import running_pipeline, wait_until
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 

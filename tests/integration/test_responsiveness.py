@@ -15,9 +15,10 @@ import pytest
 
 from benchmarks.bench_responsiveness import Trial, replay_then_try, summarise
 from freshrec.datasets import load_taobao
+from freshrec.processes import running_pipeline
 from freshrec.replay import iter_events
 from freshrec.stack import LocalStack
-from tests.conftest import running_pipeline, unique_settings
+from tests.conftest import unique_settings
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from freshrec.processes import running_pipeline
 from freshrec.variants import Variant
-from tests.conftest import running_pipeline, wait_until
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from freshrec.processes import running_pipeline
 from freshrec.replay import iter_dataset_events, send_to_api
 from state.store import RedisStore
-from tests.conftest import running_pipeline, wait_until
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from freshrec.stack import redis_server_binary
+from freshrec.stack import free_port, redis_server_binary
 from operators import user_pseudonym
 from state.keys import Keys
 from state.records import CatalogueItem, NeighboursRecord, Rule
 from state.store import RedisStore
-from tests.conftest import free_port
 from tests.state.test_store import FACTORS, item, user_record
 
 pytestmark = pytest.mark.integration
