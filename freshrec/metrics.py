@@ -46,6 +46,20 @@ REQUESTS_SERVED: Final = Counter(
     "freshrec_recommendation_requests_total",
     "Recommendation and similar-item requests answered by this API process.",
 )
+USER_STATE_READS: Final = Counter(
+    "freshrec_user_state_reads_total",
+    "Personal answers by where the user's record and lists came from (copy, redis).",
+    ["source"],
+)
+USER_STATE_PUSHED_KEYS: Final = Counter(
+    "freshrec_user_state_pushed_keys_total",
+    "User record and co-visitation list keys Redis pushed as changed to the API's copies.",
+)
+USER_STATE_COPY_BYTES: Final = Gauge(
+    "freshrec_user_state_copy_bytes",
+    "Bytes the API process's copies of user records and co-visitation lists hold.",
+    multiprocess_mode="livesum",
+)
 ERASURES: Final = Counter(
     "freshrec_erasures_total",
     "Tombstones (DELETE /v1/users/{id}) the dataflow applied: state dropped, keys deleted.",

@@ -75,6 +75,8 @@ _REASONS = {
 }
 
 
+_FROM_COPY = metrics.USER_STATE_READS.labels("copy")
+_FROM_REDIS = metrics.USER_STATE_READS.labels("redis")
 _CACHED_ITEMS = msgspec.msgpack.Decoder(list[RecommendedItem])
 _CACHED_ITEMS_ENCODER = msgspec.msgpack.Encoder()
 
@@ -250,7 +252,9 @@ class Recommender:
         if replica is not None:
             held = replica.user_with_neighbours(user_id, COVISIT_SOURCES)
             if held is not UNKNOWN:
+                _FROM_COPY.inc()
                 return held  # type: ignore[return-value]
+        _FROM_REDIS.inc()
         return self.store.get_user_with_neighbours(user_id, COVISIT_SOURCES)
 
     def forget(self, user_id: str) -> None:

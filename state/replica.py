@@ -35,6 +35,7 @@ from typing import Final
 
 import redis
 
+from freshrec import metrics
 from state.keys import Keys
 from state.records import decode_neighbours, decode_user
 from state.store import RedisStore, UserWithNeighbours
@@ -74,6 +75,7 @@ class UserStateReplica:
         self._neighbours_prefix = self.keys.neighbours("").encode()
         self._entries: OrderedDict[bytes, bytes] = OrderedDict()
         self._bytes = 0
+        self._reported_bytes = 0
         self._complete = False
         """True while every existing key is held: absence then means no such key."""
         self._wanted: set[bytes] = set()
@@ -243,6 +245,8 @@ class UserStateReplica:
                 if len(changed) >= READ_BATCH or not connection.can_read(timeout=0):
                     break
         self.pushed_keys += len(changed)
+        if changed:
+            metrics.USER_STATE_PUSHED_KEYS.inc(len(changed))
         with self._wanted_lock:
             if self._wanted:
                 changed |= self._wanted
@@ -257,6 +261,7 @@ class UserStateReplica:
             self.reads += 1
             for key, blob in zip(chunk, client.mget(chunk), strict=True):
                 self._put(key, blob)
+        self._report_bytes()
 
     def _put(self, key: bytes, blob: bytes | None) -> None:
         entries = self._entries
@@ -277,6 +282,12 @@ class UserStateReplica:
         self._complete = False
         self._entries = OrderedDict()
         self._bytes = 0
+        self._report_bytes()
+
+    def _report_bytes(self) -> None:
+        # By difference: several replicas in one process (tests, the harness) add up.
+        metrics.USER_STATE_COPY_BYTES.inc(self._bytes - self._reported_bytes)
+        self._reported_bytes = self._bytes
 
 
 def _glob(prefix: bytes) -> bytes:

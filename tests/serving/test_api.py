@@ -14,6 +14,7 @@ import msgspec
 import pytest
 from litestar.testing import TestClient
 
+from freshrec import metrics
 from freshrec.events import Event
 from freshrec.replay import iter_dataset_events
 from freshrec.settings import Settings
@@ -214,11 +215,14 @@ def test_recommendations_read_no_redis_once_the_process_holds_the_users(served) 
         return int(redis.client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
 
     before = round_trips()
+    copied = metrics.total(metrics.USER_STATE_READS, source="copy")
     held = [
         client.get(f"/v1/users/{u}/recommendations", params={"k": 10}).json()["items"]
         for u in users
     ]
     assert round_trips() == before
+    assert metrics.total(metrics.USER_STATE_READS, source="copy") == copied + len(users)
+    assert metrics.total(metrics.USER_STATE_COPY_BYTES) > 0
     # The answers are the ones the same process gives when it reads every user from Redis.
     without = msgspec.structs.replace(settings, serving_replica_mb=0)
     with TestClient(app=create_app(without)) as reading:
