@@ -276,8 +276,9 @@ def write_synthetic(store: RedisStore) -> None:
             vector = (0.1 * (centers[c] + rng.normal(size=FACTORS))).astype(np.float32)
             seen = [f"i{i}" for i in rng.choice(by_cluster[c], int(rng.integers(10, 31)))]
             now = time.time()  # as the sink writes them (a record past its retention is gone)
+            events = int(rng.integers(1, 200))
             record = UserRecord(
-                int(rng.integers(1, 200)), now, now, vector_to_bytes(vector), seen[:20], seen, {}
+                events, now, now, vector_to_bytes(vector), seen[:20], seen, {"view": events}
             )
             batch.append((f"u{n}", record))
         store.write_users(batch)

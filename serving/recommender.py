@@ -1,15 +1,15 @@
 """Recommendations for a user, and items similar to an item.
 
 Personal path: the user's fresh vector scored against the item matrix, blended with
-popularity while the user has little evidence (weight n / (n + ``EVIDENCE_HALF``)), boosted by
-co-visitation with what they just viewed; filters, price range, per-category diversity, the
-shop's rules (``serving/rules.py``) and the exploration of new items applied before the top-K
-is picked; every item carries its reason: one call into the native ``Ranker``
-(``operators/src/ranking.rs``, kept per version of the items and lists, with the native
-``Merchandising`` kept per version of the rules and the items' facts) per request. Similar
-items: one native pass too. Cold path (no state yet): what is popular in the request's
-context segment, with trending items mixed in. Fallback (Redis failing): the last good
-popular list kept in process, flagged ``fallback``.
+popularity while the user has little evidence (weight n / (n + ``EVIDENCE_HALF``), n their
+interactions with items), boosted by co-visitation with what they just viewed; filters,
+price range, per-category diversity, the shop's rules (``serving/rules.py``) and the
+exploration of new items applied before the top-K is picked; every item carries its reason:
+one call into the native ``Ranker`` (``operators/src/ranking.rs``, kept per version of the
+items and lists, with the native ``Merchandising`` kept per version of the rules and the
+items' facts) per request. Similar items: one native pass too. Cold path (no state yet):
+what is popular in the request's context segment, with trending items mixed in. Fallback
+(Redis failing): the last good popular list kept in process, flagged ``fallback``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy.typing as npt
 import redis
 
 from freshrec import metrics
+from freshrec.events import INTERACTION_TYPES
 from freshrec.variants import DEFAULT, Variant, VariantSplit, model_key
 from operators import (
     NO_CATEGORY,
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 MODEL_ID = "isgd"
 EVIDENCE_HALF = 5.0
-"""Events after which a user's own vector weighs as much as popularity."""
+"""Interactions with items after which a user's own vector weighs as much as popularity."""
 COVISIT_WEIGHT = 0.3
 COVISIT_SOURCES = 5
 """The user's most recent items whose co-visitation lists boost (and explain) candidates."""
@@ -323,7 +324,10 @@ class Recommender:
         variant: Variant = DEFAULT,
     ) -> Recommendations:
         user = fetched.user
-        evidence = user.version / (user.version + (variant.evidence_half or EVIDENCE_HALF))
+        # What trained the user's vector: their interactions with items. Impressions (the
+        # storefront sends one per panel shown) change the record but teach it nothing.
+        interactions = sum(n for kind, n in user.counts.items() if kind in INTERACTION_TYPES)
+        evidence = interactions / (interactions + (variant.evidence_half or EVIDENCE_HALF))
         covisit_scale = (
             1.0 if variant.covisit_weight is None else variant.covisit_weight / COVISIT_WEIGHT
         )

@@ -28,9 +28,8 @@ N_ITEMS, FACTORS, N_CLUSTERS, N_USERS = 20_000, 32, 64, 200
 def _user(rng: np.random.Generator, centers: np.ndarray, version: int) -> UserRecord:
     vector = centers[rng.integers(len(centers))] + 0.8 * rng.normal(size=FACTORS)
     seen = [f"i{n}" for n in rng.integers(0, N_ITEMS, 10)]
-    return UserRecord(
-        version, 0.0, 0.0, vector_to_bytes((0.1 * vector).astype(np.float32)), seen, seen, {}
-    )
+    vector_bytes = vector_to_bytes((0.1 * vector).astype(np.float32))
+    return UserRecord(version, 0.0, 0.0, vector_bytes, seen, seen, {"view": version})
 
 
 def _wait_graph(index: ItemIndex) -> None:
@@ -196,8 +195,9 @@ def test_result_cache_is_invalidated_by_the_user_version(served) -> None:
     old = store.get_user("u5")
     flipped = -np.frombuffer(old.vector, np.float32)
     newer = UserRecord(
-        old.version + 1, 0.0, 0.0, vector_to_bytes(flipped), old.recent, old.seen, {}
-    )
+        old.version + 1, 0.0, 0.0, vector_to_bytes(flipped), old.recent, old.seen,
+        {"view": old.version + 1},
+    )  # fmt: skip
     assert store.write_users([("u5", newer)]) == 1
     fresh = graph.recommend("u5", 10)
     assert graph.result_cache_hits == hits + 1
@@ -232,12 +232,19 @@ def planted(stack, tmp_path_factory) -> Iterator[tuple[RedisStore, Recommender, 
     users = [
         (
             "heavy-seen",
-            UserRecord(1, 0.0, 0.0, vector_to_bytes(random_vector), [], most_popular, {}),
+            UserRecord(1, 0.0, 0.0, vector_to_bytes(random_vector), [], most_popular, {"view": 1}),
         ),
-        ("planted", UserRecord(10_000, 0.0, 0.0, vector_to_bytes(30 * vectors[2500]), [], [], {})),
+        (
+            "planted",
+            UserRecord(
+                10_000, 0.0, 0.0, vector_to_bytes(30 * vectors[2500]), [], [], {"view": 10_000}
+            ),
+        ),
         (
             "middle",
-            UserRecord(5, 0.0, 0.0, vector_to_bytes(random_vector), [], most_popular[:20], {}),
+            UserRecord(
+                5, 0.0, 0.0, vector_to_bytes(random_vector), [], most_popular[:20], {"view": 5}
+            ),
         ),
     ]
     store.write_users(users)
@@ -295,7 +302,7 @@ def test_co_visitation_boosts_and_explains_by_the_most_recent_source(served) -> 
         vector_to_bytes(np.zeros(FACTORS, np.float32)),
         recent,
         [*recent, "i303"],
-        {},
+        {"view": 1000},
     )
     store.write_users([("u-covisit", user)])
     for recommender in (graph, exact):
@@ -307,3 +314,28 @@ def test_co_visitation_boosts_and_explains_by_the_most_recent_source(served) -> 
         # i404: 0.3 (top of i101's list) + 0.3 * 2^(6 - 9); i505: 0.3 (top of i202's list).
         assert top["i404"].score - top["i505"].score == pytest.approx(0.0375, abs=0.01)
         assert "i303" not in {i.item_id for i in items}
+
+
+def test_impressions_are_no_evidence_of_taste(served) -> None:
+    """The popularity blend weighs a user's vector by their interactions with items: the
+    impressions a storefront sends for every panel shown train nothing."""
+    store, graph, _ = served
+    old = store.get_user("u7")
+    assert old is not None
+
+    def user(version: int, counts: dict[str, int]) -> UserRecord:
+        return UserRecord(version, 0.0, 0.0, old.vector, old.recent, old.seen, counts)
+
+    store.write_users(
+        [
+            ("viewed-2", user(2, {"view": 2})),
+            ("viewed-2-shown-38", user(40, {"view": 2, "rec_impression": 38})),
+            ("viewed-40", user(40, {"view": 40})),
+        ]
+    )
+
+    def answer(user_id: str) -> list[tuple[str, float]]:
+        return [(it.item_id, it.score) for it in graph.recommend(user_id, 10).items]
+
+    assert answer("viewed-2-shown-38") == answer("viewed-2")
+    assert answer("viewed-40") != answer("viewed-2")  # the evidence does move the answer
