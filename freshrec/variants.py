@@ -36,7 +36,8 @@ class Variant(
     weight: Annotated[float, msgspec.Meta(gt=0)]
     """Relative share of users (weights need not sum to 100)."""
     evidence_half: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    """Events after which a user's own vector weighs as much as popularity (default 5)."""
+    """Interactions with items (not impressions) after which a user's own vector weighs as
+    much as popularity (default 5)."""
     covisit_weight: Annotated[float, msgspec.Meta(ge=0)] | None = None
     """Boost of items co-visited with what the user just viewed (default 0.3; 0: none)."""
     trending_share: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
