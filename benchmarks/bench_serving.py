@@ -45,8 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from freshrec import processes  # noqa: E402
-from freshrec.settings import load_settings  # noqa: E402
-from freshrec.stack import LocalStack, free_port  # noqa: E402
+from freshrec.stack import embedded_stack, free_port  # noqa: E402
 from serving.item_index import ItemIndex  # noqa: E402
 from serving.recommender import Recommender  # noqa: E402
 from state.records import NeighboursRecord, UserRecord, vector_from_bytes, vector_to_bytes  # noqa: E402
@@ -325,12 +324,6 @@ def main() -> None:
         sys.exit("wrk (or oha) is needed for max req/s: ./dev bench installs it")
 
     run_dir = Path(tempfile.mkdtemp(prefix="freshrec-bench-serving-"))
-    base = load_settings(
-        environ={},
-        run_dir=str(run_dir),
-        kafka_bootstrap="127.0.0.1:0",
-        redis_url="redis://127.0.0.1:0/0",
-    )
     report: dict = {
         "cpus": os.cpu_count(),
         "items": N_ITEMS,
@@ -339,12 +332,10 @@ def main() -> None:
         "rate": args.rate,
         "workers": args.workers,
     }
-    with LocalStack(base) as stack:
+    with embedded_stack(run_dir) as base:
         port = free_port()
         settings = msgspec.structs.replace(
             base,
-            kafka_bootstrap=stack.info.kafka_bootstrap,
-            redis_url=stack.info.redis_url,
             factors=FACTORS,
             api_workers=args.workers,
             api_port=port,
