@@ -209,8 +209,10 @@ class Recommender:
         agent parsed, segment keyed) only for them.
         """
         name, variant = self.variants.assign(user_id)
-        result = self._recommend(user_id, k, filters, context, variant, model_key(MODEL_ID, name))
-        return msgspec.structs.replace(result, variant=name)
+        result, events = self._recommend(
+            user_id, k, filters, context, variant, model_key(MODEL_ID, name)
+        )
+        return msgspec.structs.replace(result, variant=name, user_events=events)
 
     def _recommend(
         self,
@@ -220,7 +222,8 @@ class Recommender:
         context: RequestContext | Callable[[], RequestContext],
         variant: Variant,
         model: str,
-    ) -> Recommendations:
+    ) -> tuple[Recommendations, int]:
+        """The answer and how many of the user's events it follows from."""
         rec_id = f"{model}.{os.urandom(16).hex()}"  # uuid4().hex's form at a third of its cost
         if filters.max_per_category is None and variant.max_per_category is not None:
             filters = replace(filters, max_per_category=variant.max_per_category)
@@ -228,20 +231,19 @@ class Recommender:
             fetched = self.user_with_neighbours(user_id)
             matrix = self.index.current
             if fetched is None or fetched.user.version == 0:
-                return self._cold(
-                    rec_id, k, filters, context() if callable(context) else context, set(), variant
-                )
+                cold = context() if callable(context) else context
+                return self._cold(rec_id, k, filters, cold, set(), variant), 0
             excluded = self._excluded(fetched.user, filters)
             if matrix.size == 0:
                 metrics.FALLBACKS.labels("no_model").inc()
                 result = self._popular_list(rec_id, k, filters, excluded, fallback=True)
             else:
                 result = self._personal(rec_id, user_id, fetched, k, filters, excluded, variant)
-            return msgspec.structs.replace(result, user_events=fetched.user.events)
+            return result, fetched.user.events
         except (redis.RedisError, OSError):
             log.warning("redis unavailable: serving the in-process popular list")
             metrics.FALLBACKS.labels("redis").inc()
-            return self._popular_list(rec_id, k, filters, set(), fallback=True)
+            return self._popular_list(rec_id, k, filters, set(), fallback=True), 0
 
     def user_with_neighbours(self, user_id: str) -> UserWithNeighbours | None:
         """The user's record and their recent items' lists.
