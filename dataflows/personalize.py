@@ -30,6 +30,7 @@ from bytewax.inputs import Source
 from dataflows import kafka_io, steps
 from dataflows.archive_sink import ArchiveSink, archive_rows
 from dataflows.item_replica import shared_replica
+from dataflows.redis_sink import RedisSink, WorkerIdentity, to_own_writer
 from freshrec.settings import Settings, load_settings
 from operators import (
     FeedbackModelFactory,
@@ -90,6 +91,8 @@ def build_flow(settings: Settings, source: Source[object] | None = None) -> Data
         "user_model", by_user, steps.build_user_model(settings, params, user_config(settings))
     )
     letters = op.flat_map_batch("dead_letters", users, dead_letters)
+    # Before the Redis sink: it learns the worker's index, which names its sink partition.
+    op.output("worker_identity", letters, WorkerIdentity())
     if source is None:
         records = op.map("dead_letter_record", letters, kafka_io.dead_letter_message)
         op.output("dlq_out", records, kafka_io.build_dlq_sink(settings))
@@ -118,7 +121,8 @@ def build_flow(settings: Settings, source: Source[object] | None = None) -> Data
         PopularityShiftModelFactory(settings.popularity_shift_window),
     )
     state_out = op.merge("state_out", users, items, feedback, shift)
-    op.output("redis_out", state_out, steps.RedisSink(settings))
+    own_writer = op.flat_map_batch("to_own_writer", state_out, to_own_writer)
+    op.output("redis_out", own_writer, RedisSink(settings))
     return flow
 
 

@@ -1,4 +1,4 @@
-"""Thin Bytewax adapters over the native operators: keyed models, their builders, the sink.
+"""Thin Bytewax adapters over the native operators: the keyed models and their builders.
 
 The keyed steps' logics ARE the native models (``operators/src/user_model.rs``,
 ``item_model.rs``, ``feedback_model.rs``, ``popularity_shift.rs``): they answer Bytewax's
@@ -11,15 +11,11 @@ Redis, the process-wide replica and indexes — is handed to them here as callba
 from __future__ import annotations
 
 import threading
-import time
 
 from bytewax.operators import StatefulBatchLogic
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows.item_replica import shared_replica
-from dataflows.monitor import start_worker_monitor
 from dataflows.retry import retry_while_unreachable
-from freshrec import metrics
 from freshrec.settings import Settings
 from operators import (
     FeedbackModel,
@@ -31,7 +27,6 @@ from operators import (
     UserConfig,
     UserModel,
     UserModelFactory,
-    collect_writes,
 )
 from state.store import RedisStore
 
@@ -95,53 +90,3 @@ def build_user_model(
         max_future_skew_s=settings.max_future_skew_s,
         archive=bool(settings.archive_dir),
     )
-
-
-class _RedisPartition(StatelessSinkPartition[object]):
-    def __init__(
-        self, store: RedisStore, retention_s: int, feedback_keep: int, quality: LiveQuality | None
-    ) -> None:
-        self.store = store
-        self.retention_s = retention_s
-        self.feedback_keep = feedback_keep
-        self.quality = quality
-
-    def write_batch(self, items: list[object]) -> None:
-        writes = collect_writes(items)
-        # While Redis is away the flow waits here (backpressure) instead of crashing; every
-        # write is idempotent, so the repeat after an outage is safe.
-        retry_while_unreachable(
-            lambda: self.store.write_batch(writes, self.retention_s, self.feedback_keep)
-        )
-        written = time.time()
-        for arrival_s in writes.arrivals:
-            freshness = max(0.0, written - arrival_s)
-            metrics.FRESHNESS.observe(freshness)
-            metrics.RECENT_FRESHNESS.add(freshness, written)
-        metrics.EVENTS.labels("applied").inc(writes.applied)
-        metrics.EVENTS.labels("duplicate").inc(writes.duplicates)
-        metrics.EVENTS.labels("dead_letter").inc(writes.dead_letters)
-        metrics.ERASURES.inc(len(writes.erasure_ids))
-        for scope, count in (("user", writes.user_alarms), ("global", writes.global_alarms)):
-            metrics.DRIFT_ALARMS.labels(scope).inc(count)
-            metrics.RECALIBRATIONS.labels(scope).inc(count)
-        metrics.DRIFT_ALARMS.labels("global").inc(writes.ctr_alarms + writes.shift_alarms)
-        if self.quality is not None:
-            metrics.PREQUENTIAL_HR10.set(self.quality.window_recall)
-
-    def close(self) -> None:
-        self.store.client.close()
-
-
-class RedisSink(DynamicSink[object]):
-    """Writes every state output of a batch to Redis in one pipeline (versioned, idempotent)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
-        s = self.settings
-        store = RedisStore.from_url(s.redis_url, s.redis_prefix, s.factors)
-        start_worker_monitor(RedisStore.from_url(s.redis_url, s.redis_prefix, s.factors))
-        quality = live_quality(s) if s.prequential_sample_every else None
-        return _RedisPartition(store, s.user_retention_s, s.feedback_windows_kept, quality)
