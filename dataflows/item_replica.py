@@ -5,7 +5,8 @@ the user model needs them too (the user half of an ISGD step moves the user towa
 but cannot read its downstream step's state. So each worker process keeps one native
 :class:`operators.ItemVectors`; at most every ``item_refresh_ms`` (the user model asks) this
 feed adopts the vectors this process' own item models computed since the last refresh, and
-reads from Redis only the changed items owned by other processes (none with one process).
+reads from Redis only the changed items owned by other processes (none with one process): it
+skips the change log's entries its own process' sink appended without decoding them.
 See ``operators/src/item_vectors.rs`` for what that staleness means for reproducibility.
 """
 
@@ -15,7 +16,7 @@ import threading
 
 from dataflows.retry import retry_while_unreachable
 from operators import IsgdParams, ItemVectors
-from state.store import RedisStore
+from state.store import RedisStore, sink_writer_id
 
 
 class ItemReplicaFeed:
@@ -30,7 +31,9 @@ class ItemReplicaFeed:
     def refresh(self) -> int:
         """Adopt the items changed since the last refresh; return how many (waits out outages)."""
         with self._lock:  # worker threads of one process share the replica
-            changed, max_seq = retry_while_unreachable(lambda: self.store.item_change_ids(self.seq))
+            changed, max_seq = retry_while_unreachable(
+                lambda: self.store.item_change_ids(self.seq, skip_writer=sink_writer_id())
+            )
             remote = self.vectors.remote(changed)
             ids, matrix = retry_while_unreachable(lambda: self.store.item_vectors(remote))
             self.vectors.apply(ids, matrix)

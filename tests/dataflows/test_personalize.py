@@ -36,7 +36,7 @@ from freshrec.settings import Settings
 from operators import NO_POPULARITY, ItemRouter, ItemState, UserState, add_event, initial_vector
 from operators.enrich import enrich, segment_key
 from state.records import vector_from_bytes
-from state.store import RedisStore
+from state.store import RedisStore, sink_writer_id
 from tests.conftest import unique_settings
 
 pytestmark = pytest.mark.integration
@@ -378,6 +378,18 @@ def test_live_run_did_refresh_its_replica(live_run: FlowRun) -> None:
     settings = live_run.settings
     replica = shared_replica(settings.redis_url, settings.redis_prefix, isgd_params(settings))
     assert replica.seq > 0 and len(replica.vectors) > 0
+
+
+def test_the_replica_skips_only_its_own_process_sinks_change_log_entries(
+    live_run: FlowRun,
+) -> None:
+    store = live_run.store
+    every_item, newest = store.item_change_ids(0)
+    assert len(every_item) > 0
+    # What this process' sink appended, its replica already adopted from the item models;
+    # another process' replica reads it (tests/state/test_store.py: other writers are read).
+    assert store.item_change_ids(0, skip_writer=sink_writer_id()) == ([], newest)
+    assert store.item_change_ids(0, skip_writer="another-process") == (every_item, newest)
 
 
 @BOTH_RUNS

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from operators import user_pseudonym
 from state.records import NeighboursRecord, UserRecord, vector_to_bytes
-from state.store import ItemWrite, RedisStore
+from state.store import ItemWrite, RedisStore, sink_writer_id
 
 pytestmark = pytest.mark.integration
 
@@ -253,6 +253,13 @@ def test_item_change_log_gives_each_id_once_in_order_of_last_change(store: Redis
     store.write_items([item("c", 1, 1.0), item("a", 2, 1.0)])
     store.write_items([item("c", 2, 1.0), item("d", 1, 1.0)])
     assert store.item_change_ids(seq) == (["a", "c", "d"], seq + 4)
+
+
+def test_a_replica_skips_only_its_own_process_sinks_entries(store: RedisStore) -> None:
+    # Items written other than by the dataflow's sink (an import, a model rollback) are read
+    # by every replica, the writing process' own included.
+    store.write_items([item("a", 1, 1.0)])
+    assert store.item_change_ids(0, skip_writer=sink_writer_id()) == (["a"], 1)
 
 
 def test_a_replica_behind_the_trimmed_change_log_gets_every_item(store: RedisStore) -> None:
