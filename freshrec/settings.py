@@ -8,6 +8,7 @@ below, so a plain ``freshrec demo`` runs on the embedded stack with no configura
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,50 @@ import msgspec
 from freshrec.variants import Variant, check_variants, parse_variants
 from state.keys import check_namespace
 
+LISTING_OVERFLOW_ODDS = 1e-12
+"""Chance allowed that some item shard holds more of the popularity head than it lists."""
+
 ENV_PREFIX = "FRESHREC_"
 STACK_FILE_NAME = "stack.json"
 DEFAULT_RUN_DIR = ".freshrec"
 KAFKA_RESERVED_KEYS = frozenset({"bootstrap.servers", "metadata.broker.list"})
 """Set from ``kafka_bootstrap``, never from ``kafka_config``."""
+
+
+def listed_per_shard(head: int, shards: int, overflow_odds: float = LISTING_OVERFLOW_ODDS) -> int:
+    """The fewest items each of ``shards`` item shards must list to hold the popularity head.
+
+    The union of the shards' lists holds the whole head of ``head`` items but for
+    ``overflow_odds``. Items are hashed to shards, so a shard's share of the head is
+    Binomial(head, 1/shards); this is the smallest ``c`` with
+    ``shards * P(share > c) < overflow_odds`` (a union bound over the shards).
+
+    A tight bound matters: with forward-decayed popularity every new item outscores the
+    oldest listed ones, so each listed place is written to Redis (ZADD, later ZREM) as items
+    churn through it. The old rule (8x the fair share) listed 128 per shard for the default
+    head of 1,000 over 64 shards, where 53 suffice: on the Taobao head 48 instead of 128 cut
+    Redis' time by ~12% and raised the flow's throughput ~12% (side by side). The old rule
+    also listed too few as the shards approach the head's size (8 where 16 are needed for
+    1,000 over 1,000 shards).
+    """
+    if shards <= 1 or head <= 0:
+        return max(head, 0)
+    p = 1.0 / shards
+    # The binomial pmf in log space (no overflow for any head size), then its upper tail.
+    log_pmf = [
+        math.lgamma(head + 1)
+        - math.lgamma(k + 1)
+        - math.lgamma(head - k + 1)
+        + k * math.log(p)
+        + (head - k) * math.log1p(-p)
+        for k in range(head + 1)
+    ]
+    tail = 0.0  # P(share > c), built from the top down
+    for c in range(head, -1, -1):
+        if shards * tail >= overflow_odds:
+            return min(head, c + 1)
+        tail += math.exp(log_pmf[c])
+    return 0
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -195,14 +235,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def popular_listed_per_shard(self) -> int:
-        """Items an item shard lists in the popularity ranking: 8× its fair share of the head.
+        """Items an item shard lists in the popularity ranking.
 
-        The head is exact while no shard holds more than this many of it; with hashed
-        shards a shard's share is Binomial(size, 1/shards), mean size/shards, so 8× that
-        (at least 8) is many standard deviations away.
+        The head is exact while no shard holds more than this many of it: see
+        :func:`listed_per_shard`.
         """
-        fair = -(-self.popular_list_size // self.item_shards)
-        return min(self.popular_list_size, 8 * max(fair, 1))
+        return listed_per_shard(self.popular_list_size, self.item_shards)
 
     @property
     def stack_file(self) -> Path:
